@@ -1,0 +1,224 @@
+"""RunConfig: the one place for every setting, budget and timeout of a run.
+
+Precedence: command-line flags > profile YAML (``--profile``) > the defaults below. Budgets and timeouts are
+plain numbers whose unit is in their name (``_s``, ``_ms``, ``_pct``); override one with
+``--budget in_cluster_p99_ms=12`` or ``--timeout consistency_s=60``, or in a profile::
+
+    provider: local
+    topology: multi-network
+    budgets: {in_cluster_p99_ms: 12}
+    timeouts: {consistency_s: 60}
+
+Every measured value is written into the conformance report beside the budget it was held to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from conformance.errors import UsageError
+
+__all__ = ["Budgets", "RunConfig", "Timeouts", "parse_overrides"]
+
+PROVIDERS = ("local", "kind", "existing")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long meshconf waits for things. Seconds unless the name says otherwise."""
+
+    consistency_s: float = 30.0
+    """Maximum time for applied config to take effect everywhere (await_convergence)."""
+    poll_interval_s: float = 0.1
+    """Pause between two convergence polls."""
+    consecutive_successes: int = 3
+    """Polls in a row that must meet the expectation before config counts as converged."""
+    mesh_up_s: float = 180.0
+    """Bringing the whole mesh up (local: seconds; kind: clusters + Istio take minutes)."""
+    probe_ready_s: float = 30.0
+    """A probe workload (and its sidecar) becoming ready."""
+    config_apply_s: float = 10.0
+    """A provider confirming that every proxy loaded a config write."""
+    call_timeout_s: float = 2.0
+    """One request sent by a probe."""
+    forward_s: float = 60.0
+    """One forward batch (many calls) through a probe's control port."""
+    teardown_s: float = 30.0
+    """Stopping everything a run started."""
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """What the mesh is held to. Every budget is reported beside the value measured against it."""
+
+    authz_propagation_s: float = 10.0
+    """AuthorizationPolicy applied -> first enforced denial."""
+    cert_ttl_s: float = 86400.0
+    """Longest validity a workload certificate may have (Istio's default is 24 h)."""
+    in_cluster_p99_ms: float = 10.0
+    cross_cluster_p99_ms: float = 50.0
+    mesh_overhead_p99_ms: float = 5.0
+    error_rate_pct: float = 0.0
+    failover_errors: int = 5
+    """Client-visible errors allowed while traffic shifts to another cluster."""
+    failover_shift_s: float = 10.0
+    locality_local_pct: float = 99.0
+    """Share of calls that must stay in the caller's locality when locality LB is on."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs to know. Build it with :meth:`build`; it validates every value."""
+
+    provider: str = "local"
+    topology: str = "multi-primary"
+    out: Path = Path("out")
+    profile: Path | None = None
+    keep: bool = False
+    defects: tuple[str, ...] = ()
+    envoy_binary: Path | None = None
+    istio_version: str | None = None
+    contexts: tuple[str, ...] = ()
+    allow_mesh_wide: bool = False
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    budgets: Budgets = field(default_factory=Budgets)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        profile: Path | str | None = None,
+        budget_overrides: Iterable[str] = (),
+        timeout_overrides: Iterable[str] = (),
+        **flags: Any,
+    ) -> RunConfig:
+        """Merge defaults, the profile file and flags (None means "not given").
+
+        Raises UsageError naming the bad value and how to fix it.
+        """
+        values: dict[str, Any] = {}
+        budgets: dict[str, Any] = {}
+        timeouts: dict[str, Any] = {}
+        if profile is not None:
+            data = _read_profile(Path(profile))
+            budgets.update(data.pop("budgets", None) or {})
+            timeouts.update(data.pop("timeouts", None) or {})
+            values.update(data)
+            values["profile"] = Path(profile)
+        values.update({k: v for k, v in flags.items() if v is not None})
+        budgets.update(parse_overrides(budget_overrides, "--budget"))
+        timeouts.update(parse_overrides(timeout_overrides, "--timeout"))
+
+        known = {f.name for f in fields(cls)} - {"timeouts", "budgets"}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+        config = cls(
+            timeouts=_numbers(Timeouts, timeouts, "timeout"),
+            budgets=_numbers(Budgets, budgets, "budget"),
+            **{k: _coerce(k, v) for k, v in values.items()},
+        )
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise UsageError for a value that cannot work."""
+        if self.provider not in PROVIDERS:
+            raise UsageError(f"unknown provider {self.provider!r}; choose one of: {', '.join(PROVIDERS)}")
+        if self.envoy_binary is not None and not os.access(self.envoy_binary, os.X_OK):
+            raise UsageError(f"--envoy-binary {self.envoy_binary} is not an executable file")
+        if self.defects and self.provider != "local":
+            raise UsageError(
+                "--mesh-defect only works with --provider local (defects are built into the reference mesh)"
+            )
+        if self.provider == "existing" and not self.contexts:
+            raise UsageError("--provider existing needs at least one --context (a kubeconfig context running Istio)")
+
+    def with_out(self, out: Path) -> RunConfig:
+        return replace(self, out=out)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy, for reports and for handing the config to another process."""
+        data = dataclasses.asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Inverse of :meth:`as_dict`."""
+        values = dict(data)
+        timeouts = values.pop("timeouts", {})
+        budgets = values.pop("budgets", {})
+        return cls.build(
+            budget_overrides=[f"{k}={v}" for k, v in budgets.items()],
+            timeout_overrides=[f"{k}={v}" for k, v in timeouts.items()],
+            **values,
+        )
+
+
+def parse_overrides(items: Iterable[str], flag: str) -> dict[str, str]:
+    """``["a_ms=3", "b_s=1.5"]`` -> ``{"a_ms": "3", "b_s": "1.5"}``; names may use dashes."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise UsageError(f"{flag} {item!r} must look like NAME=VALUE, e.g. {flag} in_cluster_p99_ms=12")
+        result[name.strip().replace("-", "_")] = value.strip()
+    return result
+
+
+def _read_profile(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"profile {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"profile {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"profile {path} must be a YAML mapping of settings, not a {type(data).__name__}")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _numbers(kind: type[Any], given: Mapping[str, Any], what: str) -> Any:
+    names = {f.name: f for f in fields(kind)}
+    values: dict[str, Any] = {}
+    for raw_name, raw in given.items():
+        name = str(raw_name).replace("-", "_")
+        if name not in names:
+            raise UsageError(f"unknown {what} {raw_name!r}; known {what}s: {', '.join(names)}")
+        number_type = int if names[name].type in ("int", int) else float
+        try:
+            value = number_type(raw)
+        except (TypeError, ValueError):
+            raise UsageError(f"{what} {name} must be a number, got {raw!r}") from None
+        if value < 0:
+            raise UsageError(f"{what} {name} must not be negative, got {raw!r}")
+        values[name] = value
+    return kind(**values)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name in ("out", "profile", "envoy_binary"):
+        return Path(str(value)).expanduser()
+    if name in ("defects", "contexts"):
+        if isinstance(value, str):
+            return (value,)
+        return tuple(str(v) for v in value)
+    if name in ("keep", "allow_mesh_wide"):
+        return bool(value)
+    if name in ("provider", "topology", "istio_version"):
+        return str(value)
+    return value

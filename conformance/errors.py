@@ -1,0 +1,77 @@
+"""The errors meshconf raises, and what each means for a run.
+
+Two kinds of outcome are never mixed:
+
+- ``AssertionError`` (raised only by ``conformance.expect``): the mesh does not conform. Allure shows the
+  check as *failed*; ``meshconf run`` exits 1.
+- ``ConformanceError`` and its subclasses: meshconf could not do its job. Allure shows *broken*.
+
+::
+
+    ConformanceError                 anything meshconf raises on purpose
+    ├── UsageError                   bad flags, profile or topology; exit 2, before anything starts
+    │   └── ManifestError            a YAML document is invalid (names the document and the field)
+    │       └── UnsupportedError     valid Istio, but this provider cannot honour that field
+    └── EnvironmentBroken            the environment failed; exit 3
+        ├── ProviderError            a provider operation failed (names the operation and the object)
+        │   └── ConfigNotApplied     Envoy rejected or never loaded a config write
+        └── TimeoutExpired           a wait ran out; carries the last state seen and a hint
+
+Messages name the object and the reason in one line and, where the user can act, say how.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigNotApplied",
+    "ConformanceError",
+    "EnvironmentBroken",
+    "ManifestError",
+    "ProviderError",
+    "TimeoutExpired",
+    "UnsupportedError",
+    "UsageError",
+]
+
+EXIT_OK = 0
+EXIT_NON_CONFORMANT = 1
+EXIT_USAGE = 2
+EXIT_ENVIRONMENT = 3
+
+
+class ConformanceError(Exception):
+    """Base of every error meshconf raises on purpose."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class UsageError(ConformanceError):
+    """The user asked for something invalid: a flag, a profile value, a topology."""
+
+    exit_code = EXIT_USAGE
+
+
+class ManifestError(UsageError):
+    """A YAML document is invalid: the message names the document (kind/namespace/name) and the field."""
+
+
+class UnsupportedError(ManifestError):
+    """A valid Istio field that this provider does not implement (never silently ignored)."""
+
+
+class EnvironmentBroken(ConformanceError):
+    """The environment under test failed, so no conformance verdict can be given."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
+class ProviderError(EnvironmentBroken):
+    """A provider operation failed."""
+
+
+class ConfigNotApplied(ProviderError):
+    """A proxy rejected a config update, or did not load it in time."""
+
+
+class TimeoutExpired(EnvironmentBroken):
+    """A wait ran out of time. The message carries the last state seen."""

@@ -1,0 +1,343 @@
+"""The meshconf pytest plugin: options, the session mesh, the ``scenario`` fixture, reports, exit codes.
+
+The mesh is brought up once per test session, lazily, by the first test that needs it: under pytest-xdist
+the first worker to get there brings it up (under a file lock) and every other worker attaches to it, as
+clients of one control API. The controller (the process that started pytest) tears it down at the end
+and writes the run-level reports from the results every worker sent it.
+
+Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any other error is *broken*.
+``meshconf run`` exits 0 (all passed), 1 (a check failed), 3 (none failed, something broke).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from conformance import __version__
+from conformance.check import CheckInfo, check_id_for_file, check_info
+from conformance.config import RunConfig
+from conformance.errors import EXIT_ENVIRONMENT, EXIT_NON_CONFORMANT, EXIT_OK, ConformanceError, EnvironmentBroken
+from conformance.provider import MeshProvider
+from conformance.providers import attach_provider, create_provider, release_provider
+from conformance.report.allure import label_check, write_run_files
+from conformance.report.conformance import CheckResult, measurement_from_dict, write_reports
+from conformance.scenario import Scenario
+from conformance.topology import load_topology
+
+__all__ = ["scenario"]
+
+_CONFIG = pytest.StashKey[RunConfig]()
+_SHARED = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("meshconf", "meshconf: the mesh under test")
+    group.addoption("--mesh-provider", default=None, help="local (default), kind or existing")
+    group.addoption("--mesh-topology", default=None,
+                    help="multi-primary (default), multi-network, primary-remote, or a file")
+    group.addoption("--mesh-out", default=None, help="where reports and diagnostics go (default: out)")
+    group.addoption("--mesh-profile", default=None, help="a YAML file of settings, budgets and timeouts")
+    group.addoption("--mesh-defect", action="append", default=[],
+                    help="local mesh: start with this deliberate bug (repeatable)")
+    group.addoption("--mesh-budget", action="append", default=[], help="override a budget: NAME=VALUE (repeatable)")
+    group.addoption("--mesh-timeout", action="append", default=[], help="override a timeout: NAME=VALUE (repeatable)")
+    group.addoption("--mesh-keep", action="store_true", default=None, help="leave the mesh running after the run")
+    group.addoption("--mesh-attach", default=None, help="use a mesh started by `meshconf up` (its run directory)")
+    group.addoption("--envoy-binary", default=None, help="local mesh: the Envoy binary to use")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        run_config = RunConfig.build(
+            profile=config.getoption("--mesh-profile"),
+            budget_overrides=config.getoption("--mesh-budget"),
+            timeout_overrides=config.getoption("--mesh-timeout"),
+            provider=config.getoption("--mesh-provider"),
+            topology=config.getoption("--mesh-topology"),
+            out=config.getoption("--mesh-out"),
+            defects=config.getoption("--mesh-defect") or None,
+            keep=config.getoption("--mesh-keep"),
+            envoy_binary=config.getoption("--envoy-binary"),
+        )
+    except ConformanceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[_CONFIG] = run_config
+    if not hasattr(config, "workerinput"):
+        config.stash[_SHARED] = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
+        config.pluginmanager.register(RunCollector(config, run_config), "meshconf-run-collector")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    seen: dict[str, str] = {}
+    for item in items:
+        info = check_info(item)
+        if info is None:
+            continue
+        expected = check_id_for_file(item.path.name)
+        if info.id != expected:
+            raise pytest.UsageError(f"{item.path}: check id {info.id!r} must match its file name ({expected!r})")
+        other = seen.setdefault(info.id, str(item.path))
+        if other != str(item.path):
+            raise pytest.UsageError(f"check id {info.id} is declared twice: {other} and {item.path}")
+
+
+# -- the session mesh ------------------------------------------------------------------------------------
+
+
+def _shared_dir(config: pytest.Config) -> Path:
+    """A directory every xdist worker of this session shares with the controller."""
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        return Path(workerinput["meshconf_shared"])
+    return config.stash[_SHARED]
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist: tell each worker where the session's shared directory is."""
+    node.workerinput["meshconf_shared"] = str(_shared_dir(node.config))
+
+
+@contextmanager
+def _locked(path: Path, exclusive: bool = True) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _controller_pid(config: pytest.Config) -> int:
+    return os.getppid() if hasattr(config, "workerinput") else os.getpid()
+
+
+@pytest.fixture(scope="session")
+def mesh(pytestconfig: pytest.Config) -> MeshProvider:
+    """The mesh under test, up for the whole session (brought up on first use)."""
+    run_config = pytestconfig.stash[_CONFIG]
+    topology = load_topology(run_config.topology)
+    attach = pytestconfig.getoption("--mesh-attach")
+    if attach:
+        return attach_provider(run_config, topology, Path(attach))
+    shared = _shared_dir(pytestconfig)
+    pointer = shared / "meshconf-mesh.json"
+    with _locked(shared / "meshconf-mesh.lock"):
+        if pointer.exists():
+            data = json.loads(pointer.read_text())
+            if data.get("error"):
+                raise EnvironmentBroken(data["error"])
+            return attach_provider(run_config, topology, Path(data["run_dir"]))
+        provider = create_provider(run_config, topology)
+        try:
+            provider.up(owner_pid=_controller_pid(pytestconfig), progress=_progress(pytestconfig))
+        except ConformanceError as exc:
+            pointer.write_text(json.dumps({"error": str(exc)}))
+            raise
+        run_dir = getattr(provider, "run_dir", None)
+        pointer.write_text(json.dumps({"run_dir": str(run_dir), "description": _describe(provider)}))
+        return provider
+
+
+def _progress(config: pytest.Config) -> Any:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(message: str) -> None:
+        if reporter is not None:
+            reporter.write_line(message)
+        else:  # an xdist worker: its stdout is captured, stderr reaches the terminal
+            print(message, file=sys.stderr, flush=True)
+
+    return say
+
+
+def _describe(provider: MeshProvider) -> dict[str, Any]:
+    description = provider.describe()
+    return {
+        "provider": description.provider, "topology": description.topology,
+        "implementation": description.implementation, "meshVersion": description.mesh_version,
+        "proxyVersion": description.proxy_version, "kubernetesVersion": description.kubernetes_version,
+        **{k: v for k, v in description.details.items()},
+    }
+
+
+# -- a check -------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Scenario, None, None]:
+    """The check's own namespace, probes and config, removed when the check ends."""
+    info = check_info(request.node)
+    if info is None:
+        raise EnvironmentBroken(f"{request.node.nodeid} uses `scenario` but is not declared with @check(...)")
+    missing = sorted(str(f) for f in info.features - mesh.features())
+    if missing:
+        pytest.skip(f"requires {', '.join(missing)}; provider {mesh.name} "
+                    f"({request.config.stash[_CONFIG].topology}) lacks it")
+    run_config = request.config.stash[_CONFIG]
+    label_check(info, _describe(mesh))
+    with _serial_lock(request.config, info):
+        current = Scenario(mesh, info, run_config, request.node.path.parent)
+        request.node.stash[_SCENARIO] = current
+        try:
+            yield current
+        finally:
+            current.cleanup()
+
+
+_SCENARIO = pytest.StashKey[Scenario]()
+
+
+@contextmanager
+def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
+    """Serial checks run alone: they take the lock exclusively, every other check takes it shared."""
+    with _locked(_shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report: pytest.TestReport = yield
+    info = check_info(item)
+    if info is None:
+        return report
+    status = _status(report, call)
+    report.user_properties.append(("meshconf.check", info.as_dict()))
+    report.user_properties.append(("meshconf.status", status))
+    current = item.stash.get(_SCENARIO, None)
+    if current is not None and report.when == "call":
+        for measurement in current.measurements:
+            report.user_properties.append(("meshconf.measurement", measurement.as_dict()))
+        if status in ("failed", "broken"):
+            _collect_diagnostics(item, current, info)
+    return report
+
+
+def _status(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+    if report.skipped:
+        return "skipped"
+    if report.passed:
+        return "passed"
+    if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(AssertionError):
+        return "failed"
+    return "broken"
+
+
+def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) -> None:
+    import allure
+
+    dest = item.config.stash[_CONFIG].out / "diagnostics" / info.id
+    try:
+        files = current.mesh.diagnostics(dest, [current.namespace])
+    except ConformanceError as exc:
+        allure.attach(f"could not collect diagnostics: {exc}", name="diagnostics",
+                      attachment_type=allure.attachment_type.TEXT)
+        return
+    summary = next((f for f in files if f.name == "mesh.json"), None)
+    if summary is not None:
+        allure.attach.file(str(summary), name="diagnostics: mesh state", attachment_type=allure.attachment_type.JSON)
+    allure.attach("\n".join(str(f) for f in files), name=f"diagnostics written to {dest}",
+                  attachment_type=allure.attachment_type.TEXT)
+
+
+# -- the controller's view of the run -----------------------------------------------------------------------
+
+
+class RunCollector:
+    """On the controller: gathers every check's result (xdist forwards workers' reports here), writes the
+    run's reports, tears the mesh down, and sets the exit code."""
+
+    def __init__(self, config: pytest.Config, run_config: RunConfig) -> None:
+        self.config = config
+        self.run_config = run_config
+        self.results: dict[str, CheckResult] = {}
+        self.started = time.time()
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props: dict[str, Any] = dict(report.user_properties) if report.user_properties else {}
+        if "meshconf.check" not in props:
+            return
+        info = props["meshconf.check"]
+        status = str(props["meshconf.status"])
+        result = self.results.get(report.nodeid)
+        if result is None:
+            result = self.results[report.nodeid] = CheckResult(
+                id=info["id"], area=info["area"], description=info["description"], status="passed",
+                duration_s=0.0, nodeid=report.nodeid, severity=info["severity"],
+            )
+        result.duration_s += report.duration
+        result.measurements += [measurement_from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
+                                if k == "meshconf.measurement"]
+        if report.when == "teardown" and status == "broken" and result.status == "failed":
+            return  # a failed check whose cleanup also broke is still a non-conformance
+        if _RANK[status] > _RANK[result.status]:
+            result.status = status
+            result.message = _message(report)
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        shared = _shared_dir(self.config)
+        pointer = shared / "meshconf-mesh.json"
+        mesh_info: dict[str, Any] = json.loads(pointer.read_text()) if pointer.exists() else {}
+        results = list(self.results.values())
+        try:
+            if results:
+                self._write_reports(mesh_info, results)
+        finally:
+            if mesh_info.get("run_dir") and not self.run_config.keep and not self.config.getoption("--mesh-attach"):
+                release_provider(self.run_config, load_topology(self.run_config.topology), Path(mesh_info["run_dir"]))
+            shutil.rmtree(shared, ignore_errors=True)
+        if results and exitstatus in (0, 1):
+            statuses = {r.status for r in results}
+            session.exitstatus = (EXIT_NON_CONFORMANT if "failed" in statuses
+                                  else EXIT_ENVIRONMENT if "broken" in statuses else EXIT_OK)
+
+    def _write_reports(self, mesh_info: dict[str, Any], results: list[CheckResult]) -> None:
+        description = mesh_info.get("description") or {
+            "provider": self.run_config.provider, "topology": self.run_config.topology}
+        started = dt.datetime.fromtimestamp(self.started, dt.UTC)
+        settings = self.run_config.as_dict()
+        run = {
+            **description,
+            "meshconfVersion": __version__,
+            "defects": list(self.run_config.defects),
+            "started": started.isoformat(timespec="seconds"),
+            "durationSeconds": round(time.time() - self.started, 1),
+            "runId": started.strftime("%Y%m%dT%H%M%SZ"),
+            "budgets": settings["budgets"],
+            "timeouts": settings["timeouts"],
+        }
+        write_reports(self.run_config.out, run, results)
+        alluredir = self.config.getoption("allure_report_dir", None)
+        if alluredir:
+            write_run_files(Path(alluredir), run)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"meshconf: reports in {self.run_config.out}/ (conformance-report.json, .md)")
+
+
+_RANK = {"passed": 0, "skipped": 1, "failed": 2, "broken": 3}
+
+
+def _message(report: pytest.TestReport) -> str | None:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    if report.failed:
+        crash = getattr(report.longrepr, "reprcrash", None)
+        text = crash.message if crash is not None else str(report.longrepr)
+        return text[:4000]
+    return None

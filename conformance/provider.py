@@ -1,0 +1,219 @@
+"""The provider contract: the only seam between the checks and the environment they run against.
+
+Every check is written once against :class:`MeshProvider`. A provider brings a multi-cluster mesh up (or
+attaches to one), applies plain Istio and Kubernetes YAML, deploys probe workloads, sends traffic from them,
+injects faults, and reads proxies' Envoy admin. ``conformance/providers/`` holds the implementations; the
+core reaches them only through ``conformance.providers.create_provider``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from conformance.topology import Cluster
+
+__all__ = [
+    "DATA_PORT",
+    "Faults",
+    "Feature",
+    "MeshDescription",
+    "MeshProvider",
+    "ProbeHandle",
+    "ProbeInstance",
+    "ProbeSpec",
+]
+
+DATA_PORT = 8080
+"""The probe's service port, the same in every provider."""
+
+
+class Feature(StrEnum):
+    """What an environment can do. A check that needs a missing feature is skipped, saying which."""
+
+    MULTI_CLUSTER = "multi-cluster"
+    MULTI_NETWORK = "multi-network"
+    EAST_WEST_GATEWAY = "east-west-gateway"
+    INGRESS_GATEWAY = "ingress-gateway"
+    OUT_OF_MESH_WORKLOADS = "out-of-mesh-workloads"
+    MESH_WIDE_CONFIG = "mesh-wide-config"
+    """The run may change mesh-wide config (root namespace policies, mesh config)."""
+    CERT_ROTATION = "cert-rotation"
+    LINK_FAULTS = "link-faults"
+    """Latency can be added to, or a partition made in, the link between two clusters."""
+    WORKLOAD_FAULTS = "workload-faults"
+    """Workloads can be made to fail (503/delay), killed, and scaled to zero."""
+    GATEWAY_FAULTS = "gateway-faults"
+    """A cluster's east-west gateway can be taken down and brought back."""
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A probe workload to deploy: a Deployment + Service + ServiceAccount in Kubernetes terms."""
+
+    service: str
+    namespace: str
+    cluster: str
+    version: str = "v1"
+    service_account: str | None = None
+    """Defaults to the service name."""
+    in_mesh: bool = True
+    """False: no sidecar (an out-of-mesh, plaintext workload)."""
+    ports: tuple[int, ...] = (DATA_PORT,)
+    zone: str | None = None
+    """Defaults to the cluster's first zone."""
+    replicas: int = 1
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def account(self) -> str:
+        return self.service_account or self.service
+
+    @property
+    def host(self) -> str:
+        """The service's cluster-local name."""
+        return f"{self.service}.{self.namespace}.svc.cluster.local"
+
+    @property
+    def workload_labels(self) -> dict[str, str]:
+        """Pod labels, as Istio selectors and DestinationRule subsets see them."""
+        return {"app": self.service, "version": self.version, **self.labels}
+
+
+@dataclass(frozen=True)
+class ProbeInstance:
+    """One pod (or local process pair) of a probe workload."""
+
+    name: str
+    address: str
+    """The pod IP."""
+    zone: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """Provider-specific details (the local mesh: control, admin and sidecar addresses)."""
+
+
+@dataclass(frozen=True)
+class ProbeHandle:
+    """A deployed probe workload. ``instances`` are its pods / processes."""
+
+    spec: ProbeSpec
+    instances: tuple[ProbeInstance, ...]
+
+    @property
+    def cluster(self) -> str:
+        return self.spec.cluster
+
+    @property
+    def namespace(self) -> str:
+        return self.spec.namespace
+
+    @property
+    def service(self) -> str:
+        return self.spec.service
+
+    @property
+    def host(self) -> str:
+        return self.spec.host
+
+    @property
+    def in_mesh(self) -> bool:
+        return self.spec.in_mesh
+
+    def url(self, path: str = "/", port: int = DATA_PORT) -> str:
+        return f"http://{self.host}:{port}{path}"
+
+    def __str__(self) -> str:
+        mesh = "" if self.in_mesh else " (out of mesh)"
+        return f"{self.spec.service}/{self.spec.version} in {self.namespace} on {self.cluster}{mesh}"
+
+
+@dataclass(frozen=True)
+class MeshDescription:
+    """What is under test, for every report."""
+
+    provider: str
+    topology: str
+    implementation: str
+    """e.g. ``meshconf-local (reference, real Envoy)`` or ``istio``."""
+    mesh_version: str
+    proxy_version: str
+    kubernetes_version: str | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Faults(Protocol):
+    """Deliberate failures, for failover and resilience checks."""
+
+    def set_mode(self, probe: ProbeHandle, status: int | None = None, delay_ms: int = 0) -> None:
+        """Make every instance of ``probe`` answer ``status`` (e.g. 503) and/or add delay, until reset."""
+
+    def scale(self, probe: ProbeHandle, replicas: int) -> ProbeHandle:
+        """Scale the workload in its cluster (0 removes every instance); returns the new handle."""
+
+
+@runtime_checkable
+class MeshProvider(Protocol):
+    """A multi-cluster mesh under test. Use as a context manager: ``down()`` always runs."""
+
+    name: str
+
+    def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
+        """Bring the environment up, reporting progress lines; raises EnvironmentBroken (after cleaning up).
+
+        ``owner_pid``: a process whose exit means the environment is no longer wanted.
+        """
+
+    def down(self) -> None:
+        """Tear down everything this provider created. Idempotent; safe after a crash."""
+
+    def describe(self) -> MeshDescription: ...
+
+    def clusters(self) -> Sequence[Cluster]: ...
+
+    def features(self) -> frozenset[Feature]: ...
+
+    def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
+        """Apply Istio/Kubernetes documents in each cluster and return once every proxy has them.
+
+        Raises ManifestError / UnsupportedError for bad documents, ConfigNotApplied when a proxy rejects them.
+        """
+
+    def delete(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
+        """Remove documents applied earlier (missing ones are ignored) and wait as for apply."""
+
+    def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
+        """Deploy a probe workload and return once it (and its sidecar) is ready."""
+
+    def delete_namespace(self, namespace: str) -> None:
+        """Remove a namespace and everything in it from every cluster (probes and config)."""
+
+    def probe_control(
+        self, probe: ProbeHandle, method: str, path: str, body: Mapping[str, Any] | None = None,
+        instance: int = 0, timeout_s: float = 60.0,
+    ) -> Any:
+        """Call the probe's control port (``/forward``, ``/mode``, ``/info``) and return its JSON answer."""
+
+    def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
+        """Make calls FROM ``probe`` (the probe's ``/forward``) the way this environment routes them.
+
+        ``request`` is the probe's forward request; the provider adds what its network needs (the local
+        mesh points an in-mesh probe at its sidecar, and resolves names for an out-of-mesh one, as
+        iptables capture and kube-proxy do in a cluster). Returns the probe's JSON answer.
+        """
+
+    def proxy_admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
+        """GET a path on the probe's sidecar Envoy admin (``/config_dump``, ``/stats``, ``/certs``...)."""
+
+    @property
+    def faults(self) -> Faults: ...
+
+    def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
+        """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""
+
+    def __enter__(self) -> MeshProvider: ...
+
+    def __exit__(self, *exc: object) -> None: ...

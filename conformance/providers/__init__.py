@@ -1,0 +1,69 @@
+"""The provider registry: the one place the core reaches a provider by name.
+
+Providers are imported lazily, so a run of one provider never imports another's dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from conformance.config import RunConfig
+from conformance.errors import ConformanceError, UsageError
+from conformance.provider import MeshProvider
+from conformance.topology import Topology
+
+__all__ = ["PROVIDERS", "attach_provider", "create_provider", "leftover_runs", "release_provider", "teardown_run"]
+
+PROVIDERS: dict[str, str] = {
+    "local": "conformance.providers.local:LocalProvider",
+}
+
+
+def _provider_class(name: str) -> Any:
+    target = PROVIDERS.get(name)
+    if target is None:
+        raise UsageError(f"provider {name!r} is not available; available: {', '.join(sorted(PROVIDERS))}")
+    module_name, _, class_name = target.partition(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def create_provider(config: RunConfig, topology: Topology) -> MeshProvider:
+    """A provider for ``config.provider``, not yet up."""
+    provider: MeshProvider = _provider_class(config.provider)(config, topology)
+    return provider
+
+
+def attach_provider(config: RunConfig, topology: Topology, state: Path) -> MeshProvider:
+    """A provider attached to an environment another process brought up (``state`` from ``up``)."""
+    provider: MeshProvider = _provider_class(config.provider).attach(config, topology, state)
+    return provider
+
+
+def release_provider(config: RunConfig, topology: Topology, state: Path) -> None:
+    """Tear down an environment by its state: attach and ``down()``, or, if its manager process is gone,
+    let the provider stop what is left by PID."""
+    cls = _provider_class(config.provider)
+    try:
+        provider = cls.attach(config, topology, state)
+    except ConformanceError:
+        cls.cleanup(state)
+        return
+    provider.down()
+
+
+def leftover_runs() -> list[tuple[str, Path]]:
+    """(provider, state) of every environment meshconf brought up that is still recorded on disk."""
+    found: list[tuple[str, Path]] = []
+    for name in PROVIDERS:
+        cls = _provider_class(name)
+        if hasattr(cls, "leftovers"):
+            found += [(name, path) for path in cls.leftovers()]
+    return found
+
+
+def teardown_run(provider_name: str, state: Path) -> list[int]:
+    """Tear down one recorded environment by its state, without needing its config."""
+    stopped: list[int] = _provider_class(provider_name).cleanup(state)
+    return stopped

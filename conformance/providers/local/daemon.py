@@ -1,0 +1,194 @@
+"""The local mesh process: owns every Envoy and probe, serves a small control API on 127.0.0.1.
+
+Started by ``LocalProvider.up()`` as ``python -m conformance.providers.local.daemon RUN_DIR``. Every pytest
+worker is a client of this API, as every worker is a client of the kube-apiserver with real clusters. The
+API needs the bearer token from the run's state file (0600).
+
+It stops (and stops everything it started) on ``POST /shutdown``, SIGTERM/SIGINT, or when the process that
+owns the run exits (``owner_pid`` in the request), so a crashed test run cannot leak a mesh.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from conformance.config import RunConfig
+from conformance.errors import ConformanceError
+from conformance.provider import ProbeSpec
+from conformance.providers.local.defects import parse_defects
+from conformance.providers.local.envoy import envoy_version
+from conformance.providers.local.runtime import MeshRuntime
+from conformance.providers.local.state import RunState
+from conformance.topology import load_topology
+
+__all__ = ["main"]
+
+
+class MeshServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, runtime: MeshRuntime, token: str, state: RunState) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.runtime = runtime
+        self.token = token
+        self.state = state
+        self.stopping = threading.Event()
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: MeshServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"{time.strftime('%H:%M:%S')} api {format % args}\n")
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def _dispatch(self, method: str) -> None:
+        if self.headers.get("Authorization") != f"Bearer {self.server.token}":
+            self._send(401, {"error": "missing or wrong token (read it from the run's state file)"})
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+        if (method, self.path) == ("POST", "/shutdown"):
+            self.server.stopping.set()
+            self._send(200, {})
+            return
+        route = ROUTES.get((method, self.path.split("?")[0]))
+        if route is None:
+            self._send(404, {"error": f"no such API: {method} {self.path}"})
+            return
+        try:
+            runtime = self.server.runtime
+            with runtime.lock:
+                result = route(runtime, body)
+            self._send(200, result)
+        except ConformanceError as exc:
+            self._send(400 if exc.exit_code == 2 else 500, {"error": str(exc), "type": type(exc).__name__})
+        except Exception as exc:
+            traceback.print_exc()
+            self._send(500, {"error": f"{type(exc).__name__}: {exc}", "type": "ProviderError"})
+
+    def _send(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def _status(runtime: MeshRuntime, _: dict[str, Any]) -> Any:
+    return {"ready": True, "clusters": list(runtime.topology.cluster_names)}
+
+
+def _apply(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    runtime.apply(body["docs"], body["clusters"])
+    return {}
+
+
+def _delete(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    runtime.delete(body["docs"], body["clusters"])
+    return {}
+
+
+def _deploy(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    spec = body["spec"]
+    spec["ports"] = tuple(spec.get("ports") or (8080,))
+    workloads = runtime.deploy(ProbeSpec(**spec))
+    return {"instances": [
+        {"name": w.name, "address": w.addresses.pod_ip, "zone": w.zone, "extra": runtime.instance_details(w)}
+        for w in workloads
+    ]}
+
+
+def _delete_namespace(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    runtime.delete_namespace(body["namespace"])
+    return {}
+
+
+def _resolve(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    return {"addresses": runtime.resolve(body["cluster"], body["host"], int(body["port"]))}
+
+
+def _diagnostics(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    files = runtime.diagnostics(Path(body["dest"]), body["namespaces"])
+    return {"files": [str(f) for f in files]}
+
+
+ROUTES = {
+    ("GET", "/status"): _status,
+    ("POST", "/apply"): _apply,
+    ("POST", "/delete"): _delete,
+    ("POST", "/probes"): _deploy,
+    ("POST", "/namespaces/delete"): _delete_namespace,
+    ("POST", "/resolve"): _resolve,
+    ("POST", "/diagnostics"): _diagnostics,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argv if argv is not None else sys.argv[1:]
+    run_dir = Path(args[0])
+    state = RunState(run_dir)
+    request = json.loads((run_dir / "request.json").read_text())
+    config = RunConfig.from_dict(request["config"])
+    topology = load_topology(request["topology"])
+    runtime = MeshRuntime(run_dir, topology, config, parse_defects(config.defects),
+                          on_processes=state.record_processes)
+    server: MeshServer | None = None
+    try:
+        print(f"local mesh: Envoy {envoy_version(runtime.binary)} at {runtime.binary}", file=sys.stderr)
+        runtime.up()
+        server = MeshServer(runtime, request["token"], state)
+        stop = server.stopping
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        threading.Thread(target=server.serve_forever, name="api", daemon=True).start()
+        state.update(ready=True, url=f"http://127.0.0.1:{server.server_address[1]}", pid=os.getpid())
+        owner = request.get("owner_pid")
+        while not stop.wait(0.5):
+            if owner and not _alive(owner):
+                print(f"local mesh: owner process {owner} is gone; shutting down", file=sys.stderr)
+                break
+    except ConformanceError as exc:
+        state.update(error=str(exc))
+        return exc.exit_code
+    except Exception as exc:
+        traceback.print_exc()
+        state.update(error=f"{type(exc).__name__}: {exc}")
+        return 3
+    finally:
+        if server is not None:
+            server.shutdown()
+        with runtime.lock:
+            runtime.down()
+        state.update(stopped=True)
+    return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

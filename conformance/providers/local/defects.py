@@ -1,0 +1,49 @@
+"""Deliberate bugs the local mesh can be started with (``--mesh-defect NAME``), for self-validation.
+
+A conformance check that cannot fail is worthless: for each defect the project's tests run the suite against
+a mesh that has it and assert that the checks meant to catch it fail. Each defect is one line of meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+
+from conformance.errors import UsageError
+
+__all__ = ["Defect", "parse_defects"]
+
+
+class Defect(StrEnum):
+    IGNORE_PEER_AUTHENTICATION = "ignore-peer-authentication"
+    PERMISSIVE_AS_STRICT = "permissive-as-strict"
+    WRONG_SPIFFE_IDENTITY = "wrong-spiffe-identity"
+    NO_CLIENT_CERT_FORWARDING = "no-client-cert-forwarding"
+    NO_CROSS_CLUSTER_ENDPOINTS = "no-cross-cluster-endpoints"
+    ALWAYS_PLAINTEXT = "always-plaintext"
+
+    @property
+    def description(self) -> str:
+        return DESCRIPTIONS[self]
+
+
+DESCRIPTIONS: dict[Defect, str] = {
+    Defect.IGNORE_PEER_AUTHENTICATION: "PeerAuthentication is ignored: every workload stays PERMISSIVE",
+    Defect.PERMISSIVE_AS_STRICT: "PERMISSIVE is enforced as STRICT: plaintext callers are refused",
+    Defect.WRONG_SPIFFE_IDENTITY: "workload certificates carry the namespace's default service account",
+    Defect.NO_CLIENT_CERT_FORWARDING: "sidecars do not pass the peer identity to the app (no XFCC header)",
+    Defect.NO_CROSS_CLUSTER_ENDPOINTS: "control planes only discover endpoints of their own cluster",
+    Defect.ALWAYS_PLAINTEXT: "auto-mTLS never upgrades: sidecars call every endpoint in plaintext",
+}
+
+
+def parse_defects(names: Iterable[str]) -> frozenset[Defect]:
+    """Raise UsageError naming an unknown defect and listing the known ones."""
+    found: set[Defect] = set()
+    for name in names:
+        try:
+            found.add(Defect(name))
+        except ValueError:
+            known = ", ".join(d.value for d in Defect)
+            raise UsageError(f"unknown --mesh-defect {name!r}; known defects: {known}") from None
+    return frozenset(found)

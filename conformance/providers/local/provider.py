@@ -1,0 +1,285 @@
+"""LocalProvider: the client side of the embedded reference mesh.
+
+``up()`` starts the mesh process (``daemon.py``) and waits for it; ``attach()`` connects to a running one
+(every pytest-xdist worker does this). Changes go through the mesh process's API; traffic and Envoy admin
+reads go straight to the probes and sidecars on 127.0.0.0/8, as kubectl port-forward would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from conformance import errors
+from conformance.config import RunConfig
+from conformance.errors import EnvironmentBroken, ProviderError
+from conformance.provider import (
+    Feature,
+    MeshDescription,
+    ProbeHandle,
+    ProbeInstance,
+    ProbeSpec,
+)
+from conformance.providers.local.defects import parse_defects
+from conformance.providers.local.envoy import envoy_binary, envoy_version
+from conformance.providers.local.processes import process_alive, stop_pid
+from conformance.providers.local.state import RunState, new_run_dir, runs_root
+from conformance.topology import Cluster, Topology
+
+__all__ = ["LocalProvider"]
+
+IMPLEMENTATION = "meshconf-local (reference, real Envoy)"
+MESH_VERSION = "meshconf-local 0.1"
+
+
+class LocalProvider:
+    """The embedded local mesh: real Envoy sidecars and probe processes on 127.0.0.0/8."""
+
+    name = "local"
+
+    def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
+        parse_defects(config.defects)  # bad names fail before anything starts
+        self.config = config
+        self.topology = topology
+        self.run_dir = run_dir
+        self._url: str | None = None
+        self._token: str | None = None
+        self._http = httpx.Client(timeout=httpx.Timeout(config.timeouts.forward_s + 10, connect=5))
+        self._envoy_version: str | None = None
+        self._daemon: subprocess.Popen[bytes] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+
+    def up(self, owner_pid: int | None = None, progress: Any = None) -> None:
+        """Start the mesh process and wait until it serves. ``owner_pid``: stop the mesh if it exits."""
+        say = progress or (lambda _msg: None)
+        binary = envoy_binary(self.config.envoy_binary)
+        self._envoy_version = envoy_version(binary)
+        self.run_dir = new_run_dir()
+        token = secrets.token_urlsafe(24)
+        request = {"config": self.config.as_dict(), "topology": self.config.topology,
+                   "token": token, "owner_pid": owner_pid}
+        (self.run_dir / "request.json").write_text(json.dumps(request))
+        os.chmod(self.run_dir / "request.json", 0o600)
+        started = time.monotonic()
+        say(f"local mesh: starting {len(self.topology.clusters)} clusters ({self.topology.name}) "
+            f"with Envoy {self._envoy_version}; run directory {self.run_dir}")
+        log = open(self.run_dir / "mesh.log", "ab")  # noqa: SIM115 - handed to the child
+        with log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "conformance.providers.local.daemon", str(self.run_dir)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self._daemon = process  # keep it: the mesh process outlives this call
+        state = RunState(self.run_dir)
+        state.update(daemon_pid=process.pid)
+        deadline = started + self.config.timeouts.mesh_up_s
+        while True:
+            data = state.read()
+            if data.get("ready"):
+                break
+            if data.get("error") or process.poll() is not None:
+                reason = data.get("error") or _tail(self.run_dir / "mesh.log")
+                self.down()
+                raise EnvironmentBroken(f"the local mesh did not start: {reason}")
+            if time.monotonic() > deadline:
+                self.down()
+                raise EnvironmentBroken(
+                    f"the local mesh did not start within {self.config.timeouts.mesh_up_s:.0f}s "
+                    f"(raise it with --timeout mesh_up_s=...); log: {_tail(self.run_dir / 'mesh.log')}")
+            time.sleep(0.05)
+        self._url, self._token = data["url"], token
+        say(f"local mesh: up in {time.monotonic() - started:.1f}s")
+
+    @classmethod
+    def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> LocalProvider:
+        """Connect to a mesh another process started (pytest-xdist workers, ``meshconf up``)."""
+        provider = cls(config, topology, run_dir)
+        data = RunState(run_dir).read()
+        if not data.get("ready") or data.get("stopped"):
+            raise EnvironmentBroken(f"no running local mesh in {run_dir} (start one with `meshconf up`)")
+        provider._url = data["url"]
+        provider._token = json.loads((run_dir / "request.json").read_text())["token"]
+        return provider
+
+    @classmethod
+    def cleanup(cls, run_dir: Path) -> list[int]:
+        """Tear down a run by its directory: ask its mesh process to stop, then stop whatever is left by PID
+        (a crashed run) and remove the directory. Returns the PIDs stopped here."""
+        state = RunState(run_dir).read()
+        if state.get("url") and not state.get("stopped"):
+            try:
+                token = json.loads((run_dir / "request.json").read_text())["token"]
+                httpx.post(state["url"] + "/shutdown", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            except (OSError, ValueError, KeyError, httpx.HTTPError):
+                pass
+        return stop_run(run_dir)
+
+    @classmethod
+    def leftovers(cls) -> list[Path]:
+        """Run directories of local meshes that are still recorded (running, kept, or crashed)."""
+        root = runs_root()
+        return sorted(p for p in root.glob("local-*") if RunState(p).owned()) if root.is_dir() else []
+
+    def down(self) -> None:
+        """Stop the mesh process and everything it started; remove the run directory. Idempotent."""
+        if self.run_dir is None:
+            return
+        state = RunState(self.run_dir)
+        data = state.read()
+        if self._url and not data.get("stopped"):
+            with contextlib.suppress(EnvironmentBroken, httpx.HTTPError):
+                self._call("POST", "/shutdown", {}, timeout=5)
+        stop_run(self.run_dir, self.config.timeouts.teardown_s)
+        if self._daemon is not None:
+            self._daemon.wait(5)  # reap it
+        self._http.close()
+        self._url = None
+
+    def __enter__(self) -> LocalProvider:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- contract ------------------------------------------------------------------------------------------
+
+    def describe(self) -> MeshDescription:
+        version = self._envoy_version or envoy_version(envoy_binary(self.config.envoy_binary))
+        details = {"defects": ",".join(self.config.defects)} if self.config.defects else {}
+        return MeshDescription(
+            provider=self.name, topology=self.topology.name, implementation=IMPLEMENTATION,
+            mesh_version=MESH_VERSION, proxy_version=f"envoy {version}", details=details,
+        )
+
+    def clusters(self) -> Sequence[Cluster]:
+        return self.topology.clusters
+
+    def features(self) -> frozenset[Feature]:
+        features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG}
+        if len(self.topology.clusters) > 1:
+            features.add(Feature.MULTI_CLUSTER)
+        if self.topology.multi_network:
+            features.add(Feature.MULTI_NETWORK)
+        return frozenset(features)
+
+    def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
+        self._call("POST", "/apply", {"docs": list(docs), "clusters": list(clusters)})
+
+    def delete(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
+        self._call("POST", "/delete", {"docs": list(docs), "clusters": list(clusters)})
+
+    def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
+        payload = asdict(spec)
+        payload["labels"] = dict(spec.labels)
+        answer = self._call("POST", "/probes", {"spec": payload})
+        return ProbeHandle(spec, tuple(ProbeInstance(**i) for i in answer["instances"]))
+
+    def delete_namespace(self, namespace: str) -> None:
+        self._call("POST", "/namespaces/delete", {"namespace": namespace})
+
+    def probe_control(self, probe: ProbeHandle, method: str, path: str, body: Mapping[str, Any] | None = None,
+                      instance: int = 0, timeout_s: float = 60.0) -> Any:
+        target = _instance(probe, instance).extra["control"]
+        try:
+            response = self._http.request(method, f"http://{target}{path}", json=body, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"probe {probe} control port {target} unreachable: {exc}") from None
+        if response.status_code != 200:
+            raise ProviderError(f"probe {probe} {method} {path} answered {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
+        body = dict(request)
+        if probe.in_mesh:
+            body["proxy"] = _instance(probe, instance).extra["outbound"]
+        else:
+            host, _, port = httpx.URL(str(request["url"])).netloc.decode().partition(":")
+            if host.endswith(".svc.cluster.local"):
+                found = self._call("POST", "/resolve", {"cluster": probe.cluster, "host": host, "port": port or 80})
+                body["resolve"] = {f"{host}:{port or 80}": found["addresses"]}
+        timeout = float(body.get("max_duration_ms", 60000)) / 1000 + 10
+        return self.probe_control(probe, "POST", "/forward", body, instance=instance, timeout_s=timeout)
+
+    def proxy_admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
+        admin = _instance(probe, instance).extra.get("admin")
+        if admin is None:
+            raise ProviderError(f"{probe} has no sidecar, so no Envoy admin")
+        try:
+            return self._http.get(f"http://{admin}{path}", timeout=10).text
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"Envoy admin of {probe} at {admin} unreachable: {exc}") from None
+
+    def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
+        answer = self._call("POST", "/diagnostics", {"dest": str(dest.resolve()), "namespaces": list(namespaces)})
+        return [Path(f) for f in answer["files"]]
+
+    # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _call(self, method: str, path: str, body: Mapping[str, Any], timeout: float | None = None) -> Any:
+        if self._url is None:
+            raise EnvironmentBroken("the local mesh is not running (call up() or attach() first)")
+        try:
+            response = self._http.request(
+                method, self._url + path, json=body, headers={"Authorization": f"Bearer {self._token}"},
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.HTTPError as exc:
+            raise EnvironmentBroken(f"the local mesh process does not answer ({exc}); "
+                                    f"see {self.run_dir}/mesh.log") from None
+        payload = response.json()
+        if response.status_code != 200:
+            error_type = getattr(errors, str(payload.get("type")), ProviderError)
+            if not (isinstance(error_type, type) and issubclass(error_type, errors.ConformanceError)):
+                error_type = ProviderError
+            raise error_type(payload.get("error", response.text))
+        return payload
+
+
+def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:
+    if not probe.instances:
+        raise ProviderError(f"{probe} has no running instance")
+    return probe.instances[index % len(probe.instances)]
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def stop_run(run_dir: Path, timeout_s: float = 30.0) -> list[int]:
+    """Stop whatever is left of a run (mesh process, Envoys, probes) by PID and remove its directory.
+
+    Used by ``down()`` and by ``meshconf down`` for a run that crashed. Only processes whose command line
+    names ``run_dir`` are signalled. Returns the PIDs that had to be stopped here.
+    """
+    state = RunState(run_dir)
+    data = state.read()
+    marker = str(run_dir)
+    stopped: list[int] = []
+    daemon_pid = data.get("daemon_pid")
+    deadline = time.monotonic() + timeout_s
+    if daemon_pid:
+        while process_alive(int(daemon_pid), marker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if stop_pid(int(daemon_pid), marker):
+            stopped.append(int(daemon_pid))
+    for child in RunState(run_dir).read().get("processes", []):
+        if stop_pid(int(child["pid"]), marker):
+            stopped.append(int(child["pid"]))
+    state.remove()
+    return stopped

@@ -1,0 +1,124 @@
+"""A sidecar's inbound side: the ``virtualInbound`` listener and the ``inbound|<port>||`` clusters.
+
+The listener binds the pod IP on 15006 and on every service port (what iptables capture does in a pod) and
+picks a filter chain by destination port and, under PERMISSIVE, by whether the caller speaks TLS. The mTLS
+chain requires a client certificate chaining to the mesh root and tells the app who called
+(``x-forwarded-client-cert``). Authorization runs in two RBAC filters (DENY, then ALLOW) whose config comes
+through ECDS, so a policy change applies to kept-alive connections at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conformance.providers.local.addresses import INBOUND_PORT, INBOUND_SOURCE
+from conformance.providers.local.defects import Defect
+from conformance.providers.local.envoy import any_config
+from conformance.providers.local.model import Workload
+from conformance.providers.local.translate.context import MeshView, SourceFn
+from conformance.providers.local.translate.mtls import MtlsMode, peer_mtls_mode
+from conformance.providers.local.translate.tls import downstream_mtls
+
+__all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener"]
+
+_HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+RBAC_FILTERS = ("istio.rbac.deny", "istio.rbac.allow")
+"""ECDS names of the two RBAC filters, in evaluation order."""
+_RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+
+
+def _socket(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def inbound_cluster_name(port: int) -> str:
+    return f"inbound|{port}||"
+
+
+def _hcm(view: MeshView, port: int, source: SourceFn, mtls: bool) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "stat_prefix": f"inbound_0.0.0.0_{port}",
+        "route_config": {
+            "name": f"inbound|{port}||",
+            "virtual_hosts": [{
+                "name": f"inbound|http|{port}",
+                "domains": ["*"],
+                "routes": [{
+                    "name": "default",
+                    "match": {"prefix": "/"},
+                    "route": {"cluster": inbound_cluster_name(port), "timeout": "0s"},
+                }],
+            }],
+        },
+        "http_filters": [
+            *({"name": name, "config_discovery": {"config_source": source("ecds", name), "type_urls": [_RBAC_TYPE]}}
+              for name in RBAC_FILTERS),
+            {"name": "envoy.filters.http.router",
+             "typed_config": any_config("envoy.extensions.filters.http.router.v3.Router")},
+        ],
+        "use_remote_address": False,
+    }
+    if mtls and Defect.NO_CLIENT_CERT_FORWARDING not in view.defects:
+        config["forward_client_cert_details"] = "APPEND_FORWARD"
+        config["set_current_client_cert_details"] = {"subject": True, "dns": True, "uri": True}
+    else:
+        config["forward_client_cert_details"] = "SANITIZE"
+    return {"name": "envoy.filters.network.http_connection_manager", "typed_config": any_config(_HCM, **config)}
+
+
+def inbound_listener(view: MeshView, workload: Workload, source: SourceFn) -> dict[str, Any]:
+    pod_ip = workload.addresses.pod_ip
+    chains: list[dict[str, Any]] = []
+    for port in workload.spec.ports:
+        mode = peer_mtls_mode(view.store, workload, port, view.defects)
+        if mode in (MtlsMode.STRICT, MtlsMode.PERMISSIVE):
+            chains.append({
+                "name": f"{pod_ip}_{port}_mtls",
+                "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
+                "transport_socket": downstream_mtls(source),
+                "filters": [_hcm(view, port, source, mtls=True)],
+            })
+        if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
+            match: dict[str, Any] = {"destination_port": port}
+            if mode is MtlsMode.PERMISSIVE:
+                match["transport_protocol"] = "raw_buffer"
+            chains.append({
+                "name": f"{pod_ip}_{port}_plaintext",
+                "filter_chain_match": match,
+                "filters": [_hcm(view, port, source, mtls=False)],
+            })
+    return {
+        "name": "virtualInbound",
+        "address": _socket(pod_ip, INBOUND_PORT),
+        "additional_addresses": [{"address": _socket(pod_ip, port)} for port in workload.spec.ports],
+        "listener_filters": [{
+            "name": "envoy.filters.listener.tls_inspector",
+            "typed_config": any_config("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"),
+        }],
+        "filter_chains": chains,
+        "traffic_direction": "INBOUND",
+    }
+
+
+def inbound_clusters(workload: Workload) -> list[dict[str, Any]]:
+    """One cluster per service port, to the app on the pod's loopback, from 127.0.0.6 as Istio does."""
+    return [
+        {
+            "name": inbound_cluster_name(port),
+            "type": "STATIC",
+            "connect_timeout": "10s",
+            "upstream_bind_config": {"source_address": {"address": INBOUND_SOURCE, "port_value": 0}},
+            "load_assignment": {
+                "cluster_name": inbound_cluster_name(port),
+                "endpoints": [{"lb_endpoints": [
+                    {"endpoint": {"address": _socket(workload.addresses.loopback, port)}},
+                ]}],
+            },
+        }
+        for port in workload.spec.ports
+    ]
+
+
+def pass_through_rbac(name: str) -> dict[str, Any]:
+    """An RBAC filter config that enforces nothing (no ``rules``)."""
+    return {"name": name, "typed_config": {"@type": _RBAC_TYPE}}

@@ -1,0 +1,61 @@
+"""Allure: labels on each check's result, and the run-level files next to the results.
+
+Labels (set on the worker that runs the check): epic = area, feature = check id, story = description,
+severity, and tags for provider / topology / mesh version. Run-level files (written once, by the pytest
+controller): ``environment.properties``, ``categories.json`` (non-conformance vs environment broken; Allure 2
+reads it) and ``executor.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import allure
+
+from conformance.check import CheckInfo
+
+__all__ = ["CATEGORIES", "label_check", "write_run_files"]
+
+CATEGORIES = [
+    {"name": "Non-conformance: the mesh did not behave as Istio specifies", "matchedStatuses": ["failed"]},
+    {"name": "Environment broken: no verdict (see diagnostics)", "matchedStatuses": ["broken"]},
+    {"name": "Skipped: the environment lacks a feature", "matchedStatuses": ["skipped"]},
+]
+
+
+def label_check(info: CheckInfo, run: Mapping[str, Any]) -> None:
+    """Label the running test's Allure result."""
+    allure.dynamic.epic(str(info.area))
+    allure.dynamic.feature(info.id)
+    allure.dynamic.story(info.description)
+    allure.dynamic.severity(allure.severity_level(str(info.severity)))
+    allure.dynamic.description(info.description)
+    for key in ("provider", "topology", "meshVersion"):
+        if run.get(key):
+            allure.dynamic.tag(f"{key}:{run[key]}")
+
+
+def write_run_files(results_dir: Path, run: Mapping[str, Any]) -> None:
+    """environment.properties, categories.json and executor.json (only on the xdist controller)."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    properties = {
+        "provider": run.get("provider"), "topology": run.get("topology"),
+        "implementation": run.get("implementation"), "mesh.version": run.get("meshVersion"),
+        "proxy.version": run.get("proxyVersion"), "kubernetes.version": run.get("kubernetesVersion"),
+        "meshconf.version": run.get("meshconfVersion"), "defects": run.get("defects") or None,
+    }
+    lines = [f"{key}={_escape(str(value))}" for key, value in properties.items() if value not in (None, "")]
+    (results_dir / "environment.properties").write_text("\n".join(lines) + "\n")
+    (results_dir / "categories.json").write_text(json.dumps(CATEGORIES, indent=1))
+    executor = {"name": "meshconf", "type": "meshconf", "buildName": run.get("runId")}
+    if os.environ.get("CI"):
+        executor["buildUrl"] = os.environ.get("BUILD_URL") or os.environ.get("CI_JOB_URL")
+    (results_dir / "executor.json").write_text(json.dumps(executor, indent=1))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")

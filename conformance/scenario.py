@@ -1,0 +1,178 @@
+"""Scenario: what one check works with — its own namespace, its probes, its YAML, its calls.
+
+Each check gets a fresh namespace (``meshconf-<check>-<random>``), so checks run side by side under
+pytest-xdist without seeing each other's workloads or policies. Everything a scenario applies or deploys is
+removed when the check ends, also when it fails.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import string
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import allure
+import yaml
+
+from conformance.certs import spiffe_id
+from conformance.check import CheckInfo
+from conformance.config import RunConfig
+from conformance.convergence import Converged, await_convergence
+from conformance.errors import ManifestError
+from conformance.probe import CallResult, ProbeClient
+from conformance.provider import DATA_PORT, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.report.conformance import Measurement
+
+__all__ = ["Scenario", "load_manifests"]
+
+T = TypeVar("T")
+
+
+def load_manifests(path: Path, variables: Mapping[str, str]) -> list[dict[str, Any]]:
+    """Read a YAML file beside a check, substituting ``${name}`` variables (e.g. ``${namespace}``).
+
+    A document without ``metadata.namespace`` goes into ``variables["namespace"]``, like ``kubectl apply -n``.
+    """
+    try:
+        text = string.Template(path.read_text()).substitute(variables)
+    except FileNotFoundError:
+        raise ManifestError(f"{path} does not exist (a check's YAML lives beside its test file)") from None
+    except (KeyError, ValueError) as exc:
+        raise ManifestError(f"{path}: unknown or malformed variable {exc}; known: "
+                            f"{', '.join('${' + k + '}' for k in variables)}") from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        raise ManifestError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    for doc in docs:
+        if not isinstance(doc, dict):
+            raise ManifestError(f"{path}: every YAML document must be a mapping")
+        doc.setdefault("metadata", {}).setdefault("namespace", variables.get("namespace"))
+    return docs
+
+
+def namespace_for(check_id: str) -> str:
+    """A DNS label, unique per run, that names the check."""
+    short = re.sub(r"[^a-z0-9-]", "-", check_id)[:44].strip("-")
+    return f"meshconf-{short}-{secrets.token_hex(3)}"
+
+
+class Scenario:
+    """A check's view of the mesh. Created and cleaned up by the ``scenario`` fixture."""
+
+    def __init__(self, mesh: MeshProvider, check: CheckInfo, config: RunConfig, directory: Path) -> None:
+        self.mesh = mesh
+        self.check = check
+        self.config = config
+        self.directory = directory
+        self.namespace = namespace_for(check.id)
+        self.trust_domain = "cluster.local"
+        self.measurements: list[Measurement] = []
+        self._applied: list[tuple[list[dict[str, Any]], tuple[str, ...]]] = []
+        self._deployed = False
+        self._client = ProbeClient(mesh, config.timeouts.call_timeout_s, config.timeouts.forward_s)
+
+    # -- the mesh --------------------------------------------------------------------------------------------
+
+    @property
+    def clusters(self) -> list[str]:
+        return [c.name for c in self.mesh.clusters()]
+
+    @property
+    def primaries(self) -> list[str]:
+        return [c.name for c in self.mesh.clusters() if c.role == "primary"]
+
+    def spiffe_id(self, service_account: str, namespace: str | None = None) -> str:
+        return spiffe_id(self.trust_domain, namespace or self.namespace, service_account)
+
+    # -- config ----------------------------------------------------------------------------------------------
+
+    def apply(self, file_name: str, clusters: Sequence[str] | None = None, **variables: str) -> list[dict[str, Any]]:
+        """Apply the YAML file beside the check in ``clusters`` (default: every primary) and wait for it."""
+        docs = load_manifests(self.directory / file_name, {"namespace": self.namespace, **variables})
+        targets = tuple(clusters or self.primaries)
+        allure.attach(yaml.safe_dump_all(docs, sort_keys=False), name=f"applied {file_name} to {', '.join(targets)}",
+                      attachment_type=allure.attachment_type.YAML)
+        self._applied.append((docs, targets))
+        self.mesh.apply(docs, targets)
+        return docs
+
+    def delete(self, docs: list[dict[str, Any]], clusters: Sequence[str] | None = None) -> None:
+        targets = tuple(clusters or self.primaries)
+        self.mesh.delete(docs, targets)
+        self._applied = [(d, c) for d, c in self._applied if d is not docs]
+
+    # -- workloads -------------------------------------------------------------------------------------------
+
+    def deploy(
+        self,
+        service: str,
+        cluster: str,
+        *,
+        version: str = "v1",
+        service_account: str | None = None,
+        in_mesh: bool = True,
+        replicas: int = 1,
+        zone: str | None = None,
+        ports: tuple[int, ...] = (DATA_PORT,),
+    ) -> ProbeHandle:
+        """Deploy a probe workload in this check's namespace and wait until it is ready."""
+        spec = ProbeSpec(service=service, namespace=self.namespace, cluster=cluster, version=version,
+                         service_account=service_account, in_mesh=in_mesh, ports=ports, zone=zone,
+                         replicas=replicas)
+        self._deployed = True
+        with allure.step(f"deploy {service}/{version} in {cluster}{'' if in_mesh else ' (out of mesh)'}"):
+            return self.mesh.deploy_probe(spec)
+
+    # -- traffic ---------------------------------------------------------------------------------------------
+
+    def call(
+        self,
+        source: ProbeHandle,
+        destination: ProbeHandle | str,
+        count: int = 10,
+        *,
+        path: str = "/",
+        port: int = DATA_PORT,
+        headers: Mapping[str, str] | None = None,
+        method: str = "GET",
+        attach: bool = True,
+    ) -> CallResult:
+        """``count`` calls from ``source`` to a probe service (or a URL) and every response."""
+        url = destination if isinstance(destination, str) else destination.url(path, port)
+        result = self._client.call(source, url, count, headers=headers, method=method)
+        if attach:
+            allure.attach(result.to_json(), name=f"calls: {source.service} -> {url}",
+                          attachment_type=allure.attachment_type.JSON)
+        return result
+
+    def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
+        """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget."""
+        __tracebackhide__ = True
+        timeouts = self.config.timeouts
+        return await_convergence(action, expectation, budget_s=timeouts.consistency_s,
+                                 interval_s=timeouts.poll_interval_s, consecutive=timeouts.consecutive_successes)
+
+    # -- reporting -------------------------------------------------------------------------------------------
+
+    def measure(self, name: str, value: float, unit: str, budget: float | None = None,
+                comparison: str = "<=") -> Measurement:
+        """Record a measured value (beside its budget) for the conformance report."""
+        measurement = Measurement(name, value, unit, budget, comparison)
+        self.measurements.append(measurement)
+        allure.attach(json.dumps(measurement.as_dict()), name=f"measurement: {name}",
+                      attachment_type=allure.attachment_type.JSON)
+        return measurement
+
+    # -- cleanup ---------------------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """Remove what this check applied and deployed (its namespace, in every cluster)."""
+        for docs, clusters in reversed(self._applied):
+            self.mesh.delete(docs, clusters)
+        self._applied.clear()
+        self.mesh.delete_namespace(self.namespace)

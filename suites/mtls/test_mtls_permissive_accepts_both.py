@@ -1,0 +1,18 @@
+from conformance import Area, Feature, Scenario, check
+from conformance.expect import expect_no_peer_identity, expect_peer_identity
+
+
+@check("mtls-permissive-accepts-both", area=Area.MTLS, features=[Feature.OUT_OF_MESH_WORKLOADS],
+       description="Under PERMISSIVE both plaintext and mTLS callers are served; only mTLS calls carry an identity")
+def test_mtls_permissive_accepts_both(scenario: Scenario) -> None:
+    server = scenario.deploy("server", "cluster1")
+    client = scenario.deploy("client", "cluster1", service_account="frontend")
+    outsider = scenario.deploy("outsider", "cluster1", in_mesh=False)
+
+    scenario.apply("mtls-permissive-accepts-both.yaml")
+
+    scenario.await_convergence(lambda: scenario.call(outsider, server, count=5), expect_no_peer_identity)
+    scenario.await_convergence(
+        lambda: scenario.call(client, server, count=5),
+        lambda result: expect_peer_identity(result, scenario.spiffe_id("frontend")),
+    )

@@ -1,0 +1,60 @@
+"""Self-validation: every check can fail. The suite runs against a mesh with each deliberate defect, and
+the checks meant to catch that defect must fail (and no check may break). Without defects, all pass.
+
+``CATCHES`` is the one table of which check catches which defect; ``tests/selfvalidation/report.py``
+prints the kill rate from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conformance.providers.local.defects import Defect
+from tests.conftest import run_meshconf
+
+pytestmark = pytest.mark.slow
+
+CATCHES: dict[Defect, set[str]] = {
+    Defect.IGNORE_PEER_AUTHENTICATION: {"mtls-strict-rejects-plaintext"},
+    Defect.PERMISSIVE_AS_STRICT: {"mtls-permissive-accepts-both"},
+    Defect.WRONG_SPIFFE_IDENTITY: {"mtls-strict-peer-identity", "mtls-cross-cluster-identity"},
+    Defect.NO_CLIENT_CERT_FORWARDING: {"mtls-strict-peer-identity", "mtls-permissive-accepts-both"},
+    Defect.NO_CROSS_CLUSTER_ENDPOINTS: {"mtls-cross-cluster-identity"},
+    Defect.ALWAYS_PLAINTEXT: {"mtls-strict-peer-identity", "mtls-disable-plaintext"},
+}
+"""Defect -> checks that must fail against it. Others may fail too (defects are not surgical)."""
+
+# Short budgets: a defect that is caught shows within seconds; no need to wait out the default 30 s.
+FAST = ["--timeout", "consistency_s=4"]
+
+
+def _run(out: Path, *args: str) -> dict[str, str]:
+    result = run_meshconf("run", "--out", str(out), *FAST, *args)
+    report = out / "conformance-report.json"
+    assert report.exists(), f"no report; meshconf said:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
+    statuses = {c["id"]: c["status"] for c in json.loads(report.read_text())["checks"]}
+    expected_exit = 1 if "failed" in statuses.values() else 3 if "broken" in statuses.values() else 0
+    assert result.returncode == expected_exit, result.stdout[-3000:]
+    return statuses
+
+
+def test_every_defect_is_in_the_table() -> None:
+    assert set(CATCHES) == set(Defect)
+    assert all(CATCHES.values())
+
+
+def test_without_defects_every_check_passes(tmp_path: Path) -> None:
+    statuses = _run(tmp_path / "out")
+    assert statuses and set(statuses.values()) == {"passed"}, statuses
+
+
+@pytest.mark.parametrize("defect", list(Defect), ids=[d.value for d in Defect])
+def test_defect_is_caught(defect: Defect, tmp_path: Path) -> None:
+    statuses = _run(tmp_path / "out", "--mesh-defect", defect.value, "-k", " or ".join(
+        f"test_{c.replace('-', '_')}" for c in CATCHES[defect]))
+    assert set(statuses) == CATCHES[defect]
+    not_failed = {c: s for c, s in statuses.items() if s != "failed"}
+    assert not not_failed, f"{defect.value} was not caught by {not_failed}"

@@ -1,0 +1,62 @@
+from pathlib import Path
+
+import pytest
+
+from conformance.config import RunConfig, parse_overrides
+from conformance.errors import UsageError
+
+
+def test_defaults() -> None:
+    config = RunConfig.build()
+    assert config.provider == "local"
+    assert config.topology == "multi-primary"
+    assert config.timeouts.consistency_s == 30.0
+    assert config.budgets.authz_propagation_s == 10.0
+
+
+def test_flags_override_profile_override_defaults(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("topology: multi-network\nbudgets: {in_cluster_p99_ms: 7}\ntimeouts: {consistency_s: 5}\n")
+    config = RunConfig.build(profile=profile, budget_overrides=["in-cluster-p99-ms=12"], topology=None)
+    assert config.topology == "multi-network"  # from the profile
+    assert config.budgets.in_cluster_p99_ms == 12.0  # flag beats profile
+    assert config.timeouts.consistency_s == 5.0
+    assert RunConfig.build(profile=profile, topology="multi-primary").topology == "multi-primary"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"provider": "minikube"}, "unknown provider 'minikube'"),
+        ({"budget_overrides": ["nope_ms=1"]}, "unknown budget 'nope_ms'"),
+        ({"budget_overrides": ["in_cluster_p99_ms=fast"]}, "must be a number"),
+        ({"timeout_overrides": ["consistency_s=-1"]}, "must not be negative"),
+        ({"budget_overrides": ["in_cluster_p99_ms"]}, "must look like NAME=VALUE"),
+        ({"provider": "kind", "defects": ["ignore-peer-authentication"]}, "only works with --provider local"),
+        ({"provider": "existing"}, "needs at least one --context"),
+        ({"colour": "blue"}, "unknown setting 'colour'"),
+    ],
+)
+def test_bad_values_are_usage_errors(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        RunConfig.build(**kwargs)  # type: ignore[arg-type]
+
+
+def test_profile_errors(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        RunConfig.build(profile=tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(UsageError, match="must be a YAML mapping"):
+        RunConfig.build(profile=bad)
+
+
+def test_round_trip_through_dict() -> None:
+    config = RunConfig.build(topology="multi-network", defects=["x"], budget_overrides=["failover_errors=2"])
+    again = RunConfig.from_dict(config.as_dict())
+    assert again == config
+    assert again.budgets.failover_errors == 2 and isinstance(again.budgets.failover_errors, int)
+
+
+def test_parse_overrides() -> None:
+    assert parse_overrides(["a=1", " b-c = 2 "], "--budget") == {"a": "1", "b_c": "2"}
