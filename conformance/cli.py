@@ -37,6 +37,8 @@ def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
                         help="override a budget, e.g. in_cluster_p99_ms=12 (repeatable)")
     parser.add_argument("--timeout", action="append", default=[], metavar="NAME=VALUE",
                         help="override a timeout, e.g. consistency_s=60 (repeatable)")
+    parser.add_argument("--load", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a load setting of the latency checks, e.g. rate_rps=500 (repeatable)")
     parser.add_argument("--envoy-binary", default=None, help="local provider: Envoy binary to use")
 
 
@@ -75,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 def _config(args: argparse.Namespace, **extra: Any) -> RunConfig:
     return RunConfig.build(
         profile=args.profile, budget_overrides=args.budget, timeout_overrides=args.timeout,
+        load_overrides=args.load,
         provider=args.provider, topology=args.topology, defects=args.mesh_defect or None,
         envoy_binary=args.envoy_binary, **extra,
     )
@@ -103,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
     pytest_args += [f"--mesh-defect={d}" for d in args.mesh_defect]
     pytest_args += [f"--mesh-budget={b}" for b in args.budget]
     pytest_args += [f"--mesh-timeout={t}" for t in args.timeout]
+    pytest_args += [f"--mesh-load={x}" for x in args.load]
     if args.keep:
         pytest_args.append("--mesh-keep")
     if args.select:

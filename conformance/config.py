@@ -1,13 +1,15 @@
 """RunConfig: the one place for every setting, budget and timeout of a run.
 
-Precedence: command-line flags > profile YAML (``--profile``) > the defaults below. Budgets and timeouts are
-plain numbers whose unit is in their name (``_s``, ``_ms``, ``_pct``); override one with
-``--budget in_cluster_p99_ms=12`` or ``--timeout consistency_s=60``, or in a profile::
+Precedence: command-line flags > profile YAML (``--profile``) > the defaults below. Budgets, timeouts and
+load settings are plain numbers whose unit is in their name (``_s``, ``_ms``, ``_pct``, ``_rps``); override
+one with ``--budget in_cluster_p99_ms=12``, ``--timeout consistency_s=60`` or ``--load rate_rps=500``, or in
+a profile::
 
     provider: local
     topology: multi-network
     budgets: {in_cluster_p99_ms: 12}
     timeouts: {consistency_s: 60}
+    load: {rate_rps: 500, users: 20}
 
 Every measured value is written into the conformance report beside the budget it was held to.
 """
@@ -25,7 +27,7 @@ import yaml
 
 from conformance.errors import UsageError
 
-__all__ = ["Budgets", "RunConfig", "Timeouts", "parse_overrides"]
+__all__ = ["Budgets", "LoadSettings", "RunConfig", "Timeouts", "parse_overrides"]
 
 PROVIDERS = ("local", "kind", "existing")
 
@@ -52,6 +54,8 @@ class Timeouts:
     """One forward batch (many calls) through a probe's control port."""
     teardown_s: float = 30.0
     """Stopping everything a run started."""
+    load_grace_s: float = 30.0
+    """A load run may take this long beyond its warm-up + duration before it is stopped as hung."""
 
 
 @dataclass(frozen=True)
@@ -63,14 +67,42 @@ class Budgets:
     cert_ttl_s: float = 86400.0
     """Longest validity a workload certificate may have (Istio's default is 24 h)."""
     in_cluster_p99_ms: float = 10.0
+    """p99 of calls between two workloads in one cluster, under load (``LoadSettings``)."""
     cross_cluster_p99_ms: float = 50.0
+    """p99 of calls to a workload in another cluster, under load, with the topology's injected RTT."""
     mesh_overhead_p99_ms: float = 5.0
+    """What the mesh path (client sidecar -> mTLS -> server sidecar) adds to the direct path, at p50 and p99."""
     error_rate_pct: float = 0.0
+    """Share of calls under load that may fail (non-2xx or no answer)."""
     failover_errors: int = 5
     """Client-visible errors allowed while traffic shifts to another cluster."""
     failover_shift_s: float = 10.0
     locality_local_pct: float = 99.0
     """Share of calls that must stay in the caller's locality when locality LB is on."""
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How latency checks load the mesh (``conformance.load``); a check may override a value for its own run.
+
+    The rate is paced (constant throughput), so the latencies measured are those of this rate, not of
+    whatever the generator could manage. A run whose generator fell short is broken, never passed.
+    """
+
+    rate_rps: float = 200.0
+    """Target request rate of one load run, over all users."""
+    users: int = 10
+    """Concurrent users (Locust users, or probe forward slots); each sends ``rate_rps / users`` per second."""
+    spawn_rate_per_s: float = 100.0
+    """Users started per second at the beginning of a run (before the warm-up)."""
+    warmup_s: float = 2.0
+    """Load that runs before the measurement and is excluded from it (connections, pools, caches)."""
+    duration_s: float = 10.0
+    """The measured window."""
+    min_rate_pct: float = 98.0
+    """The achieved rate must reach this share of the target, or the run is broken (generator shortfall)."""
+    max_generator_cpu_pct: float = 90.0
+    """A generator process busier than this share of one core is CPU-bound: the run is broken."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +121,7 @@ class RunConfig:
     allow_mesh_wide: bool = False
     timeouts: Timeouts = field(default_factory=Timeouts)
     budgets: Budgets = field(default_factory=Budgets)
+    load: LoadSettings = field(default_factory=LoadSettings)
 
     @classmethod
     def build(
@@ -97,6 +130,7 @@ class RunConfig:
         profile: Path | str | None = None,
         budget_overrides: Iterable[str] = (),
         timeout_overrides: Iterable[str] = (),
+        load_overrides: Iterable[str] = (),
         **flags: Any,
     ) -> RunConfig:
         """Merge defaults, the profile file and flags (None means "not given").
@@ -106,23 +140,27 @@ class RunConfig:
         values: dict[str, Any] = {}
         budgets: dict[str, Any] = {}
         timeouts: dict[str, Any] = {}
+        load: dict[str, Any] = {}
         if profile is not None:
             data = _read_profile(Path(profile))
             budgets.update(data.pop("budgets", None) or {})
             timeouts.update(data.pop("timeouts", None) or {})
+            load.update(data.pop("load", None) or {})
             values.update(data)
             values["profile"] = Path(profile)
         values.update({k: v for k, v in flags.items() if v is not None})
         budgets.update(parse_overrides(budget_overrides, "--budget"))
         timeouts.update(parse_overrides(timeout_overrides, "--timeout"))
+        load.update(parse_overrides(load_overrides, "--load"))
 
-        known = {f.name for f in fields(cls)} - {"timeouts", "budgets"}
+        known = {f.name for f in fields(cls)} - {"timeouts", "budgets", "load"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise UsageError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
         config = cls(
             timeouts=_numbers(Timeouts, timeouts, "timeout"),
             budgets=_numbers(Budgets, budgets, "budget"),
+            load=_numbers(LoadSettings, load, "load setting"),
             **{k: _coerce(k, v) for k, v in values.items()},
         )
         config.validate()
@@ -138,6 +176,10 @@ class RunConfig:
             raise UsageError(
                 "--mesh-defect only works with --provider local (defects are built into the reference mesh)"
             )
+        if self.load.users < 1 or self.load.rate_rps <= 0 or self.load.duration_s <= 0:
+            raise UsageError("load settings need users >= 1, rate_rps > 0 and duration_s > 0 "
+                             f"(got users={self.load.users}, rate_rps={self.load.rate_rps:g}, "
+                             f"duration_s={self.load.duration_s:g})")
         if self.provider == "existing" and not self.contexts:
             raise UsageError("--provider existing needs at least one --context (a kubeconfig context running Istio)")
 
@@ -160,9 +202,11 @@ class RunConfig:
         values = dict(data)
         timeouts = values.pop("timeouts", {})
         budgets = values.pop("budgets", {})
+        load = values.pop("load", {})
         return cls.build(
             budget_overrides=[f"{k}={v}" for k, v in budgets.items()],
             timeout_overrides=[f"{k}={v}" for k, v in timeouts.items()],
+            load_overrides=[f"{k}={v}" for k, v in load.items()],
             **values,
         )
 

@@ -54,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="local mesh: start with this deliberate bug (repeatable)")
     group.addoption("--mesh-budget", action="append", default=[], help="override a budget: NAME=VALUE (repeatable)")
     group.addoption("--mesh-timeout", action="append", default=[], help="override a timeout: NAME=VALUE (repeatable)")
+    group.addoption("--mesh-load", action="append", default=[],
+                    help="override a load setting: NAME=VALUE, e.g. rate_rps=500 (repeatable)")
     group.addoption("--mesh-keep", action="store_true", default=None, help="leave the mesh running after the run")
     group.addoption("--mesh-attach", default=None, help="use a mesh started by `meshconf up` (its run directory)")
     group.addoption("--envoy-binary", default=None, help="local mesh: the Envoy binary to use")
@@ -65,6 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
             profile=config.getoption("--mesh-profile"),
             budget_overrides=config.getoption("--mesh-budget"),
             timeout_overrides=config.getoption("--mesh-timeout"),
+            load_overrides=config.getoption("--mesh-load"),
             provider=config.getoption("--mesh-provider"),
             topology=config.getoption("--mesh-topology"),
             out=config.getoption("--mesh-out"),
@@ -320,6 +323,7 @@ class RunCollector:
             "runId": started.strftime("%Y%m%dT%H%M%SZ"),
             "budgets": settings["budgets"],
             "timeouts": settings["timeouts"],
+            "load": settings["load"],
         }
         write_reports(self.run_config.out, run, results)
         alluredir = self.config.getoption("allure_report_dir", None)

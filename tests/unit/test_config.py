@@ -60,3 +60,22 @@ def test_round_trip_through_dict() -> None:
 
 def test_parse_overrides() -> None:
     assert parse_overrides(["a=1", " b-c = 2 "], "--budget") == {"a": "1", "b_c": "2"}
+
+
+def test_load_settings_from_profile_and_flags(tmp_path: Path) -> None:
+    profile = tmp_path / "p.yaml"
+    profile.write_text("load: {rate_rps: 300, users: 4}\n")
+    config = RunConfig.build(profile=profile, load_overrides=["rate-rps=500"])
+    assert config.load.rate_rps == 500.0  # flag beats profile
+    assert config.load.users == 4 and isinstance(config.load.users, int)
+    assert config.load.min_rate_pct == 98.0
+    assert RunConfig.from_dict(config.as_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("rps=5", "unknown load setting 'rps'"), ("users=0", "users >= 1"), ("rate_rps=0", "rate_rps > 0")],
+)
+def test_bad_load_settings_are_usage_errors(override: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        RunConfig.build(load_overrides=[override])
