@@ -285,10 +285,13 @@ def test_forward_summary(start_probe: StartProbe) -> None:
     assert answer["statuses"] == {"503": 30}
     assert answer["errors"] == {}
     assert len(answer["latenciesUs"]) == len(answer["startedUs"]) == 30
+    assert answer["callStatuses"] == [503] * 30
+    assert isinstance(answer["cpuUs"], int) and 0 <= answer["cpuUs"] <= 2 * answer["durationUs"]
     assert 1 <= len(answer["sample"]) <= 5
     assert json.loads(answer["sample"][0]["body"])["instance"] == "server"
     refused = client.forward(url=f"http://127.0.0.1:{free_port()}/", count=4, summary=True)
     assert (refused["statuses"], refused["errors"]) == ({"0": 4}, {"connection refused": 4})
+    assert refused["callStatuses"] == [0, 0, 0, 0]
 
 
 @pytest.mark.parametrize(

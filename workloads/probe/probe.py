@@ -41,9 +41,10 @@ Control port, JSON in and out:
         hard bound, calls not started by then are not made and "truncated" is true), summary (false),
         body_limit (65536 characters of each response body).
     The answer: {"calls": [{"index", "status" (0: no response), "latencyUs", "startedUs", "connection"
-    (id; 0: none), "body", "headers", "error"}], "durationUs", "truncated"}, or with summary:
-    {"latenciesUs", "startedUs", "statuses": {"200": n}, "errors": {"timeout": n}, "durationUs",
-    "truncated", "sample": [up to 5 call records, one per distinct outcome first]}.
+    (id; 0: none), "body", "headers", "error"}], "durationUs", "cpuUs", "truncated"}, or with summary:
+    {"latenciesUs", "startedUs", "callStatuses" (each call's status, 0: no response), "statuses": {"200": n},
+    "errors": {"timeout": n}, "durationUs", "cpuUs", "truncated", "sample": [up to 5 call records, one per
+    distinct outcome first]}. "cpuUs" is the CPU time this probe process used meanwhile (its load share).
     Errors: "connection refused", "connection reset", "connection closed", "timeout", "connect error: ...",
     "bad response: ...". A bad request body answers 400 {"error": "..."}.
 Latency runs from just before the request is written (connect included when one is needed) to the last
@@ -493,20 +494,23 @@ class Forward:
         self.keep_bytes = spec.body_limit * 4  # enough UTF-8 for body_limit characters
         self.statuses: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
-        self.compact: List[Tuple[int, int, int]] = []
+        self.compact: List[Tuple[int, int, int, int]] = []
+        self.cpu_started = time.process_time()
         self.outcomes: Dict[Tuple[int, Optional[str]], Dict[str, Any]] = {}
 
     async def run(self) -> Dict[str, Any]:
         await asyncio.gather(*(self._slot() for _ in range(min(self.spec.concurrency, self.spec.count))))
         duration_us = (time.perf_counter_ns() - self.started_ns) // 1000
+        cpu_us = int((time.process_time() - self.cpu_started) * 1e6)
         self.records.sort(key=lambda r: r["index"])
         if not self.spec.summary:
-            return {"calls": self.records, "durationUs": duration_us, "truncated": self.truncated}
+            return {"calls": self.records, "durationUs": duration_us, "cpuUs": cpu_us, "truncated": self.truncated}
         self.compact.sort()
         return {
             "latenciesUs": [c[1] for c in self.compact], "startedUs": [c[2] for c in self.compact],
+            "callStatuses": [c[3] for c in self.compact],
             "statuses": dict(self.statuses), "errors": dict(self.errors),
-            "durationUs": duration_us, "truncated": self.truncated,
+            "durationUs": duration_us, "cpuUs": cpu_us, "truncated": self.truncated,
             "sample": sorted([*self.outcomes.values(), *self.records][:5], key=lambda r: r["index"]),
         }
 
@@ -573,7 +577,7 @@ class Forward:
         if not self.spec.summary:
             self.records.append(record)
             return
-        self.compact.append((index, latency_us, started_us))
+        self.compact.append((index, latency_us, started_us, status))
         self.statuses[str(status)] += 1
         if error:
             self.errors[error] += 1
