@@ -12,7 +12,6 @@ Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any
 from __future__ import annotations
 
 import datetime as dt
-import fcntl
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ from conformance import __version__
 from conformance.check import CheckInfo, check_id_for_file, check_info
 from conformance.config import RunConfig
 from conformance.errors import EXIT_ENVIRONMENT, EXIT_NON_CONFORMANT, EXIT_OK, ConformanceError, EnvironmentBroken
+from conformance.locks import file_lock
 from conformance.provider import MeshProvider
 from conformance.providers import attach_provider, create_provider, release_provider
 from conformance.report.allure import label_check, write_run_files
@@ -114,17 +114,6 @@ def pytest_configure_node(node: Any) -> None:
     node.workerinput["meshconf_shared"] = str(_shared_dir(node.config))
 
 
-@contextmanager
-def _locked(path: Path, exclusive: bool = True) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _controller_pid(config: pytest.Config) -> int:
     return os.getppid() if hasattr(config, "workerinput") else os.getpid()
 
@@ -139,7 +128,7 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
         return attach_provider(run_config, topology, Path(attach))
     shared = _shared_dir(pytestconfig)
     pointer = shared / "meshconf-mesh.json"
-    with _locked(shared / "meshconf-mesh.lock"):
+    with file_lock(shared / "meshconf-mesh.lock"):
         if pointer.exists():
             data = json.loads(pointer.read_text())
             if data.get("error"):
@@ -194,7 +183,8 @@ def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Sc
     run_config = request.config.stash[_CONFIG]
     label_check(info, _describe(mesh))
     with _serial_lock(request.config, info):
-        current = Scenario(mesh, info, run_config, request.node.path.parent)
+        current = Scenario(mesh, info, run_config, request.node.path.parent,
+                           load_lock=_shared_dir(request.config) / "meshconf-load.lock")
         request.node.stash[_SCENARIO] = current
         try:
             yield current
@@ -208,7 +198,7 @@ _SCENARIO = pytest.StashKey[Scenario]()
 @contextmanager
 def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
     """Serial checks run alone: they take the lock exclusively, every other check takes it shared."""
-    with _locked(_shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
+    with file_lock(_shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
         yield
 
 

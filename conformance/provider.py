@@ -48,6 +48,12 @@ class Feature(StrEnum):
     """Workloads can be made to fail (503/delay), killed, and scaled to zero."""
     GATEWAY_FAULTS = "gateway-faults"
     """A cluster's east-west gateway can be taken down and brought back."""
+    SIDECAR_ENTRY = "sidecar-entry"
+    """The machine running meshconf can send requests into a workload's sidecar (its outbound listener, as
+    the workload's app does) and straight to its app (no sidecar): load from this machine through the mesh.
+    Each ProbeInstance's ``extra`` then holds ``outbound`` (host:port of the sidecar's outbound listener, an
+    HTTP proxy routing on Host) and ``loopback`` (where the app's data ports listen, for a workload with a
+    sidecar; without one the app listens on the instance's ``address``)."""
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,14 @@ removed when the check ends, also when it fails.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import re
 import secrets
+import shutil
 import string
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,9 +25,12 @@ from conformance.certs import spiffe_id
 from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
-from conformance.errors import ManifestError
+from conformance.errors import LoadShortfall, ManifestError, UsageError
+from conformance.load import ForwardTarget, HttpTarget, LoadProfile, LoadResult, LocustRun, run_forward_load
+from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
-from conformance.provider import DATA_PORT, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.provider import DATA_PORT, Feature, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.report.allure import attach_load
 from conformance.report.conformance import Measurement
 
 __all__ = ["Scenario", "load_manifests"]
@@ -64,7 +70,8 @@ def namespace_for(check_id: str) -> str:
 class Scenario:
     """A check's view of the mesh. Created and cleaned up by the ``scenario`` fixture."""
 
-    def __init__(self, mesh: MeshProvider, check: CheckInfo, config: RunConfig, directory: Path) -> None:
+    def __init__(self, mesh: MeshProvider, check: CheckInfo, config: RunConfig, directory: Path,
+                 load_lock: Path | None = None) -> None:
         self.mesh = mesh
         self.check = check
         self.config = config
@@ -75,6 +82,8 @@ class Scenario:
         self._applied: list[tuple[list[dict[str, Any]], tuple[str, ...]]] = []
         self._deployed = False
         self._client = ProbeClient(mesh, config.timeouts.call_timeout_s, config.timeouts.forward_s)
+        self._load_lock = load_lock
+        self._loads = 0
 
     # -- the mesh --------------------------------------------------------------------------------------------
 
@@ -156,6 +165,111 @@ class Scenario:
         timeouts = self.config.timeouts
         return await_convergence(action, expectation, budget_s=timeouts.consistency_s,
                                  interval_s=timeouts.poll_interval_s, consecutive=timeouts.consecutive_successes)
+
+    # -- load --------------------------------------------------------------------------------------------------
+
+    def through_sidecar(self, source: ProbeHandle, destination: ProbeHandle, *, path: str = "/",
+                        port: int = DATA_PORT) -> HttpTarget:
+        """A load target that enters the mesh at ``source``'s sidecar, as ``source``'s app would call
+        ``destination`` (needs Feature.SIDECAR_ENTRY)."""
+        outbound = self._entry(source, "outbound")
+        address, _, entry_port = outbound.rpartition(":")
+        return HttpTarget(address, int(entry_port), host=f"{destination.host}:{port}", path=path,
+                          label=f"mesh {source.service} -> {destination.service}")
+
+    def direct(self, destination: ProbeHandle, *, path: str = "/", port: int = DATA_PORT) -> HttpTarget:
+        """A load target that is ``destination``'s app itself, bypassing every sidecar: the no-mesh baseline
+        (needs Feature.SIDECAR_ENTRY)."""
+        address = self._entry(destination, "loopback") if destination.in_mesh else destination.instances[0].address
+        return HttpTarget(address, port, path=path, label=f"direct -> {destination.service}")
+
+    def _entry(self, probe: ProbeHandle, key: str) -> str:
+        if Feature.SIDECAR_ENTRY not in self.mesh.features() or not probe.instances:
+            raise UsageError(f"check {self.check.id} sends load into workloads from this machine: declare "
+                             f"features=[Feature.SIDECAR_ENTRY] so providers without it skip the check")
+        value = probe.instances[0].extra.get(key)
+        if not value:
+            raise UsageError(f"{probe} has no {key!r} entry (is it in the mesh?)")
+        return str(value)
+
+    def load(self, target: HttpTarget | ForwardTarget, *, label: str | None = None,
+             during: Callable[[LocustRun], None] | None = None, **profile: Any) -> LoadResult:
+        """Put ``target`` under paced load and return the measured window (exact percentiles, timeline).
+
+        An HttpTarget is loaded by Locust in its own process; a ForwardTarget by its source probe's paced
+        forward, from inside the mesh. ``profile`` overrides the run's load settings (``rate_rps=500``...).
+        ``during(run)`` runs while a Locust load runs (``run.mark("failover")`` puts an event on the plots).
+        Load runs of all checks take turns (one lock per session). The result, its plots and the Locust
+        report are attached to the check's Allure result; achieved rate and generator CPU are measured.
+
+        Raises LoadShortfall (broken, no verdict) when the generator could not produce the rate.
+        """
+        load_profile = LoadProfile.from_config(self.config, **profile)
+        if label is not None:
+            target = dataclasses.replace(target, label=label)
+        self._loads += 1
+        out_dir = self.load_dir / f"{self._loads:02d}-{re.sub(r'[^a-z0-9]+', '-', (target.label or 'load').lower())}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        with allure.step(f"load {target} at {load_profile.rate_rps:g} rps for {load_profile.duration_s:g} s"):
+            with self._taking_turns():
+                try:
+                    result = self._run_load(target, load_profile, out_dir, during)
+                except LoadShortfall as shortfall:
+                    if shortfall.result is not None:
+                        self._report_load(shortfall.result, load_profile, out_dir)
+                    raise
+            self._report_load(result, load_profile, out_dir)
+        return result
+
+    @property
+    def load_dir(self) -> Path:
+        """Where this check's load runs keep their files (Locust CSV/HTML, plots, results)."""
+        return self.config.out / "load" / self.check.id
+
+    def _run_load(self, target: HttpTarget | ForwardTarget, profile: LoadProfile, out_dir: Path,
+                  during: Callable[[LocustRun], None] | None) -> LoadResult:
+        if isinstance(target, ForwardTarget):
+            if during is not None:
+                raise UsageError("during= needs a Locust load (an HttpTarget); a forward load blocks until done")
+            return run_forward_load(self.mesh, target, profile)
+        with LocustRun(target, profile, out_dir, grace_s=self.config.timeouts.load_grace_s) as run:
+            run.start()
+            if during is not None:
+                during(run)
+            result = run.wait()
+        profile.require_rate(result)
+        return result
+
+    @contextlib.contextmanager
+    def _taking_turns(self) -> Iterator[None]:
+        # on 2 cores the generator and the mesh compete for CPU: one load run at a time in the session
+        if self._load_lock is None:
+            yield
+            return
+        with file_lock(self._load_lock):
+            yield
+
+    def _report_load(self, result: LoadResult, profile: LoadProfile, out_dir: Path) -> None:
+        from conformance.load.plots import plot_histogram, plot_timeline
+
+        plots = [plot_histogram([result], out_dir / "latency-histogram.png", f"Latency: {result.label}"),
+                 plot_timeline([result], out_dir / "latency-over-time.png", f"Latency over time: {result.label}")]
+        (out_dir / "load-result.json").write_text(result.to_json())
+        attach_load(result, plots)
+        self.measure(f"{result.label}: achieved rate", round(result.achieved_rps, 1), "rps",
+                     round(profile.rate_rps * profile.min_rate_pct / 100, 1), comparison=">=")
+        self.measure(f"{result.label}: load generator CPU", result.generator_cpu_pct, "% of a core",
+                     profile.max_generator_cpu_pct)
+
+    def attach_comparison(self, title: str, *results: LoadResult) -> None:
+        """Attach plots that show several load runs together (e.g. the mesh path against the direct one)."""
+        from conformance.load.plots import plot_histogram, plot_timeline
+
+        slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
+        for plot in (plot_histogram(results, self.load_dir / f"{slug}-histogram.png", title),
+                     plot_timeline(results, self.load_dir / f"{slug}-over-time.png", f"{title}: over time")):
+            allure.attach.file(str(plot), name=f"{title}: {plot.stem.removeprefix(slug + '-').replace('-', ' ')}",
+                               attachment_type=allure.attachment_type.PNG)
 
     # -- reporting -------------------------------------------------------------------------------------------
 

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import allure
 
 from conformance.check import CheckInfo
 
-__all__ = ["CATEGORIES", "label_check", "write_run_files"]
+if TYPE_CHECKING:
+    from conformance.load.result import LoadResult
+
+__all__ = ["CATEGORIES", "attach_load", "label_check", "write_run_files"]
 
 CATEGORIES = [
     {"name": "Non-conformance: the mesh did not behave as Istio specifies", "matchedStatuses": ["failed"]},
@@ -37,6 +40,29 @@ def label_check(info: CheckInfo, run: Mapping[str, Any]) -> None:
     for key in ("provider", "topology", "meshVersion"):
         if run.get(key):
             allure.dynamic.tag(f"{key}:{run[key]}")
+
+
+_LOAD_FILES = {
+    "locust-html": ("Locust report (HTML)", "HTML"),
+    "locust-stats-csv": ("Locust statistics (CSV)", "CSV"),
+    "locust-failures-csv": ("Locust failures (CSV)", "CSV"),
+    "locust-log": ("Locust log", "TEXT"),
+}
+
+
+def attach_load(result: LoadResult, plots: Sequence[Path] = ()) -> None:
+    """Attach a load run to the running test's Allure result: its LoadResult JSON, PNG plots, and the
+    generator's own files (Locust's HTML report, CSV statistics and log) when there are any."""
+    prefix = f"load {result.label}"
+    allure.attach(result.to_json(), name=f"{prefix}: result (exact percentiles, timeline)",
+                  attachment_type=allure.attachment_type.JSON)
+    for plot in plots:
+        allure.attach.file(str(plot), name=f"{prefix}: {plot.stem.replace('-', ' ')}",
+                           attachment_type=allure.attachment_type.PNG)
+    for key, (title, kind) in _LOAD_FILES.items():
+        path = result.artifacts.get(key)
+        if path and Path(path).is_file():
+            allure.attach.file(path, name=f"{prefix}: {title}", attachment_type=getattr(allure.attachment_type, kind))
 
 
 def write_run_files(results_dir: Path, run: Mapping[str, Any]) -> None:

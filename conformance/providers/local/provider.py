@@ -168,7 +168,7 @@ class LocalProvider:
         return self.topology.clusters
 
     def features(self) -> frozenset[Feature]:
-        features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG}
+        features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG, Feature.SIDECAR_ENTRY}
         if len(self.topology.clusters) > 1:
             features.add(Feature.MULTI_CLUSTER)
         if self.topology.multi_network:
