@@ -22,7 +22,10 @@ from conformance.expect import (
     expect_all_ok,
     expect_all_refused,
     expect_answered_by,
+    expect_error_rate_within,
+    expect_latency_within,
     expect_no_peer_identity,
+    expect_overhead_within,
     expect_peer_identity,
     expect_within_budget,
 )
@@ -60,7 +63,10 @@ __all__ = [
     "expect_all_ok",
     "expect_all_refused",
     "expect_answered_by",
+    "expect_error_rate_within",
+    "expect_latency_within",
     "expect_no_peer_identity",
+    "expect_overhead_within",
     "expect_peer_identity",
     "expect_within_budget",
 ]

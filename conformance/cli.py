@@ -128,7 +128,7 @@ def _clear_previous(out: Path) -> None:
     """Old results would mix into this run's Allure report: remove the files meshconf writes, nothing else."""
     import shutil
 
-    for name in ("allure-results", "diagnostics"):
+    for name in ("allure-results", "diagnostics", "load"):
         shutil.rmtree(out / name, ignore_errors=True)
     for name in ("junit.xml", "conformance-report.json", "conformance-report.md"):
         (out / name).unlink(missing_ok=True)

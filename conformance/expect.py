@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from conformance.probe import CallResult, Response
+
+if TYPE_CHECKING:
+    from conformance.load.result import LoadResult
 
 __all__ = [
     "Outcome",
@@ -19,7 +23,10 @@ __all__ = [
     "expect_all_ok",
     "expect_all_refused",
     "expect_answered_by",
+    "expect_error_rate_within",
+    "expect_latency_within",
     "expect_no_peer_identity",
+    "expect_overhead_within",
     "expect_peer_identity",
     "expect_within_budget",
 ]
@@ -127,3 +134,39 @@ def expect_within_budget(name: str, measured: float, limit: float, unit: str) ->
     __tracebackhide__ = True
     if measured > limit:
         raise AssertionError(f"{name} was {measured:g} {unit}, over its budget of {limit:g} {unit}")
+
+
+def _worst_seconds(result: LoadResult, count: int = 3) -> str:
+    worst = sorted((s for s in result.timeline if s.requests), key=lambda s: s.p99_us, reverse=True)[:count]
+    return ", ".join(f"t={s.at_s}s p99 {s.p99_us / 1000:.3f} ms ({s.errors} errors)" for s in worst) or "none"
+
+
+def expect_latency_within(result: LoadResult, percentile: str, budget_ms: float) -> None:
+    """The ``percentile`` (``p50`` ... ``p99.9``, ``max``) latency of a load run is at most ``budget_ms``."""
+    __tracebackhide__ = True
+    measured = result.percentile_ms(percentile)
+    if measured > budget_ms:
+        raise AssertionError(
+            f"{percentile} latency of {result.label} under {result.target_rps:g} rps was {measured:.3f} ms, "
+            f"over its budget of {budget_ms:g} ms\n  {result.summary()}\n  slowest seconds: {_worst_seconds(result)}")
+
+
+def expect_error_rate_within(result: LoadResult, budget_pct: float) -> None:
+    """At most ``budget_pct`` % of a load run's requests failed (non-2xx/3xx, or no answer)."""
+    __tracebackhide__ = True
+    if result.error_rate_pct > budget_pct:
+        kinds = ", ".join(f"{k}: {v}" for k, v in sorted(result.error_kinds.items(), key=lambda kv: -kv[1])[:3])
+        raise AssertionError(
+            f"{result.errors} of {result.requests} requests of {result.label} failed "
+            f"({result.error_rate_pct:.3f}%, budget {budget_pct:g}%): {kinds or 'no detail'}\n  {result.summary()}")
+
+
+def expect_overhead_within(mesh: LoadResult, direct: LoadResult, percentile: str, budget_ms: float) -> None:
+    """The mesh path's ``percentile`` latency exceeds the direct path's by at most ``budget_ms``."""
+    __tracebackhide__ = True
+    overhead = mesh.percentile_ms(percentile) - direct.percentile_ms(percentile)
+    if overhead > budget_ms:
+        raise AssertionError(
+            f"the mesh added {overhead:.3f} ms at {percentile} ({mesh.percentile_ms(percentile):.3f} ms through "
+            f"the mesh, {direct.percentile_ms(percentile):.3f} ms direct), over its budget of {budget_ms:g} ms"
+            f"\n  {mesh.summary()}\n  {direct.summary()}")

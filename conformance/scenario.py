@@ -183,6 +183,21 @@ class Scenario:
         address = self._entry(destination, "loopback") if destination.in_mesh else destination.instances[0].address
         return HttpTarget(address, port, path=path, label=f"direct -> {destination.service}")
 
+    def from_workload(self, source: ProbeHandle, destination: ProbeHandle, *, path: str = "/",
+                      port: int = DATA_PORT) -> ForwardTarget:
+        """A load target inside the mesh: ``source`` calls ``destination`` through its own sidecar (east-west,
+        on every provider)."""
+        return ForwardTarget(source, destination.url(path, port), label=f"{source.service} -> {destination.service}")
+
+    def through_ingress(self, cluster: str, host: str, *, path: str = "/") -> HttpTarget:
+        """A load target through ``cluster``'s ingress gateway (north-south), for a Gateway/VirtualService
+        that serves ``host`` (needs Feature.INGRESS_GATEWAY)."""
+        if Feature.INGRESS_GATEWAY not in self.mesh.features():
+            raise UsageError(f"check {self.check.id} loads an ingress gateway: declare "
+                             f"features=[Feature.INGRESS_GATEWAY] so providers without one skip the check")
+        address, _, port = self.mesh.ingress_address(cluster).rpartition(":")
+        return HttpTarget(address, int(port), host=host, path=path, label=f"ingress {cluster} -> {host}")
+
     def _entry(self, probe: ProbeHandle, key: str) -> str:
         if Feature.SIDECAR_ENTRY not in self.mesh.features() or not probe.instances:
             raise UsageError(f"check {self.check.id} sends load into workloads from this machine: declare "
