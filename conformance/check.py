@@ -47,7 +47,8 @@ class CheckInfo:
     features: frozenset[Feature]
     severity: Severity = Severity.CRITICAL
     serial: bool = False
-    """Changes mesh-wide config: never runs beside another check."""
+    """Never runs beside another check: it changes mesh-wide config, or it measures latency (on a small
+    machine a neighbour's traffic and Envoy start-ups would be measured too)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "area": str(self.area), "description": self.description,

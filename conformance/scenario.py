@@ -26,7 +26,16 @@ from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
 from conformance.errors import LoadShortfall, ManifestError, UsageError
-from conformance.load import ForwardTarget, HttpTarget, LoadProfile, LoadResult, LocustRun, run_forward_load
+from conformance.load import (
+    ForwardTarget,
+    HttpTarget,
+    LoadProfile,
+    LoadResult,
+    LocustRun,
+    direct_entry,
+    run_forward_load,
+    sidecar_entry,
+)
 from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Feature, MeshProvider, ProbeHandle, ProbeSpec
@@ -172,16 +181,14 @@ class Scenario:
                         port: int = DATA_PORT) -> HttpTarget:
         """A load target that enters the mesh at ``source``'s sidecar, as ``source``'s app would call
         ``destination`` (needs Feature.SIDECAR_ENTRY)."""
-        outbound = self._entry(source, "outbound")
-        address, _, entry_port = outbound.rpartition(":")
-        return HttpTarget(address, int(entry_port), host=f"{destination.host}:{port}", path=path,
-                          label=f"mesh {source.service} -> {destination.service}")
+        self._require(Feature.SIDECAR_ENTRY, "sends load into workloads from this machine")
+        return sidecar_entry(source, destination, path=path, port=port)
 
     def direct(self, destination: ProbeHandle, *, path: str = "/", port: int = DATA_PORT) -> HttpTarget:
         """A load target that is ``destination``'s app itself, bypassing every sidecar: the no-mesh baseline
         (needs Feature.SIDECAR_ENTRY)."""
-        address = self._entry(destination, "loopback") if destination.in_mesh else destination.instances[0].address
-        return HttpTarget(address, port, path=path, label=f"direct -> {destination.service}")
+        self._require(Feature.SIDECAR_ENTRY, "sends load into workloads from this machine")
+        return direct_entry(destination, path=path, port=port)
 
     def from_workload(self, source: ProbeHandle, destination: ProbeHandle, *, path: str = "/",
                       port: int = DATA_PORT) -> ForwardTarget:
@@ -192,20 +199,14 @@ class Scenario:
     def through_ingress(self, cluster: str, host: str, *, path: str = "/") -> HttpTarget:
         """A load target through ``cluster``'s ingress gateway (north-south), for a Gateway/VirtualService
         that serves ``host`` (needs Feature.INGRESS_GATEWAY)."""
-        if Feature.INGRESS_GATEWAY not in self.mesh.features():
-            raise UsageError(f"check {self.check.id} loads an ingress gateway: declare "
-                             f"features=[Feature.INGRESS_GATEWAY] so providers without one skip the check")
+        self._require(Feature.INGRESS_GATEWAY, "loads an ingress gateway")
         address, _, port = self.mesh.ingress_address(cluster).rpartition(":")
         return HttpTarget(address, int(port), host=host, path=path, label=f"ingress {cluster} -> {host}")
 
-    def _entry(self, probe: ProbeHandle, key: str) -> str:
-        if Feature.SIDECAR_ENTRY not in self.mesh.features() or not probe.instances:
-            raise UsageError(f"check {self.check.id} sends load into workloads from this machine: declare "
-                             f"features=[Feature.SIDECAR_ENTRY] so providers without it skip the check")
-        value = probe.instances[0].extra.get(key)
-        if not value:
-            raise UsageError(f"{probe} has no {key!r} entry (is it in the mesh?)")
-        return str(value)
+    def _require(self, feature: Feature, doing: str) -> None:
+        if feature not in self.mesh.features():
+            raise UsageError(f"check {self.check.id} {doing}: declare features=[Feature.{feature.name}] so that "
+                             f"providers without it skip the check")
 
     def load(self, target: HttpTarget | ForwardTarget, *, label: str | None = None,
              during: Callable[[LocustRun], None] | None = None, **profile: Any) -> LoadResult:

@@ -14,7 +14,7 @@ Plots live in ``conformance.load.plots`` (imports matplotlib when called).
 
 from conformance.load.forward import run_forward_load
 from conformance.load.locust_process import LocustRun, locustfile_source, run_locust, start_locust
-from conformance.load.profile import ForwardTarget, HttpTarget, LoadProfile
+from conformance.load.profile import ForwardTarget, HttpTarget, LoadProfile, direct_entry, sidecar_entry
 from conformance.load.result import LoadEvent, LoadResult, Second
 
 __all__ = [
@@ -25,8 +25,10 @@ __all__ = [
     "LoadResult",
     "LocustRun",
     "Second",
+    "direct_entry",
     "locustfile_source",
     "run_forward_load",
     "run_locust",
+    "sidecar_entry",
     "start_locust",
 ]

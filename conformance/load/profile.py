@@ -13,7 +13,7 @@ from conformance.load.result import LoadResult
 if TYPE_CHECKING:
     from conformance.provider import ProbeHandle
 
-__all__ = ["ForwardTarget", "HttpTarget", "LoadProfile"]
+__all__ = ["ForwardTarget", "HttpTarget", "LoadProfile", "direct_entry", "sidecar_entry"]
 
 
 @dataclass(frozen=True)
@@ -127,3 +127,26 @@ class ForwardTarget:
 
     def __str__(self) -> str:
         return f"{self.url} from {self.source}"
+
+
+def sidecar_entry(source: ProbeHandle, destination: ProbeHandle, *, path: str = "/", port: int = 8080) -> HttpTarget:
+    """Enter the mesh at ``source``'s sidecar (its outbound listener), calling ``destination`` as ``source``'s
+    app would. Needs a provider with Feature.SIDECAR_ENTRY (``extra["outbound"]``); raises UsageError else."""
+    outbound = _extra(source, "outbound")
+    address, _, entry_port = outbound.rpartition(":")
+    return HttpTarget(address, int(entry_port), host=f"{destination.host}:{port}", path=path,
+                      label=f"mesh {source.service} -> {destination.service}")
+
+
+def direct_entry(destination: ProbeHandle, *, path: str = "/", port: int = 8080) -> HttpTarget:
+    """``destination``'s app itself, bypassing every sidecar: the no-mesh baseline (Feature.SIDECAR_ENTRY)."""
+    address = _extra(destination, "loopback") if destination.in_mesh else destination.instances[0].address
+    return HttpTarget(address, port, path=path, label=f"direct -> {destination.service}")
+
+
+def _extra(probe: ProbeHandle, key: str) -> str:
+    value = probe.instances[0].extra.get(key) if probe.instances else None
+    if not value:
+        raise UsageError(f"{probe} has no {key!r} entry: its provider cannot send load into workloads from "
+                         f"this machine (Feature.SIDECAR_ENTRY), or it has no sidecar")
+    return str(value)

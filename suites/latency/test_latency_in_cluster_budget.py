@@ -2,7 +2,7 @@ from conformance import Area, Scenario, check
 from conformance.expect import expect_all_ok, expect_error_rate_within, expect_latency_within
 
 
-@check("latency-in-cluster-budget", area=Area.LATENCY,
+@check("latency-in-cluster-budget", area=Area.LATENCY, serial=True,
        description="Under paced load, calls between two workloads in one cluster stay within the p99 and error budgets")
 def test_latency_in_cluster_budget(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")

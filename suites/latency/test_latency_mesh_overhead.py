@@ -2,7 +2,7 @@ from conformance import Area, Feature, Scenario, check
 from conformance.expect import expect_all_ok, expect_error_rate_within, expect_overhead_within
 
 
-@check("latency-mesh-overhead", area=Area.LATENCY, features=[Feature.SIDECAR_ENTRY],
+@check("latency-mesh-overhead", area=Area.LATENCY, features=[Feature.SIDECAR_ENTRY], serial=True,
        description="Under paced load the mesh path adds at most the overhead budget to the direct path at p50 and p99")
 def test_latency_mesh_overhead(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")
