@@ -6,6 +6,7 @@ in time, and every run is kept short: the machine is shared.
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import sys
@@ -19,7 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: python benchmarks/x.py
 
 from conformance.config import RunConfig
-from conformance.load import HttpTarget, LoadProfile, LoadResult, direct_entry, sidecar_entry
+from conformance.errors import LoadShortfall
+from conformance.load import HttpTarget, LoadProfile, LoadResult, direct_entry, run_locust, sidecar_entry
 from conformance.provider import ProbeSpec
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
@@ -58,7 +60,10 @@ def local_mesh() -> Iterator[Paths]:
             print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
-def profile(rate_rps: float, *, users: int = 10, duration_s: float = 8.0, warmup_s: float = 2.0) -> LoadProfile:
+def profile(rate_rps: float, *, users: int | None = None, duration_s: float = 8.0,
+            warmup_s: float = 2.0) -> LoadProfile:
+    """``users`` defaults to one per 10 rps: a user's 100 ms between calls absorbs this machine's hiccups."""
+    users = users or max(10, math.ceil(rate_rps / 10))
     return LoadProfile(rate_rps=rate_rps, users=users, spawn_rate_per_s=max(100.0, users), warmup_s=warmup_s,
                        duration_s=duration_s, timeout_s=2.0)
 
@@ -68,6 +73,18 @@ def line(result: LoadResult) -> str:
             f"p50 {result.p50_us / 1000:7.3f} ms  p99 {result.p99_us / 1000:7.3f} ms  "
             f"p99.9 {result.p999_us / 1000:7.3f} ms  errors {result.errors}  "
             f"generator CPU {result.generator_cpu_pct:4.0f}%")
+
+
+def measure(target: HttpTarget, load: LoadProfile, out_dir: Path) -> LoadResult | None:
+    """One Locust run, printed; None (and a line saying so) when the generator fell short of the rate."""
+    try:
+        result = run_locust(target, load, out_dir)
+    except LoadShortfall as shortfall:
+        assert shortfall.result is not None
+        print(f"{line(shortfall.result)}  <- short of the rate: not counted", flush=True)
+        return None
+    print(line(result), flush=True)
+    return result
 
 
 def median_ms(results: Sequence[LoadResult], name: str) -> float:

@@ -10,8 +10,6 @@ whether the generator (its CPU) or the target was the limit: the probe app is on
 
 from __future__ import annotations
 
-import math
-
 from _mesh import Deadline, line, local_mesh, profile
 
 from conformance.errors import LoadShortfall
@@ -30,9 +28,8 @@ def main() -> None:
             if deadline.passed():
                 print("time bound reached", flush=True)
                 break
-            users = max(10, math.ceil(rate / 50))  # 50 calls/s per user: pacing stays far from latency
             try:
-                result = run_locust(paths.direct, profile(rate, users=users, duration_s=5, warmup_s=1),
+                result = run_locust(paths.direct, profile(rate, duration_s=5, warmup_s=1),
                                     paths.work / f"rate-{rate}")
             except LoadShortfall as shortfall:
                 assert shortfall.result is not None

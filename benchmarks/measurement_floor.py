@@ -8,9 +8,7 @@ the probe app. Three runs of 8 s (after 2 s of warm-up), bounded to 3 minutes; p
 
 from __future__ import annotations
 
-from _mesh import Deadline, line, local_mesh, median_ms, profile
-
-from conformance.load import run_locust
+from _mesh import Deadline, local_mesh, measure, median_ms, profile
 
 RATE_RPS = 500
 RUNS = 3
@@ -23,9 +21,12 @@ def main() -> None:
         for run in range(RUNS):
             if deadline.passed():
                 break
-            result = run_locust(paths.direct, profile(RATE_RPS), paths.work / f"floor-{run}")
-            results.append(result)
-            print(line(result), flush=True)
+            result = measure(paths.direct, profile(RATE_RPS), paths.work / f"floor-{run}")
+            if result is not None:
+                results.append(result)
+    if not results:
+        print("\nmeasurement floor: no run reached the rate")
+        return
     print(f"\nmeasurement floor (direct path, {RATE_RPS} rps, median of {len(results)} runs): "
           f"p50 {median_ms(results, 'p50'):.3f} ms, p99 {median_ms(results, 'p99'):.3f} ms")
 

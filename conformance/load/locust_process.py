@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from types import TracebackType
@@ -26,7 +26,7 @@ from conformance.errors import EnvironmentBroken, ProviderError
 from conformance.load.profile import HttpTarget, LoadProfile
 from conformance.load.result import LoadEvent, LoadResult, decode_histogram, timeline_of
 
-__all__ = ["LocustRun", "locustfile_source", "run_locust", "start_locust"]
+__all__ = ["LocustRun", "locustfile_source", "result_of_locust", "run_locust", "start_locust"]
 
 
 def locustfile_source() -> Path:
@@ -147,19 +147,8 @@ class LocustRun:
         return self._result(data)
 
     def _result(self, data: dict[str, Any]) -> LoadResult:
-        window_s = float(data["windowS"])
-        seconds = {int(k): (int(v[0]), int(v[1]), decode_histogram(v[2])) for k, v in data["seconds"].items()}
-        artifacts = {
-            "locust-html": self.out_dir / "locust.html", "locust-stats-csv": self.out_dir / "locust_stats.csv",
-            "locust-failures-csv": self.out_dir / "locust_failures.csv", "locust-log": self.log_file,
-        }
-        return LoadResult.from_histogram(
-            decode_histogram(data["histogram"]), label=self.label, generator="locust", target=str(self.target),
-            target_rps=self.profile.rate_rps, users=self.profile.users, warmup_s=self.profile.warmup_s,
-            window_s=window_s, errors=int(data["errors"]), generator_cpu_pct=float(data["cpuPct"]),
-            error_kinds=data.get("errorKinds") or {}, timeline=timeline_of(seconds, window_s),
-            events=tuple(self.events), artifacts={k: str(p) for k, p in artifacts.items() if p.exists()},
-        )
+        return result_of_locust(data, self.target, self.profile, self.out_dir, label=self.label,
+                                events=tuple(self.events))
 
     def stop(self) -> None:
         """Stop the Locust process (its process group, by PID): SIGTERM, then SIGKILL. Idempotent."""
@@ -188,6 +177,24 @@ class LocustRun:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def result_of_locust(data: Mapping[str, Any], target: HttpTarget, profile: LoadProfile, out_dir: Path, *,
+                     label: str, events: tuple[LoadEvent, ...] = ()) -> LoadResult:
+    """A LoadResult from the locustfile's ``result.json``; Locust's files in ``out_dir`` become artifacts."""
+    window_s = float(data["windowS"])
+    seconds = {int(k): (int(v[0]), int(v[1]), decode_histogram(v[2])) for k, v in data["seconds"].items()}
+    artifacts = {
+        "locust-html": out_dir / "locust.html", "locust-stats-csv": out_dir / "locust_stats.csv",
+        "locust-failures-csv": out_dir / "locust_failures.csv", "locust-log": out_dir / "locust.log",
+    }
+    return LoadResult.from_histogram(
+        decode_histogram(data["histogram"]), label=label, generator="locust", target=str(target),
+        target_rps=profile.rate_rps, users=profile.users, warmup_s=profile.warmup_s, window_s=window_s,
+        errors=int(data["errors"]), generator_cpu_pct=float(data["cpuPct"]),
+        error_kinds=data.get("errorKinds") or {}, timeline=timeline_of(seconds, window_s), events=events,
+        artifacts={k: str(p) for k, p in artifacts.items() if p.exists()},
+    )
 
 
 def start_locust(target: HttpTarget, profile: LoadProfile, out_dir: Path, *, label: str = "",

@@ -5,10 +5,12 @@ probe on 127.0.0.1. Every process a test starts is stopped by PID when it ends. 
 
 from __future__ import annotations
 
+import http.server
 import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -20,6 +22,7 @@ import pytest
 from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, LoadShortfall
 from conformance.load import ForwardTarget, HttpTarget, LoadProfile, run_forward_load, run_locust, start_locust
+from conformance.load.distributed import result_from_configmap
 from conformance.probe import probe_source
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
 
@@ -85,10 +88,48 @@ def _profile(**overrides: Any) -> LoadProfile:
     return LoadProfile.from_config(RunConfig.build(), **{**values, **overrides})
 
 
-def test_locust_run_gives_a_coherent_result(probes: dict[str, Probe], tmp_path: Path) -> None:
+class FakeKubernetesApi(http.server.ThreadingHTTPServer):
+    """Records the PATCHes a distributed master sends to hand its results back (one ConfigMap)."""
+
+    def __init__(self) -> None:
+        self.patches: dict[str, Any] = {}
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_PATCH(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                api.patches[self.path] = json.loads(body)
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+@pytest.fixture
+def kube_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeKubernetesApi]:
+    api = FakeKubernetesApi()
+    thread = threading.Thread(target=api.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MESHCONF_RESULTS_CONFIGMAP", "meshconf-locust-results")
+    monkeypatch.setenv("MESHCONF_KUBE_API", f"http://127.0.0.1:{api.server_address[1]}")
+    monkeypatch.setenv("MESHCONF_NAMESPACE", "ns")
+    yield api
+    api.shutdown()
+    api.server_close()
+    thread.join(5)
+
+
+def test_locust_run_gives_a_coherent_result(probes: dict[str, Probe], kube_api: FakeKubernetesApi,
+                                            tmp_path: Path) -> None:
     server = probes["server"]
     target = HttpTarget("127.0.0.1", server.data_port, host="server.ns.svc.cluster.local:8080", label="direct")
-    result = run_locust(target, _profile(), tmp_path / "run")
+    profile = _profile()
+    result = run_locust(target, profile, tmp_path / "run")
     assert result.generator == "locust" and result.label == "direct"
     assert result.errors == 0 and result.error_rate_pct == 0
     assert result.requests == pytest.approx(200, abs=8)  # 100 rps for 2 s; each user may lose a call to an edge
@@ -100,6 +141,14 @@ def test_locust_run_gives_a_coherent_result(probes: dict[str, Probe], tmp_path: 
     assert "direct" in stats  # Locust's own report covers the same named requests
     plan = json.loads((tmp_path / "run" / "plan.json").read_text())
     assert plan["host_header"] == "server.ns.svc.cluster.local:8080"
+
+    # in a cluster the master hands the same result back through a ConfigMap
+    configmap = kube_api.patches["/api/v1/namespaces/ns/configmaps/meshconf-locust-results"]
+    handed_back = result_from_configmap(configmap, target, profile, tmp_path / "collected")
+    assert (handed_back.requests, handed_back.p99_us, handed_back.histogram) == \
+        (result.requests, result.p99_us, result.histogram)
+    assert Path(handed_back.artifacts["locust-html"]).read_text().startswith("<!DOCTYPE html>")
+    assert "direct" in Path(handed_back.artifacts["locust-stats-csv"]).read_text()
 
 
 def test_a_rate_far_above_the_generator_is_a_shortfall(probes: dict[str, Probe], tmp_path: Path) -> None:

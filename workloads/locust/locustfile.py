@@ -21,15 +21,24 @@ place events (a fault, a failover) on the window's time axis while the load runs
 
 Distributed: each worker records its own requests and sends its histograms to the master with every
 report (``report_to_master``); the master merges them and writes ``result``. The generator's CPU share is
-the busiest generator process's CPU time over the window, as a percentage of one core.
+the busiest generator process's CPU time over the window, as a percentage of one core. In a cluster
+(``MESHCONF_RESULTS_CONFIGMAP`` set), the master then hands everything back the way the locustfile came
+in: it patches that ConfigMap with ``result.json``, Locust's CSV statistics and its gzipped HTML report,
+through the Kubernetes API with its service account (``MESHCONF_KUBE_API`` overrides the API address).
 """
 
 from __future__ import annotations
 
+import base64
+import csv
+import gzip
+import io
 import json
 import os
 import random
+import ssl
 import time
+import urllib.request
 from collections import Counter
 from typing import Any
 
@@ -38,6 +47,7 @@ from hdrh.histogram import HdrHistogram
 from locust import FastHttpUser, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 LOWEST_US = 1
 HIGHEST_US = 60_000_000
@@ -209,9 +219,52 @@ def _measure(environment: Environment) -> None:
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_: Any) -> None:
-    if PLAN.get("result") and not os.path.exists(PLAN["result"]) \
-            and not isinstance(environment.runner, WorkerRunner):
+    if isinstance(environment.runner, WorkerRunner):
+        return
+    if PLAN.get("result") and not os.path.exists(PLAN["result"]):
         _write_result(complete=False)  # stopped before the window closed (run-time limit, SIGTERM)
+    if os.environ.get("MESHCONF_RESULTS_CONFIGMAP"):
+        _publish(environment, os.environ["MESHCONF_RESULTS_CONFIGMAP"])
+
+
+SERVICE_ACCOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+def _publish(environment: Environment, configmap: str) -> None:
+    """Patch ``configmap`` with the result, Locust's CSV statistics and its gzipped HTML report."""
+    stats = StatsCSV(environment, PERCENTILES_TO_REPORT)
+    data = {}
+    for name, write in (("locust_stats.csv", stats.requests_csv), ("locust_failures.csv", stats.failures_csv)):
+        text = io.StringIO()
+        write(csv.writer(text))
+        data[name] = text.getvalue()
+    with open(PLAN["result"]) as result:
+        data["result.json"] = result.read()
+    binary = {}
+    html = environment.parsed_options.html_file if environment.parsed_options else None
+    if html and os.path.exists(html):
+        with open(html, "rb") as report:
+            binary["locust.html.gz"] = base64.b64encode(gzip.compress(report.read())).decode()
+    api = os.environ.get("MESHCONF_KUBE_API", "https://kubernetes.default.svc")
+    namespace = os.environ.get("MESHCONF_NAMESPACE") or _read(f"{SERVICE_ACCOUNT}/namespace")
+    headers = {"Content-Type": "application/merge-patch+json"}
+    token = _read(f"{SERVICE_ACCOUNT}/token")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(f"{api}/api/v1/namespaces/{namespace}/configmaps/{configmap}", method="PATCH",
+                                     data=json.dumps({"data": data, "binaryData": binary}).encode(), headers=headers)
+    context = ssl.create_default_context(cafile=f"{SERVICE_ACCOUNT}/ca.crt") \
+        if api.startswith("https:") and os.path.exists(f"{SERVICE_ACCOUNT}/ca.crt") else None
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
+        answer.read()
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 def _write_result(complete: bool) -> None:
