@@ -292,6 +292,9 @@ class MeshconfUser(FastHttpUser):
         MeshconfUser.started += 1
         period = int(PLAN["users"]) / float(PLAN["rate_rps"])
         gevent.sleep(((index / int(PLAN["users"]) + self.phase) % 1.0) * period)
+        # constant_throughput paces from the user's creation (User._cp_last_run): restart it after the
+        # offset, or the first wait would absorb the offset and the users would fall back into lock-step
+        self._cp_last_run = time.perf_counter()
 
     @task
     def call(self) -> None:
