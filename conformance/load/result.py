@@ -199,18 +199,19 @@ class LoadResult:
         """Why this run cannot stand for the rate that was asked, or None when it can."""
         if self.requests == 0:
             return f"the load generator made no request in the {self.window_s:g} s window"
+        reasons = []
         if self.rate_pct + self.edge_allowance_pct < min_rate_pct:
-            reason = (f"the load generator reached {self.achieved_rps:.1f} rps of the {self.target_rps:g} rps asked "
-                      f"({self.rate_pct:.1f}%, below {min_rate_pct:g}%)")
+            reasons.append(f"the load generator reached {self.achieved_rps:.1f} rps of the {self.target_rps:g} rps "
+                           f"asked ({self.rate_pct:.1f}%, below {min_rate_pct:g}%)")
             period_ms = 1000 * self.users / self.target_rps
             if self.mean_us / 1000 > period_ms / 2:  # each user waits for its answer before its next call
-                reason += (f"; its {self.users} users were waiting on slow answers (mean {self.mean_us / 1000:.1f} ms "
-                           f"against {period_ms:.1f} ms between one user's calls): raise --load users")
-            return reason
+                reasons.append(f"its {self.users} users were waiting on slow answers (mean "
+                               f"{self.mean_us / 1000:.1f} ms against {period_ms:.1f} ms between one user's calls): "
+                               f"raise --load users")
         if self.generator_cpu_pct > max_generator_cpu_pct:
-            return (f"the load generator was CPU-bound: {self.generator_cpu_pct:.0f}% of a core "
-                    f"(above {max_generator_cpu_pct:g}%), so its timings include its own queueing")
-        return None
+            reasons.append(f"the load generator was CPU-bound: {self.generator_cpu_pct:.0f}% of a core "
+                           f"(above {max_generator_cpu_pct:g}%), so its timings include its own queueing")
+        return "; ".join(reasons) or None
 
     # -- records ---------------------------------------------------------------------------------------------
 
