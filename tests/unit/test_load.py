@@ -193,3 +193,10 @@ def test_importing_conformance_loads_neither_locust_nor_matplotlib() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[2])
     assert out.stdout.strip() == "[]"
+
+
+def test_a_cpu_bound_generator_is_named_as_the_cause() -> None:
+    saturated = result_of([80_000] * 500, target_rps=100, users=10, cpu=99.0)
+    reason = saturated.shortfall(98.0, 90.0)
+    assert reason is not None and "CPU-bound: 99% of a core" in reason and "reached 50.0 rps" in reason
+    assert "raise --load users" not in reason  # its users wait on the generator itself
