@@ -66,6 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     down = commands.add_parser("down", help="tear down meshes left running (by `up`, --keep or a crash)")
     down.add_argument("run_dirs", nargs="*", help="run directories (default: every local run meshconf knows)")
 
+    defects = commands.add_parser("defects", help="list the local mesh's deliberate defects (self-validation)")
+    defects.add_argument("--json", action="store_true", help="machine-readable output")
+
     checks = commands.add_parser("checks", help="list the conformance checks")
     checks.add_argument("--json", action="store_true", help="machine-readable output")
     checks.add_argument("--suites", default=None, help="directory of checks (default: the suites/ that ship)")
@@ -194,7 +197,20 @@ def list_checks(suites: Path) -> list[Any]:
     return sorted(found, key=lambda i: (str(i.area), i.id))
 
 
-COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks}
+def _defects(args: argparse.Namespace) -> int:
+    from conformance.providers import provider_defects
+
+    defects = provider_defects("local")
+    if args.json:
+        print(json.dumps(defects, indent=1))
+        return 0
+    width = max(len(name) for name in defects)
+    for name, meaning in defects.items():
+        print(f"{name:<{width}}  {meaning}")
+    return 0
+
+
+COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks, "defects": _defects}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -69,6 +69,11 @@ class Budgets:
     failover_errors: int = 5
     """Client-visible errors allowed while traffic shifts to another cluster."""
     failover_shift_s: float = 10.0
+    """From a local failure until every call is served by another cluster."""
+    failback_s: float = 6.0
+    """From the local workload's recovery until calls are served locally again (ejection time + interval)."""
+    fail_fast_s: float = 2.0
+    """Longest a call to an unreachable cluster may take to fail (it must not hang)."""
     locality_local_pct: float = 99.0
     """Share of calls that must stay in the caller's locality when locality LB is on."""
 

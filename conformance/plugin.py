@@ -144,7 +144,9 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
             return attach_provider(run_config, topology, Path(data["run_dir"]))
         provider = create_provider(run_config, topology)
         try:
-            provider.up(owner_pid=_controller_pid(pytestconfig), progress=_progress(pytestconfig))
+            # a kept mesh must outlive this session; otherwise it stops when the session's process does
+            owner = None if run_config.keep else _controller_pid(pytestconfig)
+            provider.up(owner_pid=owner, progress=_progress(pytestconfig))
         except ConformanceError as exc:
             pointer.write_text(json.dumps({"error": str(exc)}))
             raise

@@ -14,7 +14,15 @@ from conformance.errors import ConformanceError, UsageError
 from conformance.provider import MeshProvider
 from conformance.topology import Topology
 
-__all__ = ["PROVIDERS", "attach_provider", "create_provider", "leftover_runs", "release_provider", "teardown_run"]
+__all__ = [
+    "PROVIDERS",
+    "attach_provider",
+    "create_provider",
+    "leftover_runs",
+    "provider_defects",
+    "release_provider",
+    "teardown_run",
+]
 
 PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
@@ -51,6 +59,12 @@ def release_provider(config: RunConfig, topology: Topology, state: Path) -> None
         cls.cleanup(state)
         return
     provider.down()
+
+
+def provider_defects(name: str) -> dict[str, str]:
+    """The deliberate defects a provider can be started with (name -> one line of meaning)."""
+    defects: dict[str, str] = getattr(_provider_class(name), "DEFECTS", {})
+    return defects
 
 
 def leftover_runs() -> list[tuple[str, Path]]:
