@@ -14,10 +14,19 @@ from conformance.errors import ConformanceError, UsageError
 from conformance.provider import MeshProvider
 from conformance.topology import Topology
 
-__all__ = ["PROVIDERS", "attach_provider", "create_provider", "leftover_runs", "release_provider", "teardown_run"]
+__all__ = [
+    "PROVIDERS",
+    "attach_provider",
+    "create_provider",
+    "leftover_runs",
+    "plan_provider",
+    "release_provider",
+    "teardown_run",
+]
 
 PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
+    "kind": "conformance.providers.kind:KindProvider",
 }
 
 
@@ -67,3 +76,12 @@ def teardown_run(provider_name: str, state: Path) -> list[int]:
     """Tear down one recorded environment by its state, without needing its config."""
     stopped: list[int] = _provider_class(provider_name).cleanup(state)
     return stopped
+
+
+def plan_provider(config: RunConfig, topology: Topology) -> str:
+    """What ``up()`` would do, as printable numbered steps; runs nothing. UsageError if the provider has no plan."""
+    cls = _provider_class(config.provider)
+    if not hasattr(cls, "plan"):
+        raise UsageError(f"provider {config.provider} has no install plan to print (only kind does)")
+    text: str = cls.plan(config, topology)
+    return text

@@ -1,0 +1,92 @@
+"""Faults on kind: through the probe, through the API server, and inside the node containers.
+
+- 503 / delay: the probe's ``/mode`` on its control port (pod proxy).
+- Kill / scale: Deployment scale and pod deletion through the API server.
+- East-west gateway down: scale ``istio-eastwestgateway`` to 0 (and back), or delete its pod.
+- Link latency and partition between two clusters: ``tc netem`` and ``iptables`` inside the source cluster's
+  node containers (``docker exec``), matching only traffic to the other cluster's node and MetalLB slice.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING
+
+from conformance.provider import ProbeHandle
+from conformance.providers.kind.manifests import EAST_WEST_GATEWAY
+from conformance.providers.kube.probes import probe_workload_name
+
+if TYPE_CHECKING:
+    from conformance.providers.kind.provider import KindProvider
+
+__all__ = ["KindFaults"]
+
+_COMMENT = "meshconf-partition"
+
+
+class KindFaults:
+    def __init__(self, provider: KindProvider) -> None:
+        self.provider = provider
+
+    def set_mode(self, probe: ProbeHandle, status: int | None = None, delay_ms: int = 0) -> None:
+        for index in range(len(probe.instances)):
+            self.provider.probe_control(probe, "POST", "/mode", {"status": status, "delay_ms": delay_ms},
+                                        instance=index)
+
+    def scale(self, probe: ProbeHandle, replicas: int) -> ProbeHandle:
+        api = self.provider.api(probe.cluster)
+        name = probe_workload_name(probe.spec)
+        api.scale(probe.namespace, name, replicas)
+        if replicas == 0:
+            return ProbeHandle(probe.spec, ())
+        return self.provider.handle(probe.spec, api.wait_rollout(probe.namespace, name, self.provider.probe_wait_s))
+
+    def kill(self, probe: ProbeHandle) -> list[str]:
+        """Delete every pod of the workload (its Deployment starts new ones)."""
+        return self.provider.api(probe.cluster).delete_pods(probe.namespace, probe.spec.workload_labels)
+
+    def gateway_down(self, cluster: str) -> None:
+        self.provider.api(cluster).scale("istio-system", EAST_WEST_GATEWAY, 0)
+
+    def gateway_up(self, cluster: str) -> None:
+        api = self.provider.api(cluster)
+        api.scale("istio-system", EAST_WEST_GATEWAY, 1)
+        api.wait_rollout("istio-system", EAST_WEST_GATEWAY, self.provider.probe_wait_s)
+
+    def delete_gateway_pod(self, cluster: str) -> list[str]:
+        return self.provider.api(cluster).delete_pods("istio-system", {"app": EAST_WEST_GATEWAY})
+
+    def add_latency(self, source: str, destination: str, delay_ms: float) -> None:
+        """Delay every packet from ``source``'s node to ``destination`` (its node and load balancers)."""
+        node = f"{source}-control-plane"
+        self.provider.docker(node, "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio")
+        self.provider.docker(node, "tc", "qdisc", "add", "dev", "eth0", "parent", "1:3", "handle", "30:",
+                             "netem", "delay", f"{delay_ms:g}ms")
+        for target in self._targets(destination):
+            self.provider.docker(node, "tc", "filter", "add", "dev", "eth0", "protocol", "ip", "parent", "1:0",
+                                 "prio", "3", "u32", "match", "ip", "dst", target, "flowid", "1:3")
+
+    def remove_latency(self, source: str) -> None:
+        self.provider.docker(f"{source}-control-plane", "tc", "qdisc", "del", "dev", "eth0", "root",
+                             ignore_failure=True)
+
+    def partition(self, one: str, other: str) -> None:
+        """Drop traffic between two clusters, both ways."""
+        for source, destination in ((one, other), (other, one)):
+            for target in self._targets(destination):
+                for chain in ("FORWARD", "OUTPUT"):
+                    self.provider.docker(f"{source}-control-plane", "iptables", "-I", chain, "-d", target,
+                                         "-m", "comment", "--comment", _COMMENT, "-j", "DROP")
+
+    def heal(self, one: str, other: str) -> None:
+        for source, destination in ((one, other), (other, one)):
+            for target in self._targets(destination):
+                for chain in ("FORWARD", "OUTPUT"):
+                    self.provider.docker(f"{source}-control-plane", "iptables", "-D", chain, "-d", target,
+                                         "-m", "comment", "--comment", _COMMENT, "-j", "DROP", ignore_failure=True)
+
+    def _targets(self, cluster: str) -> list[str]:
+        addresses = self.provider.addresses()[cluster]
+        first = ipaddress.ip_address(addresses.pool_first)
+        slice_ = ipaddress.ip_network(f"{first - 1}/27", strict=False)
+        return [f"{self.provider.node_address(cluster)}/32", str(slice_)]
