@@ -27,6 +27,7 @@ __all__ = [
 PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
     "kind": "conformance.providers.kind:KindProvider",
+    "existing": "conformance.providers.existing:ExistingProvider",
 }
 
 

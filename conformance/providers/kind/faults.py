@@ -1,7 +1,6 @@
 """Faults on kind: through the probe, through the API server, and inside the node containers.
 
-- 503 / delay: the probe's ``/mode`` on its control port (pod proxy).
-- Kill / scale: Deployment scale and pod deletion through the API server.
+- 503 / delay, kill, scale: :class:`WorkloadFaults` (shared with the existing provider).
 - East-west gateway down: scale ``istio-eastwestgateway`` to 0 (and back), or delete its pod.
 - Link latency and partition between two clusters: ``tc netem`` and ``iptables`` inside the source cluster's
   node containers (``docker exec``), matching only traffic to the other cluster's node and MetalLB slice.
@@ -12,9 +11,8 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING
 
-from conformance.provider import ProbeHandle
 from conformance.providers.kind.manifests import EAST_WEST_GATEWAY
-from conformance.providers.kube.probes import probe_workload_name
+from conformance.providers.kube.faults import WorkloadFaults
 
 if TYPE_CHECKING:
     from conformance.providers.kind.provider import KindProvider
@@ -24,26 +22,12 @@ __all__ = ["KindFaults"]
 _COMMENT = "meshconf-partition"
 
 
-class KindFaults:
+class KindFaults(WorkloadFaults):
+    """Workload faults, plus the east-west gateway and the links between clusters."""
+
     def __init__(self, provider: KindProvider) -> None:
+        super().__init__(provider)
         self.provider = provider
-
-    def set_mode(self, probe: ProbeHandle, status: int | None = None, delay_ms: int = 0) -> None:
-        for index in range(len(probe.instances)):
-            self.provider.probe_control(probe, "POST", "/mode", {"status": status, "delay_ms": delay_ms},
-                                        instance=index)
-
-    def scale(self, probe: ProbeHandle, replicas: int) -> ProbeHandle:
-        api = self.provider.api(probe.cluster)
-        name = probe_workload_name(probe.spec)
-        api.scale(probe.namespace, name, replicas)
-        if replicas == 0:
-            return ProbeHandle(probe.spec, ())
-        return self.provider.handle(probe.spec, api.wait_rollout(probe.namespace, name, self.provider.probe_wait_s))
-
-    def kill(self, probe: ProbeHandle) -> list[str]:
-        """Delete every pod of the workload (its Deployment starts new ones)."""
-        return self.provider.api(probe.cluster).delete_pods(probe.namespace, probe.spec.workload_labels)
 
     def gateway_down(self, cluster: str) -> None:
         self.provider.api(cluster).scale("istio-system", EAST_WEST_GATEWAY, 0)

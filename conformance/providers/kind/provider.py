@@ -9,27 +9,25 @@ names and leaves them in place.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from conformance.certs import MeshCA
 from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, ProviderError, UsageError
-from conformance.istio import ISTIO_KINDS, validate_document
 from conformance.probe import probe_source
-from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeInstance, ProbeSpec
+from conformance.provider import Feature, MeshDescription
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
 from conformance.providers.kind.diagnostics import write_diagnostics
 from conformance.providers.kind.faults import KindFaults
 from conformance.providers.kind.plan import PlanContext, build_plan, context_name, variable
 from conformance.providers.kind.runner import Runner, SubprocessRunner, run_steps
-from conformance.providers.kind.state import KindState, new_run_dir, runs_root
 from conformance.providers.kind.steps import render_argv, render_plan
-from conformance.providers.kube.api import KubeAPI, Pod
-from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_workload_name
-from conformance.topology import Cluster, Topology
+from conformance.providers.kube.api import KubeAPI
+from conformance.providers.kube.mesh import KubeMesh
+from conformance.providers.kube.state import RunDirectory, new_run_dir, runs_root
+from conformance.topology import Topology
 
 __all__ = ["KindProvider"]
 
@@ -55,20 +53,18 @@ def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: st
                        kind_subnet=kind_subnet or DEFAULT_KIND_SUBNET, kind_subnet_known=kind_subnet is not None)
 
 
-class KindProvider:
+class KindProvider(KubeMesh):
     """kind clusters + istioctl, per Istio's multi-cluster install guides."""
 
     name = "kind"
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  runner: Runner | None = None) -> None:
-        self.config = config
-        self.topology = topology
+        super().__init__(config, topology)
         self.run_dir = run_dir
         self.runner = runner or SubprocessRunner()
         self._apis: dict[str, KubeAPI] = {}
         self._faults = KindFaults(self)
-        self.probe_wait_s = max(config.timeouts.probe_ready_s, 180.0)
 
     # -- plan ----------------------------------------------------------------------------------------------
 
@@ -105,7 +101,7 @@ class KindProvider:
             raise UsageError(f"kind clusters {', '.join(sorted(wanted & existing))} already exist; pass --reuse to "
                              "use them, or delete them with `kind delete cluster --name ...`")
         self.run_dir = new_run_dir("kind")
-        state = KindState(self.run_dir)
+        state = RunDirectory(self.run_dir)
         ca = MeshCA.create(self.run_dir / "ca")
         state.update(provider="kind", topology=self.config.topology, istio_version=self.config.istio_version,
                      istioctl=str(istioctl), created=[] if reuse else sorted(wanted), reused=reuse, variables={})
@@ -138,7 +134,7 @@ class KindProvider:
 
     @classmethod
     def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> KindProvider:
-        data = KindState(run_dir).read()
+        data = RunDirectory(run_dir).read()
         if not data.get("ready"):
             raise EnvironmentBroken(f"no ready kind mesh recorded in {run_dir} (start one with `meshconf up`)")
         return cls(config, topology, run_dir)
@@ -146,7 +142,7 @@ class KindProvider:
     @classmethod
     def cleanup(cls, run_dir: Path, runner: Runner | None = None) -> list[int]:
         """Delete the clusters this run created (and nothing else), then its directory. Returns no PIDs."""
-        state = KindState(run_dir)
+        state = RunDirectory(run_dir)
         for cluster in state.read().get("created", []):
             (runner or SubprocessRunner()).run(["kind", "delete", "cluster", "--name", str(cluster)])
         state.remove()
@@ -155,7 +151,7 @@ class KindProvider:
     @classmethod
     def leftovers(cls) -> list[Path]:
         root = runs_root()
-        return sorted(p for p in root.glob("kind-*") if KindState(p).owned()) if root.is_dir() else []
+        return sorted(p for p in root.glob("kind-*") if RunDirectory(p).owned()) if root.is_dir() else []
 
     def down(self) -> None:
         if self.run_dir is None:
@@ -180,9 +176,6 @@ class KindProvider:
                                mesh_version=version, proxy_version=f"istio-proxy {version}",
                                kubernetes_version=kubernetes, details={"kind": m.KIND_VERSION, "nodeImage": image})
 
-    def clusters(self) -> Sequence[Cluster]:
-        return self.topology.clusters
-
     def features(self) -> frozenset[Feature]:
         features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG, Feature.CERT_ROTATION,
                     Feature.WORKLOAD_FAULTS, Feature.INGRESS_GATEWAY}
@@ -193,53 +186,6 @@ class KindProvider:
         if any(m.needs_east_west_gateway(c, self.topology) for c in self.topology.clusters):
             features |= {Feature.EAST_WEST_GATEWAY, Feature.GATEWAY_FAULTS}
         return frozenset(features)
-
-    def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
-        """Validate Istio documents offline, then server-side apply them in each cluster.
-
-        Returns when every API server accepted them; checks await their effect (await_convergence).
-        """
-        for doc in docs:
-            if doc.get("kind") in ISTIO_KINDS:
-                validate_document(doc)
-        for cluster in clusters:
-            self.api(cluster).apply(docs)
-
-    def delete(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
-        for cluster in clusters:
-            self.api(cluster).delete(list(reversed(docs)))
-
-    def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
-        cluster = self.topology.cluster(spec.cluster)
-        api = self.api(cluster.name)
-        api.apply(probe_docs(spec, cluster, probe_source().read_text()))
-        return self.handle(spec, api.wait_rollout(spec.namespace, probe_workload_name(spec), self.probe_wait_s))
-
-    def handle(self, spec: ProbeSpec, pods: Sequence[Pod]) -> ProbeHandle:
-        zone = spec.zone or self.topology.cluster(spec.cluster).zone
-        return ProbeHandle(spec, tuple(ProbeInstance(p.name, p.ip, zone, {"pod": p.name, "node": p.node})
-                                       for p in pods))
-
-    def delete_namespace(self, namespace: str) -> None:
-        for cluster in self.topology.cluster_names:
-            self.api(cluster).delete_namespace(namespace, self.config.timeouts.teardown_s)
-
-    def probe_control(self, probe: ProbeHandle, method: str, path: str, body: Mapping[str, Any] | None = None,
-                      instance: int = 0, timeout_s: float = 60.0) -> Any:
-        pod = _instance(probe, instance).name
-        return self.api(probe.cluster).proxy(probe.namespace, pod, CONTROL_PORT, method, path, body, timeout_s)
-
-    def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
-        # In a cluster the sidecar captures the probe's outbound calls and DNS resolves service names.
-        timeout = float(request.get("max_duration_ms", 60000)) / 1000 + 10
-        return self.probe_control(probe, "POST", "/forward", request, instance=instance, timeout_s=timeout)
-
-    def proxy_admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
-        if not probe.in_mesh:
-            raise ProviderError(f"{probe} has no sidecar, so no Envoy admin")
-        pod = _instance(probe, instance).name
-        return self.api(probe.cluster).exec(probe.namespace, pod, "istio-proxy",
-                                            ["pilot-agent", "request", "GET", path.lstrip("/")])
 
     @property
     def faults(self) -> KindFaults:
@@ -258,7 +204,7 @@ class KindProvider:
         return self._apis[cluster]
 
     def variables(self) -> dict[str, str]:
-        return dict(KindState(self.run_dir).read().get("variables", {})) if self.run_dir else {}
+        return dict(RunDirectory(self.run_dir).read().get("variables", {})) if self.run_dir else {}
 
     def node_address(self, cluster: str) -> str:
         address = self.variables().get(variable(cluster))
@@ -267,14 +213,14 @@ class KindProvider:
         return address
 
     def addresses(self) -> dict[str, ClusterAddresses]:
-        subnet = KindState(self.run_dir).read().get("kind_subnet") if self.run_dir else None
+        subnet = RunDirectory(self.run_dir).read().get("kind_subnet") if self.run_dir else None
         return cluster_addresses(self.topology, subnet) if subnet else cluster_addresses(self.topology)
 
     def docker(self, node: str, *argv: str, ignore_failure: bool = False) -> str:
         return self._run(["docker", "exec", node, *argv], ignore_failure=ignore_failure)
 
     def istioctl(self, cluster: str, *argv: str) -> str:
-        binary = KindState(self.run_dir).read().get("istioctl", "istioctl") if self.run_dir else "istioctl"
+        binary = RunDirectory(self.run_dir).read().get("istioctl", "istioctl") if self.run_dir else "istioctl"
         return self._run([binary, *argv, "--kubeconfig", str(self.run_dir / "kubeconfig" if self.run_dir else ""),
                           "--context", context_name(cluster)], ignore_failure=True)
 
@@ -297,10 +243,4 @@ class KindProvider:
             if ":" not in subnet:
                 return subnet
         raise EnvironmentBroken(f"the docker kind network has no IPv4 subnet ({text.strip()!r})")
-
-
-def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:
-    if not probe.instances:
-        raise ProviderError(f"{probe} has no running instance")
-    return probe.instances[index % len(probe.instances)]
 

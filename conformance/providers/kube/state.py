@@ -1,9 +1,9 @@
-"""A kind run on disk: its directory (kubeconfig, manifests, CA) and ``state.json``.
+"""A run on real clusters, on disk: its directory and ``state.json`` (kind and existing providers).
 
-``state.json`` records which clusters this run created (only those are ever deleted), the variables captured
-while installing (control-plane addresses), and the settings needed to attach again. Directories live beside
-the local provider's, under ``$MESHCONF_STATE_DIR`` (default ``~/.local/state/meshconf/runs``), named
-``kind-*``; nothing without the marker file is ever removed.
+kind records which clusters the run created (only those are ever deleted), values captured while installing
+(control-plane addresses) and what it needs to attach again; existing records the ``meshconf-*`` namespaces
+it created. Directories live beside the local provider's, under ``$MESHCONF_STATE_DIR`` (default
+``~/.local/state/meshconf/runs``), named ``<provider>-*``; nothing without the marker file is ever removed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 from conformance.certs import write_private
 
-__all__ = ["KindState", "new_run_dir", "runs_root"]
+__all__ = ["RunDirectory", "new_run_dir", "runs_root"]
 
 _MARKER = ".meshconf-run"
 
@@ -27,7 +27,7 @@ def runs_root() -> Path:
     return Path(os.environ.get("MESHCONF_STATE_DIR") or Path.home() / ".local" / "state" / "meshconf" / "runs")
 
 
-def new_run_dir(prefix: str = "kind") -> Path:
+def new_run_dir(prefix: str) -> Path:
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
@@ -36,7 +36,7 @@ def new_run_dir(prefix: str = "kind") -> Path:
     return path
 
 
-class KindState:
+class RunDirectory:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
         self.path = run_dir / "state.json"
