@@ -22,6 +22,7 @@ __all__ = [
     "plan_provider",
     "release_provider",
     "teardown_run",
+    "upgrade_provider",
 ]
 
 PROVIDERS: dict[str, str] = {
@@ -86,3 +87,16 @@ def plan_provider(config: RunConfig, topology: Topology) -> str:
         raise UsageError(f"provider {config.provider} has no install plan to print (only kind does)")
     text: str = cls.plan(config, topology)
     return text
+
+
+def upgrade_provider(config: RunConfig, topology: Topology, to_version: str, out: Path | None,
+                     progress: Any) -> str | int:
+    """``out`` None: the upgrade plan as text. Otherwise run the upgrade gate and return its exit code."""
+    cls = _provider_class(config.provider)
+    if not hasattr(cls, "upgrade_plan"):
+        raise UsageError(f"provider {config.provider} cannot run an upgrade (only kind installs Istio itself)")
+    if out is None:
+        text: str = cls.upgrade_plan(config, topology, to_version)
+        return text
+    code: int = cls.upgrade(config, topology, to_version, out, progress)
+    return code

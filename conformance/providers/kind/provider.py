@@ -85,6 +85,30 @@ class KindProvider(KubeMesh):
             ]
             return render_plan(header, build_plan(ctx))
 
+    @classmethod
+    def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
+        """The V1 install plan followed by the canary steps to ``to_version``; runs nothing."""
+        from conformance.providers.kind.upgrade import upgrade_steps
+
+        with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
+            ca = MeshCA.create(Path(scratch))
+            ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}")
+            steps = build_plan(ctx)
+            steps += upgrade_steps(ctx, to_version, f"istioctl-{to_version}", len(steps) + 1)
+            header = [f"meshconf upgrade plan: provider kind, topology {topology.name}, Istio {config.istio_version} "
+                      f"-> {to_version} (canary by revision)",
+                      f"before step {len(steps) - 3}: the catalogue runs on {config.istio_version} (out/before); "
+                      f"after step {len(steps)}: it runs on {to_version} (out/after), then `meshconf gate`",
+                      "istioctl-<V> = istioctl of that version (downloaded and sha256-checked). Nothing has been run."]
+            return render_plan(header, steps)
+
+    @classmethod
+    def upgrade(cls, config: RunConfig, topology: Topology, to_version: str, out: Path,
+                progress: Callable[[str], None]) -> int:
+        from conformance.providers.kind.upgrade import run_upgrade
+
+        return run_upgrade(config, topology, to_version, out, progress)
+
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
