@@ -8,6 +8,7 @@ names and leaves them in place.
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,20 +35,26 @@ __all__ = ["KindProvider"]
 _REPO = Path(__file__).resolve().parents[3]
 
 
-def shipped_configs(topology: Topology) -> Path | None:
-    """``kind-configs/<topology>/`` of the repository, if it ships configs for every cluster."""
+def shipped_configs(topology: Topology, for_print: bool = False) -> Path | None:
+    """``kind-configs/<topology>/`` of the repository, if it ships configs for every cluster.
+
+    ``for_print``: relative to the working directory when that is shorter (what a user would type).
+    """
     folder = _REPO / "kind-configs" / topology.name
-    if all((folder / f"{c.name}.yaml").is_file() for c in topology.clusters):
-        return folder
-    return None
+    if not all((folder / f"{c.name}.yaml").is_file() for c in topology.clusters):
+        return None
+    if for_print:
+        relative = Path(os.path.relpath(folder))
+        return folder if str(relative).startswith("..") else relative
+    return folder
 
 
 def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: str = "istioctl",
-                 kind_subnet: str | None = None) -> PlanContext:
+                 kind_subnet: str | None = None, for_print: bool = False) -> PlanContext:
     if not config.istio_version:
         raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
     node_image = config.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
-    shipped = None if config.kind_node_image else shipped_configs(topology)
+    shipped = None if config.kind_node_image else shipped_configs(topology, for_print)
     return PlanContext(topology, config.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
                        node_image=node_image, shipped_configs=shipped,
                        kind_subnet=kind_subnet or DEFAULT_KIND_SUBNET, kind_subnet_known=kind_subnet is not None)
@@ -72,7 +79,7 @@ class KindProvider(KubeMesh):
     def plan(cls, config: RunConfig, topology: Topology) -> str:
         """The whole install as printable steps; runs nothing. Secret data is redacted."""
         with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
-            ctx = plan_context(config, topology, MeshCA.create(Path(scratch)), istioctl="istioctl")
+            ctx = plan_context(config, topology, MeshCA.create(Path(scratch)), istioctl="istioctl", for_print=True)
             header = [
                 f"meshconf plan: provider kind, topology {topology.name}, Istio {ctx.istio_version}",
                 "clusters: " + ", ".join(f"{c.name} ({c.role}, {c.network}, {c.region}/{c.zone})"
@@ -92,7 +99,7 @@ class KindProvider(KubeMesh):
 
         with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
             ca = MeshCA.create(Path(scratch))
-            ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}")
+            ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}", for_print=True)
             steps = build_plan(ctx)
             steps += upgrade_steps(ctx, to_version, f"istioctl-{to_version}", len(steps) + 1)
             header = [f"meshconf upgrade plan: provider kind, topology {topology.name}, Istio {config.istio_version} "
