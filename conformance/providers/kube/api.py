@@ -185,8 +185,11 @@ class KubeAPI:
         """
         target = f"{pod}:{port}"
         if method.upper() == "GET":
-            text = self._call(lambda: self.core.connect_get_namespaced_pod_proxy_with_path(
-                target, namespace, path.lstrip("/"), _request_timeout=timeout_s), f"GET {path} on {namespace}/{target}")
+            # raw body: the generated client would otherwise turn the JSON into a Python repr string
+            response = self._call(lambda: self.core.connect_get_namespaced_pod_proxy_with_path(
+                target, namespace, path.lstrip("/"), _request_timeout=timeout_s, _preload_content=False),
+                f"GET {path} on {namespace}/{target}")
+            text = response.data.decode() if isinstance(response.data, bytes) else str(response.data)
         else:
             text = self._post_proxy(namespace, target, path, body or {}, timeout_s)
         try:
