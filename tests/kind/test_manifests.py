@@ -82,6 +82,10 @@ def test_subnets_and_pools_never_overlap() -> None:
         assert not ipaddress.ip_network(a).overlaps(ipaddress.ip_network(b))
     assert one.pool_range == "172.19.255.1-172.19.255.30"
     assert two.pool_range == "172.19.255.33-172.19.255.62"
+    pools = m.metallb_pool(topology.clusters[1], two)
+    assert pools[0]["spec"] == {"addresses": ["172.19.255.33/32"], "autoAssign": False}  # east-west gateway only
+    assert pools[1]["spec"] == {"addresses": ["172.19.255.34-172.19.255.62"]}
+    assert pools[2]["spec"]["ipAddressPools"] == ["meshconf-cluster2-eastwest", "meshconf-cluster2"]
 
 
 def test_cacerts_secret_carries_the_plug_in_ca(mesh_ca: MeshCA) -> None:

@@ -71,7 +71,8 @@ def test_multi_network_commands(fake_istioctl: Path) -> None:
     assert positions == sorted(positions)
     assert not any("ip route add" in c for c in calls)  # different networks: no routes
     # the MetalLB pools were rebuilt from the discovered subnet, not the assumed one
-    assert "172.19.255.1-172.19.255.30" in (provider.run_dir / "cluster1" / "metallb-pool.yaml").read_text()
+    pools = (provider.run_dir / "cluster1" / "metallb-pool.yaml").read_text()
+    assert "172.19.255.1/32" in pools and "172.19.255.2-172.19.255.30" in pools
     assert oct(os.stat(provider.run_dir / "cluster1" / "cacerts.yaml").st_mode & 0o777) == "0o600"
     # the remote secret went from istioctl straight into kubectl's stdin, never to a file
     assert recorder.stdins[calls.index(f"{kubectl1} apply -f -")] == ""

@@ -36,6 +36,11 @@ class ClusterAddresses:
         return f"{self.pool_first}-{self.pool_last}"
 
     @property
+    def shared_range(self) -> str:
+        """The slice without its first address: what MetalLB hands out to any LoadBalancer Service."""
+        return f"{ipaddress.ip_address(self.pool_first) + 1}-{self.pool_last}"
+
+    @property
     def east_west_address(self) -> str:
         """The load-balancer address the cluster's east-west gateway asks MetalLB for."""
         return self.pool_first

@@ -86,15 +86,23 @@ def kind_cluster_config(cluster: Cluster, addresses: ClusterAddresses, node_imag
 
 
 def metallb_pool(cluster: Cluster, addresses: ClusterAddresses) -> list[dict[str, Any]]:
-    """This cluster's slice of the kind network, announced on L2."""
-    pool = f"meshconf-{cluster.name}"
+    """This cluster's slice of the kind network, announced on L2.
+
+    The slice's first address is a pool of its own that MetalLB never hands out by itself: only the east-west
+    gateway asks for it (``metallb.io/loadBalancerIPs``), so no earlier LoadBalancer (the ingress gateway)
+    can take it.
+    """
+    pool, reserved = f"meshconf-{cluster.name}", f"meshconf-{cluster.name}-eastwest"
     return [
         {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+         "metadata": {"name": reserved, "namespace": "metallb-system"},
+         "spec": {"addresses": [f"{addresses.east_west_address}/32"], "autoAssign": False}},
+        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
          "metadata": {"name": pool, "namespace": "metallb-system"},
-         "spec": {"addresses": [addresses.pool_range]}},
+         "spec": {"addresses": [addresses.shared_range]}},
         {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
          "metadata": {"name": pool, "namespace": "metallb-system"},
-         "spec": {"ipAddressPools": [pool]}},
+         "spec": {"ipAddressPools": [reserved, pool]}},
     ]
 
 

@@ -120,7 +120,7 @@ def load_balancers(ctx: PlanContext) -> Step:
         commands += [
             Command(ctx.kubectl(cluster.name, "apply", "-f", m.METALLB_MANIFEST), cluster=cluster.name, attempts=3),
             Command(ctx.kubectl(cluster.name, "wait", "-n", "metallb-system", "pod", "-l", "app=metallb",
-                                "--for=condition=Ready", "--timeout=120s"), cluster=cluster.name, attempts=3),
+                                "--for=condition=Ready", "--timeout=120s"), cluster=cluster.name, attempts=10),
             Command(ctx.kubectl(cluster.name, "apply", "-f", manifest.shown_path), cluster=cluster.name, attempts=5),
         ]
     return Step(0, "load-balancers", "Install MetalLB, one cluster at a time",
