@@ -167,9 +167,9 @@ def east_west_gateway(cluster: Cluster, topology: Topology, addresses: ClusterAd
                 "serviceAnnotations": {"metallb.io/loadBalancerIPs": addresses.east_west_address},
                 "service": {"ports": [
                     {"name": "status-port", "port": 15021, "targetPort": 15021},
-                    {"name": "tls", "port": 15443, "targetPort": 15443},
-                    {"name": "tls-istiod", "port": 15012, "targetPort": 15012},
-                    {"name": "tls-webhook", "port": 15017, "targetPort": 15017},
+                    {"name": "mtls", "port": 15443, "targetPort": 15443},
+                    {"name": "tcp-istiod", "port": 15012, "targetPort": 15012},
+                    {"name": "tcp-webhook", "port": 15017, "targetPort": 15017},
                 ]},
             },
         }]},
