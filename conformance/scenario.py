@@ -156,11 +156,12 @@ class Scenario:
         return result
 
     def traffic(self, source: ProbeHandle, destination: ProbeHandle | str, *, batch: int = 5,
-                path: str = "/") -> ContinuousTraffic:
-        """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``)."""
+                path: str = "/", max_seconds: float | None = None) -> ContinuousTraffic:
+        """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``),
+        for at most ``max_seconds`` (default: the forward timeout)."""
         url = destination if isinstance(destination, str) else destination.url(path)
         traffic = ContinuousTraffic(lambda: self._client.call(source, url, batch, new_connection=True),
-                                    self.config.timeouts.forward_s)
+                                    max_seconds or self.config.timeouts.forward_s)
         return traffic
 
     def attach_timeline(self, timeline: Timeline, name: str) -> None:

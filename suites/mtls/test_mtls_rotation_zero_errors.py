@@ -12,7 +12,7 @@ def test_mtls_rotation_zero_errors(scenario: Scenario) -> None:
     scenario.await_convergence(lambda: scenario.call(client, server, count=3), expect_all_ok)
     before = served_identity(scenario.admin(server, SECRETS_PATH)).leaf.serial_number
 
-    with scenario.traffic(client, server) as traffic:
+    with scenario.traffic(client, server, max_seconds=scenario.config.timeouts.rotation_s) as traffic:
         traffic.wait(1.0)
         traffic.mark("rotation")
         scenario.mesh.rotate_certificates(scenario.namespace)
