@@ -68,10 +68,10 @@ def test_preflight_reports_versions_and_cleans_up_its_namespaces(tmp_path: Path)
     provider.up(progress=lines.append)
     assert lines[0] == "existing: cluster1 = context staging-a, Kubernetes v1.34.1, Istio 1.28.0"
     assert provider.describe().mesh_version == "1.28.0"
-    from conformance.providers.kube.state import RunDirectory
+    from conformance.runstate import RunState
 
     assert provider.run_dir is not None
-    RunDirectory(provider.run_dir).update(namespaces=["meshconf-check-abc123"])
+    RunState(provider.run_dir).update(namespaces=["meshconf-check-abc123"])
     provider.down()
     assert apis["staging-a"].deleted == ["meshconf-check-abc123"] == apis["staging-b"].deleted
 

@@ -12,14 +12,14 @@ from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder
 from conformance.providers.kind.schemas import validate_manifest
 from conformance.providers.kind.upgrade import upgrade_steps
-from conformance.providers.kube.state import RunDirectory, new_run_dir
+from conformance.runstate import RunState, new_run_dir
 from conformance.topology import load_topology
 from tests.conftest import run_meshconf
 
 
 def _recorded_provider() -> tuple[KindProvider, Recorder]:
     run_dir = new_run_dir("kind")
-    RunDirectory(run_dir).update(provider="kind", ready=True, created=["cluster1", "cluster2"],
+    RunState(run_dir).update(provider="kind", ready=True, created=["cluster1", "cluster2"],
                                  kind_subnet="172.19.0.0/16",
                                  variables={"CLUSTER1_API_IP": "172.19.0.2", "CLUSTER2_API_IP": "172.19.0.3"})
     recorder = Recorder()
@@ -60,7 +60,7 @@ def test_meshconf_down_deletes_only_the_clusters_a_run_created() -> None:
 
 def test_meshconf_down_knows_a_kind_run_directory(tmp_path: Path) -> None:
     run_dir = new_run_dir("kind")
-    RunDirectory(run_dir).update(provider="kind", created=[])  # nothing created: nothing to delete
+    RunState(run_dir).update(provider="kind", created=[])  # nothing created: nothing to delete
     done = run_meshconf("down", str(run_dir))
     assert done.returncode == 0, done.stderr
     assert not run_dir.exists()

@@ -18,7 +18,7 @@ from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpe
 from conformance.providers.existing.preflight import ClusterReport, preflight
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
-from conformance.providers.kube.state import RunDirectory, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Topology
 
 __all__ = ["OWN_PREFIX", "ExistingProvider"]
@@ -58,19 +58,19 @@ class ExistingProvider(KubeMesh):
             say(f"existing: {report.cluster} = context {report.context}, Kubernetes {report.kubernetes_version}, "
                 + (f"Istio {report.istio_version}" if report.istio_version else "remote (no istiod)"))
         self.run_dir = new_run_dir("existing")
-        RunDirectory(self.run_dir).update(provider="existing", contexts=self.contexts, namespaces=[], ready=True,
+        RunState(self.run_dir).update(provider="existing", contexts=self.contexts, namespaces=[], ready=True,
                                           versions={r.cluster: r.istio_version for r in self.reports})
 
     @classmethod
     def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> ExistingProvider:
-        if not RunDirectory(run_dir).read().get("ready"):
+        if not RunState(run_dir).read().get("ready"):
             raise EnvironmentBroken(f"no existing-clusters run recorded in {run_dir}")
         return cls(config, topology, run_dir)
 
     @classmethod
     def cleanup(cls, run_dir: Path) -> list[int]:
         """Delete the meshconf-* namespaces the run recorded, in every context it used; then its directory."""
-        state = RunDirectory(run_dir)
+        state = RunState(run_dir)
         data = state.read()
         for context in dict(data.get("contexts", {})).values():
             api = KubeAPI(str(context))
@@ -83,12 +83,12 @@ class ExistingProvider(KubeMesh):
     @classmethod
     def leftovers(cls) -> list[Path]:
         root = runs_root()
-        return sorted(p for p in root.glob("existing-*") if RunDirectory(p).owned()) if root.is_dir() else []
+        return sorted(p for p in root.glob("existing-*") if RunState(p).owned()) if root.is_dir() else []
 
     def down(self) -> None:
         if self.run_dir is None:
             return
-        state = RunDirectory(self.run_dir)
+        state = RunState(self.run_dir)
         for namespace in state.read().get("namespaces", []):
             for cluster in self.topology.cluster_names:
                 self.api(cluster).delete_namespace(str(namespace), self.config.timeouts.teardown_s)
@@ -136,7 +136,7 @@ class ExistingProvider(KubeMesh):
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
         self._own_namespace(spec.namespace)
         if self.run_dir is not None:
-            state = RunDirectory(self.run_dir)
+            state = RunState(self.run_dir)
             namespaces = list(state.read().get("namespaces", []))
             if spec.namespace not in namespaces:
                 state.update(namespaces=[*namespaces, spec.namespace])
@@ -146,7 +146,7 @@ class ExistingProvider(KubeMesh):
         self._own_namespace(namespace)
         super().delete_namespace(namespace)
         if self.run_dir is not None:
-            state = RunDirectory(self.run_dir)
+            state = RunState(self.run_dir)
             state.update(namespaces=[n for n in state.read().get("namespaces", []) if n != namespace])
 
     @property

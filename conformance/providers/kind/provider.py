@@ -27,7 +27,7 @@ from conformance.providers.kind.runner import Runner, SubprocessRunner, run_step
 from conformance.providers.kind.steps import render_argv, render_plan
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
-from conformance.providers.kube.state import RunDirectory, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Topology
 
 __all__ = ["KindProvider"]
@@ -132,7 +132,7 @@ class KindProvider(KubeMesh):
             raise UsageError(f"kind clusters {', '.join(sorted(wanted & existing))} already exist; pass --reuse to "
                              "use them, or delete them with `kind delete cluster --name ...`")
         self.run_dir = new_run_dir("kind")
-        state = RunDirectory(self.run_dir)
+        state = RunState(self.run_dir)
         ca = MeshCA.create(self.run_dir / "ca")
         state.update(provider="kind", topology=self.config.topology, istio_version=self.config.istio_version,
                      istioctl=str(istioctl), created=[] if reuse else sorted(wanted), reused=reuse, variables={})
@@ -165,7 +165,7 @@ class KindProvider(KubeMesh):
 
     @classmethod
     def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> KindProvider:
-        data = RunDirectory(run_dir).read()
+        data = RunState(run_dir).read()
         if not data.get("ready"):
             raise EnvironmentBroken(f"no ready kind mesh recorded in {run_dir} (start one with `meshconf up`)")
         return cls(config, topology, run_dir)
@@ -173,7 +173,7 @@ class KindProvider(KubeMesh):
     @classmethod
     def cleanup(cls, run_dir: Path, runner: Runner | None = None) -> list[int]:
         """Delete the clusters this run created (and nothing else), then its directory. Returns no PIDs."""
-        state = RunDirectory(run_dir)
+        state = RunState(run_dir)
         for cluster in state.read().get("created", []):
             (runner or SubprocessRunner()).run(["kind", "delete", "cluster", "--name", str(cluster)])
         state.remove()
@@ -182,7 +182,7 @@ class KindProvider(KubeMesh):
     @classmethod
     def leftovers(cls) -> list[Path]:
         root = runs_root()
-        return sorted(p for p in root.glob("kind-*") if RunDirectory(p).owned()) if root.is_dir() else []
+        return sorted(p for p in root.glob("kind-*") if RunState(p).owned()) if root.is_dir() else []
 
     def down(self) -> None:
         if self.run_dir is None:
@@ -235,7 +235,7 @@ class KindProvider(KubeMesh):
         return self._apis[cluster]
 
     def variables(self) -> dict[str, str]:
-        return dict(RunDirectory(self.run_dir).read().get("variables", {})) if self.run_dir else {}
+        return dict(RunState(self.run_dir).read().get("variables", {})) if self.run_dir else {}
 
     def node_address(self, cluster: str) -> str:
         address = self.variables().get(variable(cluster))
@@ -244,14 +244,14 @@ class KindProvider(KubeMesh):
         return address
 
     def addresses(self) -> dict[str, ClusterAddresses]:
-        subnet = RunDirectory(self.run_dir).read().get("kind_subnet") if self.run_dir else None
+        subnet = RunState(self.run_dir).read().get("kind_subnet") if self.run_dir else None
         return cluster_addresses(self.topology, subnet) if subnet else cluster_addresses(self.topology)
 
     def docker(self, node: str, *argv: str, ignore_failure: bool = False) -> str:
         return self._run(["docker", "exec", node, *argv], ignore_failure=ignore_failure)
 
     def istioctl(self, cluster: str, *argv: str) -> str:
-        binary = RunDirectory(self.run_dir).read().get("istioctl", "istioctl") if self.run_dir else "istioctl"
+        binary = RunState(self.run_dir).read().get("istioctl", "istioctl") if self.run_dir else "istioctl"
         return self._run([binary, *argv, "--kubeconfig", str(self.run_dir / "kubeconfig" if self.run_dir else ""),
                           "--context", context_name(cluster)], ignore_failure=True)
 

@@ -108,14 +108,14 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
     from conformance.providers.kind.istioctl import resolve_istioctl
     from conformance.providers.kind.provider import KindProvider, plan_context
     from conformance.providers.kind.runner import run_steps
-    from conformance.providers.kube.state import RunDirectory
+    from conformance.runstate import RunState
 
     provider = KindProvider(replace(config, keep=False), topology)
     provider.up(progress=say)
     try:
         assert provider.run_dir is not None
         before = _catalogue(config, provider.run_dir, out / "before", say)
-        state = RunDirectory(provider.run_dir).read()
+        state = RunState(provider.run_dir).read()
         ctx = plan_context(config, topology, MeshCA.load(provider.run_dir / "ca"), str(state["istioctl"]),
                            state.get("kind_subnet"))
         steps = upgrade_steps(ctx, to_version, str(resolve_istioctl(to_version)), 1)

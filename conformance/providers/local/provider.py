@@ -34,8 +34,8 @@ from conformance.provider import (
 from conformance.providers.local.defects import Defect, parse_defects
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
-from conformance.providers.local.state import RunState, new_run_dir, runs_root
 from conformance.providers.local.translate.gateways import listen_port
+from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Cluster, Topology
 
 __all__ = ["LocalProvider"]
@@ -68,7 +68,7 @@ class LocalProvider:
         say = progress or (lambda _msg: None)
         binary = envoy_binary(self.config.envoy_binary)
         self._envoy_version = envoy_version(binary)
-        self.run_dir = new_run_dir()
+        self.run_dir = new_run_dir("local")
         token = secrets.token_urlsafe(24)
         request = {"config": self.config.as_dict(), "topology": self.config.topology,
                    "token": token, "owner_pid": owner_pid}
