@@ -164,7 +164,11 @@ def outbound_config(
         members = view.registry.endpoints(service, visible)
         for port in service.ports:
             name = cluster_name(port, service.host)
-            clusters.append(_cluster(view, service, port, rule, source, members))
+            cluster = _cluster(view, service, port, rule, source, members)
+            # a pod's connections come from its pod IP (what a server's ipBlocks / source.ip see)
+            cluster["upstream_bind_config"] = {"source_address": {"address": workload.addresses.pod_ip,
+                                                                  "port_value": 0}}
+            clusters.append(cluster)
             endpoints[name] = _load_assignment(view, name, port, members)
             virtual_hosts.append({
                 "name": f"{service.host}:{port}",
