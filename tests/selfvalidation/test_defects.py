@@ -24,6 +24,13 @@ CATCHES: dict[Defect, set[str]] = {
     Defect.NO_CLIENT_CERT_FORWARDING: {"mtls-strict-peer-identity", "mtls-permissive-accepts-both"},
     Defect.NO_CROSS_CLUSTER_ENDPOINTS: {"mtls-cross-cluster-identity"},
     Defect.ALWAYS_PLAINTEXT: {"mtls-strict-peer-identity", "mtls-disable-plaintext"},
+    Defect.IGNORE_AUTHZ_DENY: {"authz-deny-path-method", "authz-deny-overrides-allow", "authz-propagation-time"},
+    Defect.IGNORE_AUTHZ_ALLOW: {"authz-allow-nothing-denies-all", "authz-allow-principal", "authz-allow-namespace",
+                                "authz-header-condition", "authz-cross-cluster-principal",
+                                "authz-plaintext-has-no-principal"},
+    Defect.ALLOW_NOTHING_ALLOWS: {"authz-allow-nothing-denies-all"},
+    Defect.IGNORE_PRINCIPAL_RULES: {"authz-allow-principal", "authz-cross-cluster-principal",
+                                    "authz-plaintext-has-no-principal"},
 }
 """Defect -> checks that must fail against it. Others may fail too (defects are not surgical)."""
 

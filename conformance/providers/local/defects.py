@@ -21,6 +21,10 @@ class Defect(StrEnum):
     NO_CLIENT_CERT_FORWARDING = "no-client-cert-forwarding"
     NO_CROSS_CLUSTER_ENDPOINTS = "no-cross-cluster-endpoints"
     ALWAYS_PLAINTEXT = "always-plaintext"
+    IGNORE_AUTHZ_DENY = "ignore-authz-deny"
+    IGNORE_AUTHZ_ALLOW = "ignore-authz-allow"
+    ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
+    IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
 
     @property
     def description(self) -> str:
@@ -34,6 +38,10 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.NO_CLIENT_CERT_FORWARDING: "sidecars do not pass the peer identity to the app (no XFCC header)",
     Defect.NO_CROSS_CLUSTER_ENDPOINTS: "control planes only discover endpoints of their own cluster",
     Defect.ALWAYS_PLAINTEXT: "auto-mTLS never upgrades: sidecars call every endpoint in plaintext",
+    Defect.IGNORE_AUTHZ_DENY: "DENY AuthorizationPolicies are ignored: nothing is denied by them",
+    Defect.IGNORE_AUTHZ_ALLOW: "ALLOW AuthorizationPolicies are ignored: everything they do not name is allowed",
+    Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
+    Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
 }
 
 

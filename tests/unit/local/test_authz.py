@@ -205,6 +205,18 @@ CASES = [
     Case("mesh-and-namespace-allow-are-ored",
          (_ap(_allow(_to(paths=["/mesh"])), namespace="istio-system"), _ap(_allow(_from(principals=[FRONTEND])))),
          ((ME, 200), (Request(peer=OTHER.peer, path="/mesh"), 200), (OTHER, 403))),
+    # defects
+    Case("defect-ignore-authz-deny", (_ap(_deny({})),), ((ME, 200),), frozenset({Defect.IGNORE_AUTHZ_DENY})),
+    Case("defect-ignore-authz-allow", (_ap(_allow(_from(principals=[FRONTEND]))),), ((OTHER, 200),),
+         frozenset({Defect.IGNORE_AUTHZ_ALLOW})),
+    Case("defect-allow-nothing-allows", (_ap({}),), ((ME, 200), (PLAINTEXT, 200)),
+         frozenset({Defect.ALLOW_NOTHING_ALLOWS})),
+    Case("defect-allow-nothing-allows-keeps-deny", (_ap(_deny({})),), ((ME, 403),),
+         frozenset({Defect.ALLOW_NOTHING_ALLOWS})),
+    Case("defect-ignore-principal-rules", (_ap(_allow(_from(principals=[FRONTEND]))),),
+         ((OTHER, 200), (PLAINTEXT, 200)), frozenset({Defect.IGNORE_PRINCIPAL_RULES})),
+    Case("defect-ignore-principal-rules-keeps-namespaces", (_ap(_allow(_from(namespaces=["ns"]))),),
+         ((STRANGER, 403),), frozenset({Defect.IGNORE_PRINCIPAL_RULES})),
 ]
 
 

@@ -53,8 +53,8 @@ def rbac_filters(store: ConfigStore, workload: Workload, trust_domain: str,
                  defects: frozenset[Defect]) -> dict[str, dict[str, Any]]:
     """The ECDS resources (TypedExtensionConfig) of the DENY and the ALLOW filter, by name."""
     policies = applicable_policies(store, workload)
-    deny = [p for p in policies if _action(p) == "DENY"]
-    allow = [p for p in policies if _action(p) == "ALLOW"]
+    deny = [p for p in policies if _action(p) == "DENY" and Defect.IGNORE_AUTHZ_DENY not in defects]
+    allow = [p for p in policies if _action(p) == "ALLOW" and Defect.IGNORE_AUTHZ_ALLOW not in defects]
     translator = _Translator(trust_domain, defects)
     return {
         DENY_FILTER: _filter(DENY_FILTER, "DENY", deny, translator),
@@ -115,6 +115,7 @@ class _Side:
 PRINCIPALS = _Side("and_ids", "or_ids", "ids", "not_id")
 PERMISSIONS = _Side("and_rules", "or_rules", "rules", "not_rule")
 _MATCH_NEVER = {"permissions": [PERMISSIONS.never()], "principals": [PRINCIPALS.never()]}
+_MATCH_ALWAYS = {"permissions": [{"any": True}], "principals": [{"any": True}]}
 
 
 # -- string matchers, as Istio builds them from values with a leading or trailing '*' ---------------------
@@ -165,7 +166,8 @@ class _Translator:
     def policies(self, policy: Resource, action: str) -> dict[str, Any]:
         rules = policy.spec.get("rules") or []
         if not rules:
-            return {_policy_name(policy, 0): _MATCH_NEVER}
+            allow_all = action == "ALLOW" and Defect.ALLOW_NOTHING_ALLOWS in self.defects
+            return {_policy_name(policy, 0): _MATCH_ALWAYS if allow_all else _MATCH_NEVER}
         return {_policy_name(policy, i): self.rule(rule or {}) for i, rule in enumerate(rules)}
 
     def rule(self, rule: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,8 +188,10 @@ class _Translator:
         return {"permissions": permissions, "principals": principals}
 
     def _source(self, source: Mapping[str, Any]) -> list[Matcher]:
+        principal = _anyone if Defect.IGNORE_PRINCIPAL_RULES in self.defects else self._principal
         return [
-            *PRINCIPALS.field(self._principal, source.get("principals"), source.get("notPrincipals")),
+            *PRINCIPALS.field(principal, source.get("principals"), None),
+            *PRINCIPALS.field(self._principal, None, source.get("notPrincipals")),
             *PRINCIPALS.field(self._namespace, source.get("namespaces"), source.get("notNamespaces")),
             *PRINCIPALS.field(_direct_ip, source.get("ipBlocks"), source.get("notIpBlocks")),
             *PRINCIPALS.field(_remote_ip, source.get("remoteIpBlocks"), source.get("notRemoteIpBlocks")),
@@ -227,6 +231,10 @@ class _Translator:
     def _namespace(value: str) -> Matcher:
         pattern = ".*".join(_quote(part) for part in value.split("*"))
         return {"authenticated": {"principal_name": {"safe_regex": {"regex": f".*/ns/{pattern}/.*"}}}}
+
+
+def _anyone(_value: str) -> Matcher:
+    return {"any": True}
 
 
 def _direct_ip(value: str) -> Matcher:
