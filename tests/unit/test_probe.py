@@ -247,6 +247,12 @@ def test_forward_resolve_round_robins_per_connection(start_probe: StartProbe) ->
     assert {e["headers"]["host"] for e in echoes} == {HOST}
 
 
+def test_forward_resolve_to_nothing_is_an_unresolved_host(start_probe: StartProbe) -> None:
+    client = start_probe("client")
+    calls = client.forward(url=f"http://{HOST}/", count=2, resolve={HOST: []})["calls"]
+    assert [(c["status"], c["error"]) for c in calls] == [(0, "unresolved host")] * 2
+
+
 def test_forward_records_timeout_and_refused(start_probe: StartProbe) -> None:
     client, server = start_probe("client"), start_probe("server")
     slow = client.forward(url=f"http://{server.data}/?delay_ms=2000", timeout_ms=200)["calls"][0]

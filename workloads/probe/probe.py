@@ -33,7 +33,8 @@ Control port, JSON in and out:
         url (required, http://), count (1; max 100000), concurrency (1; max 256), method ("GET"),
         headers ({}), body (null), timeout_ms (2000; per call: connect + request + response),
         proxy (null | "host:port": connect there instead, origin-form request, Host from the url),
-        resolve (null | {"host:port": ["ip:port", ...]}: like curl --resolve, round-robin per connection),
+        resolve (null | {"host:port": ["ip:port", ...]}: like curl --resolve, round-robin per connection;
+                 an empty list means the name does not resolve: every call fails with "unresolved host"),
         new_connection (false: each concurrency slot keeps one keep-alive connection),
         rate (null | calls/s: call starts paced evenly across slots; a late call starts at once and the
         schedule continues from it, no catch-up burst), duration_ms (with rate: call until it elapses or
@@ -351,6 +352,7 @@ class ForwardSpec:
     direct: Tuple[str, int]
     proxy: Optional[Tuple[str, int]]
     resolved: List[Tuple[str, int]]
+    unresolvable: bool
     count: int
     concurrency: int
     timeout_s: float
@@ -415,14 +417,15 @@ class ForwardSpec:
             proxy = split_host_port(proxy if isinstance(proxy, str) else repr(proxy), "proxy")
         resolve = data.get("resolve") or {}
         if not isinstance(resolve, dict) or not all(
-                isinstance(v, list) and v and all(isinstance(a, str) for a in v) for v in resolve.values()):
+                isinstance(v, list) and all(isinstance(a, str) for a in v) for v in resolve.values()):
             raise ValueError('resolve must look like {"host:port": ["ip:port", ...]}')
         resolved: List[Tuple[str, int]] = []
+        unresolvable = False
         for name, addresses in resolve.items():  # every entry must parse; only the url's host:port is used
             split_host_port(name, "a resolve key")
             found = [split_host_port(a, "a resolve address") for a in addresses]
             if name.lower() == f"{parts.hostname}:{port}":
-                resolved = found
+                resolved, unresolvable = found, not found
 
         rate = _number(data, "rate", None, 0.001, 1e6, integer=False)
         duration_ms = _number(data, "duration_ms", None, 1, 600000, integer=False)
@@ -431,7 +434,7 @@ class ForwardSpec:
         count_default = 100000 if duration_ms is not None else 1
         return cls(
             url=url, request=request, close_after=close_after, direct=(parts.hostname, port), proxy=proxy,
-            resolved=resolved,
+            resolved=resolved, unresolvable=unresolvable,
             count=_number(data, "count", count_default, 1, 100000),
             concurrency=_number(data, "concurrency", 1, 1, 256),
             timeout_s=_number(data, "timeout_ms", 2000, 1, 600000, integer=False) / 1000,
@@ -595,6 +598,8 @@ class Forward:
         """One request and its response, on ``outcome.connection`` or a new one (stored there at once)."""
         outcome.began_ns = time.perf_counter_ns()
         if outcome.connection is None:
+            if self.spec.unresolvable:
+                raise CallError("unresolved host")
             host, port = self._address()
             try:
                 reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)

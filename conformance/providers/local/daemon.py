@@ -26,6 +26,7 @@ from conformance.errors import ConformanceError
 from conformance.provider import ProbeSpec
 from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.envoy import envoy_version
+from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
 from conformance.providers.local.state import RunState
 from conformance.topology import load_topology
@@ -105,14 +106,47 @@ def _delete(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {}
 
 
-def _deploy(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
-    spec = body["spec"]
-    spec["ports"] = tuple(spec.get("ports") or (8080,))
-    workloads = runtime.deploy(ProbeSpec(**spec))
+def _spec(data: dict[str, Any]) -> ProbeSpec:
+    return ProbeSpec(**{**data, "ports": tuple(data.get("ports") or (8080,))})
+
+
+def _instances(runtime: MeshRuntime, workloads: list[Workload]) -> Any:
     return {"instances": [
         {"name": w.name, "address": w.addresses.pod_ip, "zone": w.zone, "extra": runtime.instance_details(w)}
         for w in workloads
     ]}
+
+
+def _deploy(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    return _instances(runtime, runtime.deploy(_spec(body["spec"])))
+
+
+def _scale(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    return _instances(runtime, runtime.scale(_spec(body["spec"]), int(body["replicas"])))
+
+
+def _kill(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    runtime.kill(body["name"])
+    return {}
+
+
+def _gateway(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    if "up" in body:
+        runtime.set_gateway(body["cluster"], body["kind"], bool(body["up"]))
+    return {"address": runtime.gateway_address(body["cluster"], body["kind"])}
+
+
+def _link(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    assert runtime.links is not None
+    if body.get("reset"):
+        runtime.links.reset()
+    else:
+        runtime.links.set(body["a"], body["b"], body.get("rtt_ms"), body.get("cut"))
+    return {"links": runtime.links.describe()}
+
+
+def _rotate(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    return {"serials": {k: f"{v:x}" for k, v in runtime.rotate_certificates(body.get("namespace")).items()}}
 
 
 def _delete_namespace(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
@@ -134,6 +168,11 @@ ROUTES = {
     ("POST", "/apply"): _apply,
     ("POST", "/delete"): _delete,
     ("POST", "/probes"): _deploy,
+    ("POST", "/probes/scale"): _scale,
+    ("POST", "/probes/kill"): _kill,
+    ("POST", "/gateways"): _gateway,
+    ("POST", "/links"): _link,
+    ("POST", "/certificates/rotate"): _rotate,
     ("POST", "/namespaces/delete"): _delete_namespace,
     ("POST", "/resolve"): _resolve,
     ("POST", "/diagnostics"): _diagnostics,

@@ -104,6 +104,13 @@ class Supervisor:
         if child is not None:
             _terminate(child.process, timeout_s)
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a child (a crash, not a shutdown); it stays recorded until stopped."""
+        child = self._children.get(name)
+        if child is not None and child.running():
+            child.process.kill()
+            child.process.wait(5)
+
     def stop_all(self, timeout_s: float = 10.0) -> None:
         with self._lock:
             children = list(self._children.values())

@@ -35,6 +35,7 @@ from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
 from conformance.providers.local.state import RunState, new_run_dir, runs_root
+from conformance.providers.local.translate.gateways import listen_port
 from conformance.topology import Cluster, Topology
 
 __all__ = ["LocalProvider"]
@@ -168,12 +169,25 @@ class LocalProvider:
         return self.topology.clusters
 
     def features(self) -> frozenset[Feature]:
-        features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG}
+        features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG, Feature.INGRESS_GATEWAY,
+                    Feature.CERT_ROTATION, Feature.WORKLOAD_FAULTS}
         if len(self.topology.clusters) > 1:
-            features.add(Feature.MULTI_CLUSTER)
+            features |= {Feature.MULTI_CLUSTER, Feature.LINK_FAULTS}
         if self.topology.multi_network:
-            features.add(Feature.MULTI_NETWORK)
+            features |= {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY, Feature.GATEWAY_FAULTS}
         return frozenset(features)
+
+    @property
+    def faults(self) -> LocalFaults:
+        return LocalFaults(self)
+
+    def ingress_address(self, cluster: str) -> str:
+        answer = self._call("POST", "/gateways", {"cluster": cluster, "kind": "ingress"})
+        return f"{answer['address']}:{listen_port(80)}"
+
+    def rotate_certificates(self, namespace: str) -> Mapping[str, str]:
+        serials: Mapping[str, str] = self._call("POST", "/certificates/rotate", {"namespace": namespace})["serials"]
+        return serials
 
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         self._call("POST", "/apply", {"docs": list(docs), "clusters": list(clusters)})
@@ -182,9 +196,7 @@ class LocalProvider:
         self._call("POST", "/delete", {"docs": list(docs), "clusters": list(clusters)})
 
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
-        payload = asdict(spec)
-        payload["labels"] = dict(spec.labels)
-        answer = self._call("POST", "/probes", {"spec": payload})
+        answer = self._call("POST", "/probes", {"spec": _spec_payload(spec)})
         return ProbeHandle(spec, tuple(ProbeInstance(**i) for i in answer["instances"]))
 
     def delete_namespace(self, namespace: str) -> None:
@@ -246,6 +258,44 @@ class LocalProvider:
                 error_type = ProviderError
             raise error_type(payload.get("error", response.text))
         return payload
+
+
+def _spec_payload(spec: ProbeSpec) -> dict[str, Any]:
+    payload = asdict(spec)
+    payload["labels"] = dict(spec.labels)
+    return payload
+
+
+class LocalFaults:
+    """Faults of the local mesh: probe modes through the control port, the rest through the mesh process."""
+
+    def __init__(self, provider: LocalProvider) -> None:
+        self._provider = provider
+
+    def set_mode(self, probe: ProbeHandle, status: int | None = None, delay_ms: int = 0) -> None:
+        for index in range(len(probe.instances)):
+            self._provider.probe_control(probe, "POST", "/mode", {"status": status, "delay_ms": delay_ms},
+                                         instance=index)
+
+    def scale(self, probe: ProbeHandle, replicas: int) -> ProbeHandle:
+        body = {"spec": _spec_payload(probe.spec), "replicas": replicas}
+        answer = self._provider._call("POST", "/probes/scale", body)
+        return ProbeHandle(probe.spec, tuple(ProbeInstance(**i) for i in answer["instances"]))
+
+    def kill(self, probe: ProbeHandle, instance: int = 0) -> None:
+        self._provider._call("POST", "/probes/kill", {"name": _instance(probe, instance).name})
+
+    def set_gateway(self, cluster: str, up: bool) -> None:
+        self._provider._call("POST", "/gateways", {"cluster": cluster, "kind": "east-west", "up": up})
+
+    def set_link(self, a: str, b: str, rtt_ms: float | None = None, cut: bool | None = None) -> None:
+        self._provider._call("POST", "/links", {"a": a, "b": b, "rtt_ms": rtt_ms, "cut": cut})
+
+    def reset(self) -> None:
+        self._provider._call("POST", "/links", {"reset": True})
+        if self._provider.topology.multi_network:
+            for cluster in self._provider.topology.cluster_names:
+                self.set_gateway(cluster, True)
 
 
 def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:

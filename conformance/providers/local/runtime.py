@@ -1,18 +1,16 @@
-"""The local mesh itself: control planes, workloads and their sidecars, all owned by one process.
+"""The local mesh itself: control planes, workloads, gateways, links, all owned by one process.
 
-Every change (apply, delete, deploy, scale) runs under one lock: the mesh process is the only writer of every
-xDS file. After a change every sidecar's config is recomputed by its cluster's control plane; the files
-that changed are written, then each Envoy is verified to have loaded them before the change returns.
+Every change (apply, delete, deploy, scale, faults) runs under one lock: the mesh process is the only writer
+of every xDS file. After a change every proxy's config is recomputed by its cluster's control plane; the
+files that changed are written, then each Envoy is verified to have loaded them before the change returns.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import datetime as dt
 import json
-import secrets
-import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,31 +18,42 @@ from typing import IO, Any
 
 from conformance.certs import MeshCA, WorkloadCert
 from conformance.config import RunConfig
-from conformance.errors import ProviderError, UsageError
+from conformance.errors import UsageError
 from conformance.istio import doc_ref, validate_document
 from conformance.istio.schema import load_schemas
-from conformance.probe import probe_source
 from conformance.provider import ProbeSpec
-from conformance.providers.local.addresses import ADMIN_PORT, CONTROL_PORT, AddressPlan, claim_slot
+from conformance.providers.local.addresses import ADMIN_PORT, AddressPlan, PodAddresses, claim_slot
 from conformance.providers.local.defects import Defect
-from conformance.providers.local.envoy import EnvoyProxy, envoy_binary
-from conformance.providers.local.model import ConfigStore, Registry, Workload
+from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
+from conformance.providers.local.links import Links
+from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
+from conformance.providers.local.pods import PodLauncher
 from conformance.providers.local.processes import Supervisor
 from conformance.providers.local.support import check_supported
 from conformance.providers.local.translate import MeshView, build_sidecar
-from conformance.topology import Role, Topology
+from conformance.providers.local.translate.gateways import build_east_west, build_ingress, gateway_labels
+from conformance.providers.local.translate.tls import secrets
+from conformance.topology import Topology
 
-__all__ = ["MeshRuntime"]
+__all__ = ["MeshRuntime", "Proxy"]
+
+GATEWAY_ACCOUNTS = {"ingress": "istio-ingressgateway-service-account",
+                    "east-west": "istio-eastwestgateway-service-account"}
 
 
 @dataclass
-class Sidecar:
-    proxy: EnvoyProxy
+class Proxy:
+    """An Envoy of the mesh: a workload's sidecar, or a cluster's ingress / east-west gateway."""
+
+    kind: str
+    workload: Workload
+    envoy: EnvoyProxy
     cert: WorkloadCert
+    running: bool = True
 
 
 class MeshRuntime:
-    """The local mesh. Not thread-safe by itself: the daemon calls it under :attr:`lock`."""
+    """The local mesh. The daemon calls it under :attr:`lock`."""
 
     def __init__(self, run_dir: Path, topology: Topology, config: RunConfig, defects: frozenset[Defect],
                  on_processes: Any) -> None:
@@ -55,12 +64,15 @@ class MeshRuntime:
         self.lock = threading.RLock()
         self.registry = Registry()
         self.stores = {c.name: ConfigStore() for c in topology.clusters}
-        self._slot_lock: IO[str] | None = None
-        self.addresses = AddressPlan(topology.cluster_names)
         self.supervisor = Supervisor(run_dir, on_processes)
         self.binary = envoy_binary(config.envoy_binary)
-        self.sidecars: dict[str, Sidecar] = {}
+        self.proxies: dict[str, Proxy] = {}
+        self.gateways: dict[tuple[str, str], Proxy] = {}  # (cluster, kind) -> gateway
         self.ca: MeshCA | None = None
+        self.addresses = AddressPlan(topology.cluster_names)
+        self.links: Links | None = None
+        self.pods: PodLauncher | None = None
+        self._slot_lock: IO[str] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="verify")
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -68,13 +80,22 @@ class MeshRuntime:
     def up(self) -> None:
         slot, self._slot_lock = claim_slot()
         self.addresses = AddressPlan(self.topology.cluster_names, slot)
+        self.links = Links(self.addresses.infrastructure, self.topology.link_rtt_ms)
         load_schemas()
         self.ca = MeshCA.create(self.run_dir / "ca")
+        self.pods = PodLauncher(self.run_dir, self.supervisor, self.config.timeouts.probe_ready_s)
         for cluster in self.topology.clusters:
             self.ca.intermediate(cluster.name)
+        kinds = ["ingress", "east-west"] if self.topology.multi_network else ["ingress"]
+        for cluster in self.topology.clusters:
+            for kind in kinds:
+                self._start_gateway(cluster.name, kind)
+        self.sync()
 
     def down(self) -> None:
         self.supervisor.stop_all(self.config.timeouts.teardown_s)
+        if self.links is not None:
+            self.links.close()
         self._pool.shutdown(wait=False)
         if self._slot_lock is not None:
             self._slot_lock.close()  # releases the address slot
@@ -85,6 +106,7 @@ class MeshRuntime:
         """The view of the control plane that configures proxies in ``cluster_name``."""
         cluster = self.topology.cluster(cluster_name)
         config_cluster = self.topology.cluster(cluster.config_cluster)
+        east_west = {c: p.workload.addresses.pod_ip for (c, kind), p in self.gateways.items() if kind == "east-west"}
         return MeshView(
             cluster=config_cluster,
             store=self.stores[config_cluster.name],
@@ -92,6 +114,8 @@ class MeshRuntime:
             visible=frozenset(self.topology.cluster_names),
             trust_domain=self.topology.trust_domain,
             defects=self.defects,
+            east_west=east_west,
+            links=self.links.relay if self.links is not None else None,
         )
 
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
@@ -116,39 +140,95 @@ class MeshRuntime:
         if changed:
             self.sync()
 
+    def snapshot(self, proxy: Proxy) -> XdsSnapshot:
+        view = self.view(proxy.workload.cluster.name)
+        source = proxy.envoy.config_source
+        if proxy.kind == "sidecar":
+            return build_sidecar(view, proxy.workload, proxy.cert, source)
+        build = build_ingress if proxy.kind == "ingress" else build_east_west
+        snapshot = build(view, proxy.workload, source)
+        snapshot.secrets = secrets(proxy.cert)
+        return snapshot
+
     def sync(self) -> None:
-        """Recompute every sidecar's config; write what changed; verify every Envoy loaded it."""
+        """Recompute every running proxy's config; write what changed; verify every Envoy loaded it."""
+        changed = [p.envoy for p in self.proxies.values() if p.running and p.envoy.write(self.snapshot(p))]
         timeout = self.config.timeouts.config_apply_s
-        changed = []
-        for name, sidecar in self.sidecars.items():
-            workload = self.registry.get(name)
-            if workload is None:
-                continue
-            snapshot = build_sidecar(self.view(workload.cluster.name), workload, sidecar.cert,
-                                     sidecar.proxy.config_source)
-            if sidecar.proxy.write(snapshot):
-                changed.append(sidecar.proxy)
-        for future in [self._pool.submit(proxy.verify, timeout) for proxy in changed]:
+        for future in [self._pool.submit(envoy.verify, timeout) for envoy in changed]:
             future.result()
+
+    # -- proxies -------------------------------------------------------------------------------------------
+
+    def _start_proxy(self, proxy: Proxy) -> None:
+        assert self.pods is not None
+        self.proxies[proxy.envoy.name] = proxy
+        proxy.envoy.prepare(self.snapshot(proxy))
+        self.pods.start_envoy(proxy.envoy, self.binary, self.config.timeouts.probe_ready_s)
+        proxy.running = True
+
+    def _issue(self, workload: Workload) -> WorkloadCert:
+        assert self.ca is not None
+        account = workload.service_account
+        if Defect.WRONG_SPIFFE_IDENTITY in self.defects and workload.namespace != ROOT_NAMESPACE:
+            account = "default"
+        ttl = dt.timedelta(seconds=min(3600.0, self.config.budgets.cert_ttl_s))
+        return self.ca.intermediate(workload.cluster.name).issue(self.topology.trust_domain, workload.namespace,
+                                                                 account, ttl)
+
+    def _start_gateway(self, cluster_name: str, kind: str) -> None:
+        cluster = self.topology.cluster(cluster_name)
+        address = self.addresses.infrastructure(cluster_name)
+        spec = ProbeSpec(service=f"istio-{kind.replace('-', '')}gateway", namespace=ROOT_NAMESPACE,
+                         cluster=cluster_name, service_account=GATEWAY_ACCOUNTS[kind], labels=gateway_labels(kind))
+        workload = Workload(f"{spec.service}.{cluster_name}", spec, cluster, cluster.zone,
+                            PodAddresses(address, self.addresses.infrastructure(cluster_name)))
+        folder = self.run_dir / "gateways" / cluster_name / kind
+        envoy = EnvoyProxy(workload.name, folder, (workload.addresses.loopback, ADMIN_PORT), _node(workload, kind))
+        proxy = Proxy(kind, workload, envoy, self._issue(workload))
+        self.gateways[(cluster_name, kind)] = proxy
+        self._start_proxy(proxy)
+
+    def gateway_address(self, cluster: str, kind: str) -> str:
+        proxy = self.gateways.get((self.topology.cluster(cluster).name, kind))
+        if proxy is None:
+            raise UsageError(f"cluster {cluster} has no {kind} gateway in topology {self.topology.name}")
+        return proxy.workload.addresses.pod_ip
+
+    def set_gateway(self, cluster: str, kind: str, up: bool) -> None:
+        """Take a gateway down (stop its Envoy) or bring it back."""
+        proxy = self.gateways.get((self.topology.cluster(cluster).name, kind))
+        if proxy is None:
+            raise UsageError(f"cluster {cluster} has no {kind} gateway in topology {self.topology.name}")
+        if up and not proxy.running:
+            self._start_proxy(proxy)
+        elif not up and proxy.running:
+            proxy.running = False
+            self.supervisor.stop(f"{proxy.envoy.name}/envoy")
 
     # -- workloads -----------------------------------------------------------------------------------------
 
     def deploy(self, spec: ProbeSpec) -> list[Workload]:
+        assert self.pods is not None
         cluster = self.topology.cluster(spec.cluster)
         zone = spec.zone or cluster.zone
         if zone not in cluster.zones:
             raise UsageError(f"cluster {cluster.name} has no zone {zone!r}; its zones: {', '.join(cluster.zones)}")
         if spec.replicas < 0:
             raise UsageError(f"replicas must be >= 0, got {spec.replicas}")
+        if spec.namespace == ROOT_NAMESPACE:
+            raise UsageError(f"probes cannot run in {ROOT_NAMESPACE}, the mesh's root namespace")
         self.registry.add_service(cluster.name, spec.namespace, spec.service, spec.ports)
         started = []
         for _ in range(spec.replicas):
-            workload = Workload(
-                name=f"{spec.service}-{spec.version}-{secrets.token_hex(3)}",
-                spec=spec, cluster=cluster, zone=zone, addresses=self.addresses.pod(cluster.name),
-            )
+            workload = self.pods.new_workload(spec, cluster, zone, self.addresses.pod(cluster.name))
+            self.registry.add(workload)
             try:
-                self._start(workload)
+                self.pods.start_probe(workload)
+                if workload.in_mesh:
+                    envoy = EnvoyProxy(workload.name, self.pods.folder(workload) / "sidecar",
+                                       (workload.addresses.loopback, ADMIN_PORT), _node(workload, "sidecar"))
+                    self._start_proxy(Proxy("sidecar", workload, envoy, self._issue(workload)))
+                self.pods.wait_probe(workload)
             except BaseException:
                 self.stop_workload(workload.name)
                 raise
@@ -156,62 +236,41 @@ class MeshRuntime:
         self.sync()
         return started
 
-    def _start(self, workload: Workload) -> None:
-        assert self.ca is not None
-        folder = self.run_dir / "pods" / workload.cluster.name / workload.name
-        folder.mkdir(parents=True, exist_ok=True)
-        app_address = workload.addresses.loopback if workload.in_mesh else workload.addresses.pod_ip
-        ready = folder / "probe.ready"
-        self.supervisor.start(f"{workload.name}/probe", "probe", [
-            sys.executable, str(probe_source()),
-            "--cluster", workload.cluster.name, "--network", workload.cluster.network,
-            "--region", workload.cluster.region, "--zone", workload.zone,
-            "--namespace", workload.namespace, "--service", workload.spec.service,
-            "--version", workload.spec.version, "--instance", workload.name,
-            "--service-account", workload.service_account,
-            "--address", app_address, "--ports", ",".join(map(str, workload.spec.ports)),
-            "--control-address", workload.addresses.pod_ip, "--control-port", str(CONTROL_PORT),
-            "--ready-file", str(ready),
-        ], folder / "probe.log")
-        if workload.in_mesh:
-            account = "default" if Defect.WRONG_SPIFFE_IDENTITY in self.defects else workload.service_account
-            cert = self.ca.intermediate(workload.cluster.name).issue(
-                self.topology.trust_domain, workload.namespace, account
-            )
-            proxy = EnvoyProxy(workload.name, folder / "sidecar", (workload.addresses.loopback, ADMIN_PORT),
-                               _node(workload))
-            self.registry.add(workload)
-            sidecar = Sidecar(proxy, cert)
-            self.sidecars[workload.name] = sidecar
-            proxy.prepare(build_sidecar(self.view(workload.cluster.name), workload, cert, proxy.config_source))
-            child = self.supervisor.start(f"{workload.name}/envoy", "envoy", proxy.argv(self.binary),
-                                          proxy.workdir / "envoy.log")
-            proxy.wait_ready(self.config.timeouts.probe_ready_s, child.running)
-        else:
-            self.registry.add(workload)
-        self._wait_file(ready, workload.name)
+    def instances(self, spec: ProbeSpec) -> list[Workload]:
+        """The running pods of a probe workload (same service, version, namespace and cluster)."""
+        return [w for w in self.registry.workloads({spec.cluster})
+                if (w.spec.service, w.spec.version, w.namespace) == (spec.service, spec.version, spec.namespace)]
 
-    def _wait_file(self, path: Path, name: str) -> None:
-        deadline = time.monotonic() + self.config.timeouts.probe_ready_s
-        while not path.exists():
-            child = self.supervisor.get(f"{name}/probe")
-            if child is not None and not child.running():
-                raise ProviderError(f"probe {name} exited during start-up: {child.log_tail(3)}")
-            if time.monotonic() > deadline:
-                raise ProviderError(f"probe {name} not ready after {self.config.timeouts.probe_ready_s:.0f}s")
-            time.sleep(0.01)
+    def scale(self, spec: ProbeSpec, replicas: int) -> list[Workload]:
+        """Scale a probe workload in its cluster; 0 removes every pod (and its endpoints)."""
+        current = self.instances(spec)
+        if replicas < len(current):
+            for workload in current[replicas:]:
+                self.stop_workload(workload.name, sync=False)
+            self.sync()
+        elif replicas > len(current):
+            self.deploy(ProbeSpec(**{**spec.__dict__, "replicas": replicas - len(current)}))
+        return self.instances(spec)
 
-    def stop_workload(self, name: str) -> None:
+    def kill(self, name: str) -> None:
+        """Kill a pod's processes abruptly; its endpoint stays (as until Kubernetes notices): a crash."""
+        proxy = self.proxies.get(name)
+        if proxy is not None:
+            proxy.running = False
+        self.supervisor.kill(f"{name}/envoy")
+        self.supervisor.kill(f"{name}/probe")
+
+    def stop_workload(self, name: str, sync: bool = False) -> None:
         self.registry.remove(name)
-        self.sidecars.pop(name, None)
+        self.proxies.pop(name, None)
         self.supervisor.stop(f"{name}/envoy")
         self.supervisor.stop(f"{name}/probe")
+        if sync:
+            self.sync()
 
     def delete_namespace(self, namespace: str) -> None:
         for workload in self.registry.remove_namespace(namespace):
-            self.sidecars.pop(workload.name, None)
-            self.supervisor.stop(f"{workload.name}/envoy")
-            self.supervisor.stop(f"{workload.name}/probe")
+            self.stop_workload(workload.name)
         for store in self.stores.values():
             store.remove_namespace(namespace)
         self.sync()
@@ -223,64 +282,81 @@ class MeshRuntime:
             if w.spec.host == host and port in w.spec.ports
         ]
 
+    # -- identities ----------------------------------------------------------------------------------------
+
+    def rotate_certificates(self, namespace: str | None = None) -> dict[str, int]:
+        """Issue new certificates to the sidecars (of ``namespace``); served through SDS at once."""
+        serials = {}
+        for name, proxy in self.proxies.items():
+            if proxy.kind != "sidecar" or (namespace and proxy.workload.namespace != namespace):
+                continue
+            if Defect.NO_CERT_ROTATION not in self.defects:
+                proxy.cert = self._issue(proxy.workload)
+            serials[name] = proxy.cert.serial
+        self.sync()
+        return serials
+
     # -- introspection -------------------------------------------------------------------------------------
 
     def instance_details(self, workload: Workload) -> dict[str, str]:
-        details = {
-            "control": f"{workload.addresses.pod_ip}:{CONTROL_PORT}",
-            "loopback": workload.addresses.loopback,
-        }
+        assert self.pods is not None
+        details = self.pods.details(workload)
         if workload.in_mesh:
             details["admin"] = f"{workload.addresses.loopback}:{ADMIN_PORT}"
-            details["outbound"] = f"{workload.addresses.loopback}:15001"
         return details
 
     def describe_state(self) -> dict[str, Any]:
-        """Istio config per cluster and every workload: a diagnostics summary (no secrets)."""
+        """Istio config per cluster, every workload and gateway, the links: a diagnostics summary (no secrets)."""
         return {
             "defects": sorted(self.defects),
             "config": {name: [r.doc for r in store] for name, store in self.stores.items()},
             "workloads": [
                 {"name": w.name, "cluster": w.cluster.name, "namespace": w.namespace, "service": w.spec.service,
                  "version": w.spec.version, "serviceAccount": w.service_account, "inMesh": w.in_mesh,
-                 "zone": w.zone, "podIP": w.addresses.pod_ip}
+                 "zone": w.zone, "podIP": w.addresses.pod_ip,
+                 "running": self.proxies[w.name].running if w.name in self.proxies else None}
                 for w in self.registry.workloads()
             ],
+            "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running}
+                         for (c, k), p in self.gateways.items()],
+            "links": self.links.describe() if self.links is not None else {},
         }
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
-        """Config dumps, stats, clusters, certs and logs of every workload in ``namespaces``."""
-        written: list[Path] = []
+        """Config dumps, stats, clusters, certs and logs of the namespaces' workloads and of every gateway."""
         dest.mkdir(parents=True, exist_ok=True)
         summary = dest / "mesh.json"
         summary.write_text(json.dumps(self.describe_state(), indent=1, default=str))
-        written.append(summary)
+        written = [summary]
         for workload in self.registry.workloads():
-            if workload.namespace not in namespaces:
-                continue
-            folder = dest / workload.cluster.name / workload.name
-            folder.mkdir(parents=True, exist_ok=True)
-            probe = self.supervisor.get(f"{workload.name}/probe")
-            if probe is not None:
-                written.append(_copy_text(folder / "probe.log", probe.log_tail(400)))
-            sidecar = self.sidecars.get(workload.name)
-            if sidecar is None:
-                continue
-            envoy = self.supervisor.get(f"{workload.name}/envoy")
-            if envoy is not None:
-                written.append(_copy_text(folder / "envoy.log", envoy.log_tail(400)))
-            for path, file_name in (("/config_dump?include_eds", "config_dump.json"), ("/stats", "stats.txt"),
-                                    ("/clusters", "clusters.txt"), ("/certs", "certs.json"),
-                                    ("/listeners", "listeners.txt")):
-                try:
-                    text = sidecar.proxy.admin_get(path)
-                except OSError as exc:
-                    text = f"could not read {path}: {exc}"
-                written.append(_copy_text(folder / file_name, text))
+            if workload.namespace in namespaces:
+                written += self._dump(dest / workload.cluster.name / workload.name, workload.name)
+        for (cluster, kind), proxy in self.gateways.items():
+            written += self._dump(dest / cluster / f"{kind}-gateway", proxy.envoy.name)
+        return written
+
+    def _dump(self, folder: Path, name: str) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        written = []
+        for process in ("probe", "envoy"):
+            child = self.supervisor.get(f"{name}/{process}")
+            if child is not None:
+                written.append(_write(folder / f"{process}.log", child.log_tail(400)))
+        proxy = self.proxies.get(name)
+        if proxy is None or not proxy.running:
+            return written
+        for path, file_name in (("/config_dump?include_eds", "config_dump.json"), ("/stats", "stats.txt"),
+                                ("/clusters", "clusters.txt"), ("/certs", "certs.json"),
+                                ("/listeners", "listeners.txt")):
+            try:
+                text = proxy.envoy.admin_get(path)
+            except OSError as exc:
+                text = f"could not read {path}: {exc}"
+            written.append(_write(folder / file_name, text))
         return written
 
 
-def _copy_text(path: Path, text: str) -> Path:
+def _write(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
 
@@ -291,10 +367,11 @@ def _require_namespace(doc: Mapping[str, Any]) -> None:
         raise UsageError(f"{doc_ref(doc)}: metadata.namespace is required (the scenario sets it for checks)")
 
 
-def _node(workload: Workload) -> dict[str, Any]:
+def _node(workload: Workload, kind: str) -> dict[str, Any]:
     """Envoy's node, in the form istio-agent gives it."""
+    node_type = "sidecar" if kind == "sidecar" else "router"
     return {
-        "id": f"sidecar~{workload.addresses.pod_ip}~{workload.name}.{workload.namespace}~"
+        "id": f"{node_type}~{workload.addresses.pod_ip}~{workload.name}.{workload.namespace}~"
               f"{workload.namespace}.svc.cluster.local",
         "cluster": f"{workload.spec.service}.{workload.namespace}",
         "locality": {"region": workload.cluster.region, "zone": workload.zone},
@@ -306,6 +383,3 @@ def _node(workload: Workload) -> dict[str, Any]:
         },
     }
 
-
-def primary_clusters(topology: Topology) -> list[str]:
-    return [c.name for c in topology.clusters if c.role is Role.PRIMARY]

@@ -33,6 +33,29 @@ class Pattern:
 
 
 _LABELS = {"*": True}
+_STRING_MATCH = {"exact": True, "prefix": True, "regex": True}
+_PERCENT = {"value": True}
+_TRAFFIC_POLICY = {
+    "tls": {"mode": {"ISTIO_MUTUAL", "DISABLE"}},
+    "loadBalancer": {
+        "simple": {"ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "UNSPECIFIED", "LEAST_CONN"},
+        "localityLbSetting": {
+            "enabled": True,
+            "failover": {"from": True, "to": True},
+            "failoverPriority": True,
+            "distribute": {"from": True, "to": {"*": True}},
+        },
+    },
+    "outlierDetection": {
+        "consecutive5xxErrors": True, "consecutiveGatewayErrors": True, "interval": True,
+        "baseEjectionTime": True, "maxEjectionPercent": True, "minHealthPercent": True,
+    },
+    "connectionPool": {
+        "tcp": {"maxConnections": True, "connectTimeout": True},
+        "http": {"http1MaxPendingRequests": True, "http2MaxRequests": True, "maxRequestsPerConnection": True,
+                 "maxRetries": True},
+    },
+}
 _SOURCE = {field: True for field in ("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks",
                                      "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")}
 _OPERATION = {
@@ -52,7 +75,37 @@ SUPPORTED: dict[str, dict[str, Any]] = {
     },
     "DestinationRule": {
         "host": True,
-        "trafficPolicy": {"tls": {"mode": {"ISTIO_MUTUAL", "DISABLE"}}},
+        "trafficPolicy": _TRAFFIC_POLICY,
+        "subsets": {"name": True, "labels": _LABELS, "trafficPolicy": _TRAFFIC_POLICY},
+    },
+    "VirtualService": {
+        "hosts": True,
+        "gateways": True,
+        "http": {
+            "name": True,
+            "match": {"name": True, "uri": _STRING_MATCH, "headers": {"*": _STRING_MATCH}, "method": _STRING_MATCH,
+                      "port": True},
+            "route": {"destination": {"host": True, "subset": True, "port": {"number": True}}, "weight": True},
+            "timeout": True,
+            "retries": {"attempts": True, "perTryTimeout": True, "retryOn": True, "retryRemoteLocalities": True},
+            "fault": {"delay": {"fixedDelay": True, "percentage": _PERCENT},
+                      "abort": {"httpStatus": True, "percentage": _PERCENT}},
+        },
+    },
+    "ServiceEntry": {
+        "hosts": True,
+        "ports": {"number": True, "name": True, "protocol": {"HTTP"}},
+        "location": True,
+        "resolution": {"STATIC", "DNS"},
+        "endpoints": {"address": True, "labels": _LABELS, "locality": True, "network": True},
+    },
+    "Sidecar": {
+        "workloadSelector": {"labels": _LABELS},
+        "outboundTrafficPolicy": {"mode": True},
+    },
+    "Gateway": {
+        "selector": _LABELS,
+        "servers": {"name": True, "port": {"number": True, "name": True, "protocol": {"HTTP"}}, "hosts": True},
     },
     "AuthorizationPolicy": {
         "selector": {"matchLabels": _LABELS},

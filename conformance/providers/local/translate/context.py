@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.providers.local.defects import Defect
@@ -28,6 +28,26 @@ class MeshView:
     """Clusters whose endpoints this control plane discovers."""
     trust_domain: str
     defects: frozenset[Defect]
+    east_west: Mapping[str, str] = field(default_factory=dict)
+    """Cluster -> address of its east-west gateway (multi-network meshes only)."""
+    links: Callable[[str, str, str, int], tuple[str, int]] | None = None
+    """(from cluster, to cluster, address, port) -> where to connect: a relay on the link between them."""
+
+    def service_ports(self, host: str) -> tuple[int, ...]:
+        """The ports of a host: a Kubernetes service's, or a ServiceEntry's."""
+        for service in self.registry.services(set(self.visible)):
+            if service.host == host:
+                return service.ports
+        for entry in self.store.of_kind("ServiceEntry"):
+            if host in (normalize_host(str(h), entry.namespace) for h in entry.spec.get("hosts") or []):
+                return tuple(int(p["number"]) for p in entry.spec.get("ports") or [])
+        return ()
+
+    def reach(self, from_cluster: str, to_cluster: str, address: str, port: int) -> tuple[str, int]:
+        """Where a proxy in ``from_cluster`` connects to reach ``address:port`` in ``to_cluster``."""
+        if from_cluster == to_cluster or self.links is None:
+            return address, port
+        return self.links(from_cluster, to_cluster, address, port)
 
     def endpoints_of(self, namespace: str, service: str) -> list[Workload]:
         return [

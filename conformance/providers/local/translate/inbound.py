@@ -25,6 +25,11 @@ _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnecti
 RBAC_FILTERS = ("istio.rbac.deny", "istio.rbac.allow")
 """ECDS names of the two RBAC filters, in evaluation order."""
 _RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
+SLOW_SIDECAR_DELAY = "0.020s"
+_SLOW = {"name": "envoy.filters.http.fault", "typed_config": any_config(
+    "envoy.extensions.filters.http.fault.v3.HTTPFault",
+    delay={"fixed_delay": SLOW_SIDECAR_DELAY, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
+)}
 
 
 def _socket(address: str, port: int) -> dict[str, Any]:
@@ -53,6 +58,7 @@ def _hcm(view: MeshView, port: int, source: SourceFn, mtls: bool) -> dict[str, A
         "http_filters": [
             *({"name": name, "config_discovery": {"config_source": source("ecds", name), "type_urls": [_RBAC_TYPE]}}
               for name in RBAC_FILTERS),
+            *([_SLOW] if Defect.SLOW_SIDECAR in view.defects else []),
             {"name": "envoy.filters.http.router",
              "typed_config": any_config("envoy.extensions.filters.http.router.v3.Router")},
         ],

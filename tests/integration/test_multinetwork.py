@@ -1,0 +1,99 @@
+"""Multi-network meshes, east-west gateways and the links between clusters, on real Envoy."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
+from conformance.config import RunConfig
+from conformance.provider import ProbeSpec
+from conformance.providers.local import LocalProvider
+from conformance.topology import load_topology
+from tests.integration.mesh import CLUSTERS, call, doc
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
+    os.environ["MESHCONF_STATE_DIR"] = str(tmp_path_factory.getbasetemp() / "runs")
+    provider = LocalProvider(RunConfig.build(topology="multi-network"), load_topology("multi-network"))
+    try:
+        provider.up()
+        yield provider
+    finally:
+        provider.down()
+
+
+def _endpoints(mesh: LocalProvider, probe: object, cluster: str) -> list[str]:
+    dump = json.loads(mesh.proxy_admin(probe, "/clusters?format=json"))  # type: ignore[arg-type]
+    for status in dump["cluster_statuses"]:
+        if status["name"] == cluster:
+            return [f"{h['address']['socket_address']['address']}:{h['address']['socket_address']['port_value']}"
+                    for h in status.get("host_statuses", [])]
+    return []
+
+
+def test_cross_network_traffic_goes_through_the_east_west_gateway(mesh: LocalProvider) -> None:
+    ns = f"mn-{secrets.token_hex(3)}"
+    server = mesh.deploy_probe(ProbeSpec("server", ns, "cluster2"))
+    client = mesh.deploy_probe(ProbeSpec("client", ns, "cluster1", service_account="frontend"))
+    mesh.apply([doc("PeerAuthentication", "default", ns, {"mtls": {"mode": "STRICT"}})], CLUSTERS)
+    result = call(mesh, client, server.url(), 5)
+    assert result.clusters() == {"cluster2": 5}, result.summary()
+    # mTLS end to end: the server's sidecar verified the client's own certificate through the gateway
+    assert {tuple(r.client_cert_uris) for r in result.responses} == {(f"spiffe://cluster.local/ns/{ns}/sa/frontend",)}
+    hosts = _endpoints(mesh, client, f"outbound|8080||server.{ns}.svc.cluster.local")
+    assert len(hosts) == 1 and hosts[0].endswith(":15443"), hosts  # never the pod itself
+    assert server.instances[0].address not in hosts[0]
+    mesh.delete_namespace(ns)
+
+
+def test_out_of_mesh_caller_cannot_reach_another_network(mesh: LocalProvider) -> None:
+    ns = f"mn-{secrets.token_hex(3)}"
+    server = mesh.deploy_probe(ProbeSpec("server", ns, "cluster2"))
+    outsider = mesh.deploy_probe(ProbeSpec("outsider", ns, "cluster1", in_mesh=False))
+    assert call(mesh, outsider, server.url(), 2).statuses() == {0: 2}
+    mesh.delete_namespace(ns)
+
+
+def test_gateway_down_fails_cross_network_calls_fast_and_local_calls_not_at_all(mesh: LocalProvider) -> None:
+    ns = f"mn-{secrets.token_hex(3)}"
+    remote = mesh.deploy_probe(ProbeSpec("remote", ns, "cluster2"))
+    local = mesh.deploy_probe(ProbeSpec("local", ns, "cluster1"))
+    client = mesh.deploy_probe(ProbeSpec("client", ns, "cluster1"))
+    mesh.faults.set_gateway("cluster2", up=False)
+    try:
+        failed = call(mesh, client, remote.url(), 3)
+        assert failed.statuses() == {503: 3}, failed.summary()
+        assert max(r.latency_us for r in failed.responses) < 1_000_000
+        assert call(mesh, client, local.url(), 5).statuses() == {200: 5}
+    finally:
+        mesh.faults.set_gateway("cluster2", up=True)
+    assert call(mesh, client, remote.url(), 3).statuses() == {200: 3}
+    mesh.delete_namespace(ns)
+
+
+def test_link_latency_and_cut(mesh: LocalProvider) -> None:
+    ns = f"mn-{secrets.token_hex(3)}"
+    remote = mesh.deploy_probe(ProbeSpec("remote", ns, "cluster2"))
+    local = mesh.deploy_probe(ProbeSpec("local", ns, "cluster1"))
+    client = mesh.deploy_probe(ProbeSpec("client", ns, "cluster1"))
+    try:
+        mesh.faults.set_link("cluster1", "cluster2", rtt_ms=60)
+        slow = call(mesh, client, remote.url(), 5)
+        assert slow.statuses() == {200: 5}
+        assert min(r.latency_us for r in slow.responses) >= 60_000, slow.summary()
+        assert max(r.latency_us for r in call(mesh, client, local.url(), 5).responses) < 30_000
+        mesh.faults.set_link("cluster1", "cluster2", cut=True)
+        cut = call(mesh, client, remote.url(), 3)
+        assert set(cut.statuses()) == {503}, cut.summary()
+        assert call(mesh, client, local.url(), 5).statuses() == {200: 5}
+    finally:
+        mesh.faults.reset()
+    assert call(mesh, client, remote.url(), 3).statuses() == {200: 3}
+    mesh.delete_namespace(ns)
