@@ -287,6 +287,13 @@ def test_unsupported_fields_are_named(spec: dict[str, Any], message: str) -> Non
         check_supported(_ap(spec))
 
 
+def test_dry_run_policies_are_refused_not_enforced() -> None:
+    doc = _ap(_deny({}))
+    doc["metadata"]["annotations"] = {"istio.io/dry-run": "true"}
+    with pytest.raises(UnsupportedError, match=r"metadata.annotations\['istio.io/dry-run'\] is supported by Istio"):
+        check_supported(doc)
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conformance.errors import ManifestError
+from conformance.errors import ManifestError, UnsupportedError
 from conformance.istio import doc_ref
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Resource, Workload
@@ -272,6 +272,7 @@ _VALUE_KINDS = {
                      "source.ip", "remote.ip", "destination.ip"), "ip"),
     **dict.fromkeys(("ports", "notPorts", "destination.port"), "port"),
 }
+_DRY_RUN = "istio.io/dry-run"
 _ISTIO_ATTRIBUTES = re.compile(
     r"request\.headers\[.+\]|request\.auth\.(principal|audiences|presenter)|request\.auth\.claims\[.+\]"
     r"|source\.(ip|namespace|serviceAccount|principal|trustDomain)|remote\.ip|destination\.(ip|port)"
@@ -281,13 +282,18 @@ _ISTIO_ATTRIBUTES = re.compile(
 
 
 def validate_authorization_policy(doc: Mapping[str, Any]) -> None:
-    """Raise ManifestError where Istio's validating webhook would refuse ``doc``, naming the field.
+    """Raise ManifestError where Istio's validating webhook would refuse ``doc``, naming the field (and
+    UnsupportedError for the dry-run annotation, which lives outside the spec that support.py walks).
 
     Covers what the CRD schema cannot say: DENY without rules, empty sources and operations, empty values,
     malformed IP blocks and ports, unknown ``when`` keys and conditions without values.
     """
     spec = doc.get("spec") or {}
     ref = doc_ref(doc)
+    if _DRY_RUN in ((doc.get("metadata") or {}).get("annotations") or {}):
+        # a dry-run policy is only evaluated (shadow rules), never enforced: enforcing it would be wrong
+        raise UnsupportedError(f"{ref}: annotation metadata.annotations[{_DRY_RUN!r}] is supported by Istio, "
+                               "not by the local mesh")
 
     def fail(path: str, reason: str) -> ManifestError:
         return ManifestError(f"{ref}: {path}: {reason} (Istio's validation refuses it)")
