@@ -24,8 +24,9 @@ from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
 from conformance.errors import ManifestError, UsageError
 from conformance.probe import CallResult, ProbeClient
-from conformance.provider import DATA_PORT, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.provider import DATA_PORT, Faults, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.conformance import Measurement
+from conformance.traffic import ContinuousTraffic, Timeline
 
 __all__ = ["Scenario", "load_manifests"]
 
@@ -76,6 +77,7 @@ class Scenario:
         self._deployed = False
         self._other_namespace_used = False
         self._client = ProbeClient(mesh, config.timeouts.call_timeout_s, config.timeouts.forward_s)
+        self._used_faults = False
 
     # -- the mesh --------------------------------------------------------------------------------------------
 
@@ -160,15 +162,48 @@ class Scenario:
         port: int = DATA_PORT,
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
+        concurrency: int = 1,
+        new_connection: bool = False,
         attach: bool = True,
     ) -> CallResult:
         """``count`` calls from ``source`` to a probe service (or a URL) and every response."""
         url = destination if isinstance(destination, str) else destination.url(path, port)
-        result = self._client.call(source, url, count, headers=headers, method=method)
+        result = self._client.call(source, url, count, headers=headers, method=method, concurrency=concurrency,
+                                   new_connection=new_connection)
         if attach:
             allure.attach(result.to_json(), name=f"calls: {source.service} -> {url}",
                           attachment_type=allure.attachment_type.JSON)
         return result
+
+    def traffic(self, source: ProbeHandle, destination: ProbeHandle | str, *, batch: int = 5,
+                path: str = "/", max_seconds: float | None = None) -> ContinuousTraffic:
+        """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``),
+        for at most ``max_seconds`` (default: the forward timeout)."""
+        url = destination if isinstance(destination, str) else destination.url(path)
+        traffic = ContinuousTraffic(lambda: self._client.call(source, url, batch, new_connection=True),
+                                    max_seconds or self.config.timeouts.forward_s)
+        return traffic
+
+    def attach_timeline(self, timeline: Timeline, name: str) -> None:
+        """Attach a continuous-traffic timeline (every call, its time, status and answering cluster)."""
+        rows = [{"t": round(t, 4), "status": r.status, "cluster": r.cluster, "error": r.error}
+                for t, r in timeline.calls]
+        allure.attach(json.dumps({"events": timeline.events, "calls": rows}, indent=1), name=name,
+                      attachment_type=allure.attachment_type.JSON)
+
+    def ingress_url(self, cluster: str, path: str = "/") -> str:
+        """URL of the cluster's ingress gateway (Gateway port 80)."""
+        return f"http://{self.mesh.ingress_address(cluster)}{path}"
+
+    @property
+    def faults(self) -> Faults:
+        """The environment's faults; links and gateways are reset when the check ends."""
+        self._used_faults = True
+        return self.mesh.faults
+
+    def admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
+        """GET ``path`` on the probe's sidecar Envoy admin (``/stats``, ``/certs``, ``/config_dump``...)."""
+        return self.mesh.proxy_admin(probe, path, instance)
 
     def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
         """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget."""
@@ -192,6 +227,8 @@ class Scenario:
 
     def cleanup(self) -> None:
         """Remove what this check applied and deployed (its namespace, in every cluster)."""
+        if self._used_faults:
+            self.mesh.faults.reset()
         for docs, clusters in reversed(self._applied):
             self.mesh.delete(docs, clusters)
         self._applied.clear()

@@ -23,7 +23,6 @@ class Defect(StrEnum):
     ALWAYS_PLAINTEXT = "always-plaintext"
     NO_OUTLIER_DETECTION = "no-outlier-detection"
     NO_LOCALITY_PRIORITY = "no-locality-priority"
-    LOCALITY_IGNORED_IN_FAILOVER = "locality-ignored-in-failover"
     RETRIES_DISABLED = "retries-disabled"
     PLAINTEXT_CROSS_NETWORK = "plaintext-cross-network"
     REGISTRY_ONLY_IGNORED = "registry-only-ignored"
@@ -49,7 +48,6 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.ALWAYS_PLAINTEXT: "auto-mTLS never upgrades: sidecars call every endpoint in plaintext",
     Defect.NO_OUTLIER_DETECTION: "DestinationRule outlierDetection is ignored (and so is locality failover)",
     Defect.NO_LOCALITY_PRIORITY: "localityLbSetting is ignored: endpoints of every locality share one priority",
-    Defect.LOCALITY_IGNORED_IN_FAILOVER: "localityLbSetting failover from/to is ignored: any other region is next",
     Defect.RETRIES_DISABLED: "no route ever retries (neither VirtualService retries nor Istio's default)",
     Defect.PLAINTEXT_CROSS_NETWORK: "sidecars send cross-network traffic to east-west gateways in plaintext",
     Defect.REGISTRY_ONLY_IGNORED: "outboundTrafficPolicy REGISTRY_ONLY is ignored: unknown hosts are passed through",

@@ -42,11 +42,11 @@ class Request:
 
 
 def verdict(filters: Mapping[str, Mapping[str, Any]]) -> Any:
-    """A function Request -> 200 or 403 for the filters (ECDS name -> TypedExtensionConfig), in order."""
+    """A function Request -> 200 or 403 for the filters (name -> RBAC typed config), in order."""
 
     def decide(request: Request) -> int:
         for config in filters.values():
-            rules = config["typed_config"].get("rules")
+            rules = config.get("rules")
             if rules is None:
                 continue
             matched = any(_policy(p, request) for p in (rules.get("policies") or {}).values())

@@ -20,12 +20,10 @@ __all__ = ["MeshView", "build_sidecar"]
 
 def build_sidecar(view: MeshView, workload: Workload, cert: WorkloadCert, source: SourceFn) -> XdsSnapshot:
     """Everything a workload's sidecar should have, as the control plane of its cluster computes it."""
-    listener, clusters, endpoints, routes = outbound_config(view, workload, source)
+    listener, clusters = outbound_config(view, workload, source)
     return XdsSnapshot(
-        listeners=[inbound_listener(view, workload, source), listener],
+        listeners=[inbound_listener(view, workload, source,
+                                    rbac_filters(view.store, workload, view.trust_domain, view.defects)), listener],
         clusters=[*inbound_clusters(workload), *clusters],
-        endpoints=endpoints,
-        routes=routes,
         secrets=secrets(cert),
-        extensions=rbac_filters(view.store, workload, view.trust_domain, view.defects),
     )

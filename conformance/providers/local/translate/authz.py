@@ -11,7 +11,9 @@ the side it belongs to; the fields of one source or operation are ANDed; the val
 ``notX`` is NOT(any of X). A policy without rules matches nothing, so an empty ALLOW policy denies everything.
 Principals and namespaces match the peer certificate's URI SAN: a plaintext caller has none and never matches.
 
-The configs are served through ECDS, so a change applies to the next request, also on kept-alive connections.
+The two filter configs are inline in the inbound listener (an Envoy file subscription per filter would cost
+an inotify instance each): a policy change re-creates the filter chains, new connections see it at once and
+kept-alive ones once Envoy has drained them (``--drain-strategy immediate``, within ``DRAIN_TIME_S``).
 """
 
 from __future__ import annotations
@@ -51,14 +53,15 @@ def applicable_policies(store: ConfigStore, workload: Workload) -> list[Resource
 
 def rbac_filters(store: ConfigStore, workload: Workload, trust_domain: str,
                  defects: frozenset[Defect]) -> dict[str, dict[str, Any]]:
-    """The ECDS resources (TypedExtensionConfig) of the DENY and the ALLOW filter, by name."""
+    """The typed configs (``envoy.extensions.filters.http.rbac.v3.RBAC``) of the DENY and the ALLOW filter,
+    by filter name, in evaluation order."""
     policies = applicable_policies(store, workload)
     deny = [p for p in policies if _action(p) == "DENY" and Defect.IGNORE_AUTHZ_DENY not in defects]
     allow = [p for p in policies if _action(p) == "ALLOW" and Defect.IGNORE_AUTHZ_ALLOW not in defects]
     translator = _Translator(trust_domain, defects)
     return {
-        DENY_FILTER: _filter(DENY_FILTER, "DENY", deny, translator),
-        ALLOW_FILTER: _filter(ALLOW_FILTER, "ALLOW", allow, translator),
+        DENY_FILTER: _filter("DENY", deny, translator),
+        ALLOW_FILTER: _filter("ALLOW", allow, translator),
     }
 
 
@@ -66,13 +69,13 @@ def _action(policy: Resource) -> str:
     return str(policy.spec.get("action") or "ALLOW")
 
 
-def _filter(name: str, action: str, policies: list[Resource], translator: _Translator) -> dict[str, Any]:
-    config = pass_through_rbac(name)
+def _filter(action: str, policies: list[Resource], translator: _Translator) -> dict[str, Any]:
+    config = pass_through_rbac()
     if policies:
         rbac_policies: dict[str, Any] = {}
         for policy in policies:
             rbac_policies.update(translator.policies(policy, action))
-        config["typed_config"]["rules"] = {"action": action, "policies": rbac_policies}
+        config["rules"] = {"action": action, "policies": rbac_policies}
     return config
 
 
