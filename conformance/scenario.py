@@ -22,7 +22,7 @@ from conformance.certs import spiffe_id
 from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
-from conformance.errors import ManifestError
+from conformance.errors import ManifestError, UsageError
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Faults, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.conformance import Measurement
@@ -75,6 +75,7 @@ class Scenario:
         self.measurements: list[Measurement] = []
         self._applied: list[tuple[list[dict[str, Any]], tuple[str, ...]]] = []
         self._deployed = False
+        self._other_namespace_used = False
         self._client = ProbeClient(mesh, config.timeouts.call_timeout_s, config.timeouts.forward_s)
         self._used_faults = False
 
@@ -87,6 +88,18 @@ class Scenario:
     @property
     def primaries(self) -> list[str]:
         return [c.name for c in self.mesh.clusters() if c.role == "primary"]
+
+    @property
+    def other_namespace(self) -> str:
+        """A second namespace of this check (for callers from elsewhere), removed with the first."""
+        return f"{self.namespace}-b"
+
+    def control_plane_of(self, cluster: str) -> str:
+        """The cluster whose control plane configures proxies in ``cluster`` (itself, or its primary)."""
+        for candidate in self.mesh.clusters():
+            if candidate.name == cluster:
+                return candidate.config_cluster
+        raise UsageError(f"the mesh has no cluster {cluster!r}; its clusters: {', '.join(self.clusters)}")
 
     def spiffe_id(self, service_account: str, namespace: str | None = None) -> str:
         return spiffe_id(self.trust_domain, namespace or self.namespace, service_account)
@@ -121,12 +134,19 @@ class Scenario:
         replicas: int = 1,
         zone: str | None = None,
         ports: tuple[int, ...] = (DATA_PORT,),
+        namespace: str | None = None,
     ) -> ProbeHandle:
-        """Deploy a probe workload in this check's namespace and wait until it is ready."""
-        spec = ProbeSpec(service=service, namespace=self.namespace, cluster=cluster, version=version,
+        """Deploy a probe workload in this check's namespace (or :attr:`other_namespace`) and wait until it is
+        ready."""
+        namespace = namespace or self.namespace
+        if namespace not in (self.namespace, self.other_namespace):
+            raise UsageError(f"a check deploys only in its own namespaces ({self.namespace}, "
+                             f"{self.other_namespace}), not in {namespace}")
+        spec = ProbeSpec(service=service, namespace=namespace, cluster=cluster, version=version,
                          service_account=service_account, in_mesh=in_mesh, ports=ports, zone=zone,
                          replicas=replicas)
         self._deployed = True
+        self._other_namespace_used |= namespace == self.other_namespace
         with allure.step(f"deploy {service}/{version} in {cluster}{'' if in_mesh else ' (out of mesh)'}"):
             return self.mesh.deploy_probe(spec)
 
@@ -213,3 +233,5 @@ class Scenario:
             self.mesh.delete(docs, clusters)
         self._applied.clear()
         self.mesh.delete_namespace(self.namespace)
+        if self._other_namespace_used:
+            self.mesh.delete_namespace(self.other_namespace)

@@ -49,6 +49,13 @@ CATCHES: dict[Defect, Catch] = {
     Defect.REGISTRY_ONLY_IGNORED: _catch("egress-registry-only-blocks-unknown"),
     Defect.NO_CERT_ROTATION: _catch("mtls-rotation-zero-errors"),
     Defect.GATEWAY_ROUTES_EVERYTHING: _catch("ingress-only-declared-routes"),
+    Defect.IGNORE_AUTHZ_DENY: _catch("authz-deny-path-method", "authz-deny-overrides-allow", "authz-propagation-time"),
+    Defect.IGNORE_AUTHZ_ALLOW: _catch("authz-allow-nothing-denies-all", "authz-allow-principal",
+                                      "authz-allow-namespace", "authz-header-condition",
+                                      "authz-cross-cluster-principal", "authz-plaintext-has-no-principal"),
+    Defect.ALLOW_NOTHING_ALLOWS: _catch("authz-allow-nothing-denies-all"),
+    Defect.IGNORE_PRINCIPAL_RULES: _catch("authz-allow-principal", "authz-cross-cluster-principal",
+                                          "authz-plaintext-has-no-principal"),
 }
 
 NOT_YET_CAUGHT: set[Defect] = {Defect.SLOW_SIDECAR}

@@ -29,6 +29,10 @@ class Defect(StrEnum):
     SLOW_SIDECAR = "slow-sidecar"
     NO_CERT_ROTATION = "no-cert-rotation"
     GATEWAY_ROUTES_EVERYTHING = "gateway-routes-everything"
+    IGNORE_AUTHZ_DENY = "ignore-authz-deny"
+    IGNORE_AUTHZ_ALLOW = "ignore-authz-allow"
+    ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
+    IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
 
     @property
     def description(self) -> str:
@@ -50,6 +54,10 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.SLOW_SIDECAR: "every sidecar delays each inbound request by 20 ms",
     Defect.NO_CERT_ROTATION: "certificate rotation keeps serving the old certificate",
     Defect.GATEWAY_ROUTES_EVERYTHING: "ingress gateways route every host and path to the first declared route",
+    Defect.IGNORE_AUTHZ_DENY: "DENY AuthorizationPolicies are ignored: nothing is denied by them",
+    Defect.IGNORE_AUTHZ_ALLOW: "ALLOW AuthorizationPolicies are ignored: everything they do not name is allowed",
+    Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
+    Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
 }
 
 

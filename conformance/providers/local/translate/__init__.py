@@ -9,6 +9,7 @@ from __future__ import annotations
 from conformance.certs import WorkloadCert
 from conformance.providers.local.envoy import XdsSnapshot
 from conformance.providers.local.model import Workload
+from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.inbound import inbound_clusters, inbound_listener
 from conformance.providers.local.translate.outbound import outbound_config
@@ -21,7 +22,8 @@ def build_sidecar(view: MeshView, workload: Workload, cert: WorkloadCert, source
     """Everything a workload's sidecar should have, as the control plane of its cluster computes it."""
     listener, clusters = outbound_config(view, workload, source)
     return XdsSnapshot(
-        listeners=[inbound_listener(view, workload, source), listener],
+        listeners=[inbound_listener(view, workload, source,
+                                    rbac_filters(view.store, workload, view.trust_domain, view.defects)), listener],
         clusters=[*inbound_clusters(workload), *clusters],
         secrets=secrets(cert),
     )

@@ -20,7 +20,7 @@ from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.mtls import MtlsMode, peer_mtls_mode
 from conformance.providers.local.translate.tls import downstream_mtls
 
-__all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener"]
+__all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener", "pass_through_rbac"]
 
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 RBAC_FILTERS = ("istio.rbac.deny", "istio.rbac.allow")
@@ -63,6 +63,8 @@ def _hcm(view: MeshView, port: int, mtls: bool, rbac: dict[str, dict[str, Any]])
              "typed_config": any_config("envoy.extensions.filters.http.router.v3.Router")},
         ],
         "use_remote_address": False,
+        # Istio's default path normalization (meshConfig pathNormalization BASE): RBAC sees /a/../b as /b
+        "normalize_path": True,
     }
     if mtls and Defect.NO_CLIENT_CERT_FORWARDING not in view.defects:
         config["forward_client_cert_details"] = "APPEND_FORWARD"

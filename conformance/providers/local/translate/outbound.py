@@ -218,7 +218,13 @@ def outbound_config(
     found = destinations(view)
     clusters: list[dict[str, Any]] = [_passthrough_cluster()]
     for destination in found:
-        clusters += destination_clusters(view, proxy, workload.namespace, destination, source)
+        more = destination_clusters(view, proxy, workload.namespace, destination, source)
+        if not destination.external:
+            for cluster in more:
+                # a pod's connections leave from its pod IP (what a server's ipBlocks / source.ip see)
+                cluster["upstream_bind_config"] = {"source_address": {"address": workload.addresses.pod_ip,
+                                                                      "port_value": 0}}
+        clusters += more
     hosts = virtual_hosts(view, found, workload.namespace)
     if _registry_only(view, workload):
         fallback = {"name": "block_all", "domains": ["*"],
