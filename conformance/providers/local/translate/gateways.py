@@ -6,6 +6,8 @@ become virtual hosts (``host`` and ``host:*``) for the hosts its servers admit. 
 VirtualService declares gets 404. The hop from the gateway to a workload is mTLS with the gateway's own
 identity (``istio-system/istio-ingressgateway-service-account``).
 
+Ingress gateways enforce the AuthorizationPolicies that select them (or are mesh-wide), before routing.
+
 East-west: a listener on 15443 with TLS inspection that routes by SNI (``outbound_.<port>_.<subset>_.<host>``)
 to this cluster's endpoints, without terminating TLS: the client sidecar's mTLS reaches the server sidecar
 end to end, as Istio's AUTO_PASSTHROUGH gateway does.
@@ -20,6 +22,7 @@ from typing import Any
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import XdsSnapshot, any_config
 from conformance.providers.local.model import ROOT_NAMESPACE, Resource, Workload
+from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.destination import find_destination_rule, subsets
 from conformance.providers.local.translate.endpoints import EAST_WEST_PORT, Locality, load_assignment
@@ -88,19 +91,23 @@ def build_ingress(view: MeshView, workload: Workload, source: SourceFn) -> XdsSn
         if hosts and Defect.GATEWAY_ROUTES_EVERYTHING in view.defects:
             anything = [{**hosts[0]["routes"][0], "match": {"prefix": "/"}}]
             hosts.append({"name": "everything", "domains": ["*"], "routes": anything})
+        rbac = rbac_filters(view.store, workload, view.trust_domain, view.defects)
         listeners.append(_http_listener(workload, port, {"name": name, "virtual_hosts": hosts,
-                                                          "validate_clusters": False}))
+                                                          "validate_clusters": False}, rbac))
     clusters: list[dict[str, Any]] = []
     for destination in destinations(view):
         clusters += destination_clusters(view, _locality(workload), ROOT_NAMESPACE, destination, source)
     return XdsSnapshot(listeners=listeners, clusters=clusters)
 
 
-def _http_listener(workload: Workload, port: int, routes: dict[str, Any]) -> dict[str, Any]:
+def _http_listener(workload: Workload, port: int, routes: dict[str, Any],
+                   rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """AuthorizationPolicies that select the gateway (or are mesh-wide) run before routing, as in Istio."""
     hcm = {
         "stat_prefix": f"outbound_0.0.0.0_{listen_port(port)}",
         "route_config": routes,
-        "http_filters": http_filters(),
+        "http_filters": [*({"name": name, "typed_config": config} for name, config in rbac.items()),
+                         *http_filters()],
         "use_remote_address": True,
         "forward_client_cert_details": "SANITIZE",
     }
