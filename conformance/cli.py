@@ -76,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     checks.add_argument("--suites", default=None, help="directory of checks (default: the suites/ that ship)")
     _add_real_cluster_commands(commands)
     _add_report_command(commands)
+    _add_compare_command(commands)
     return parser
 
 
@@ -326,7 +327,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     return int(upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True)))
 
 
-# -- reading reports: the Allure HTML report ------------------------------------------------------------------
+# -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------
 
 
 def _add_report_command(commands: Any) -> None:
@@ -339,6 +340,12 @@ def _add_report_command(commands: Any) -> None:
     report.add_argument("--serve", action="store_true",
                         help="render the multi-file report and serve it on 127.0.0.1 until Ctrl-C")
     report.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
+
+
+def _add_compare_command(commands: Any) -> None:
+    compare = commands.add_parser("compare", help="a matrix of many runs' conformance reports (not a gate: exit 0)")
+    compare.add_argument("reports", nargs="+", metavar="REPORT", help="conformance-report.json files, two or more")
+    compare.add_argument("--markdown", action="store_true", help="a Markdown table (for a PR or a wiki page)")
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -361,9 +368,19 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from conformance.report.compare import build_matrix, load_reports, render_markdown, render_text
+
+    if len(args.reports) < 2:
+        raise UsageError("compare needs two or more conformance-report.json files")
+    matrix = build_matrix(load_reports([Path(p) for p in args.reports]))
+    sys.stdout.write(render_markdown(matrix) if args.markdown else render_text(matrix))
+    return 0
+
+
 COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks, "defects": _defects,
             "plan": _plan, "doctor": _doctor, "gate": _gate, "upgrade": _upgrade,
-            "report": _report}
+            "report": _report, "compare": _compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
