@@ -33,7 +33,8 @@ def npm_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if shutil.which("npx") is None or shutil.which("node") is None:
         pytest.skip("Node.js with npx is not on PATH, so the Allure 3 CLI cannot run here")
     env = {**os.environ, "npm_config_cache": str(tmp_path_factory.mktemp("npm-cache")),
-           "npm_config_update_notifier": "false", "npm_config_fetch_retries": "0"}  # offline: skip in seconds
+           "npm_config_update_notifier": "false", "npm_config_fetch_retries": "0",  # offline: skip in seconds
+           "npm_config_fetch_timeout": "60000"}
     try:
         done = subprocess.run(["npx", "--yes", ALLURE_PACKAGE, "--version"], env=env, capture_output=True,
                               text=True, timeout=300, check=False)
