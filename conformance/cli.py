@@ -75,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     checks.add_argument("--json", action="store_true", help="machine-readable output")
     checks.add_argument("--suites", default=None, help="directory of checks (default: the suites/ that ship)")
     _add_real_cluster_commands(commands)
+    _add_report_command(commands)
+    _add_compare_command(commands)
     return parser
 
 
@@ -325,8 +327,60 @@ def _upgrade(args: argparse.Namespace) -> int:
     return int(upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True)))
 
 
+# -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------
+
+
+def _add_report_command(commands: Any) -> None:
+    report = commands.add_parser("report", help="render OUT/allure-results into OUT/allure-report (Allure 3, Node.js)",
+                                 description="Render the Allure report of a run with the Allure 3 CLI, run through "
+                                             "npx (exit 3 if Node.js is missing).")
+    report.add_argument("out", metavar="OUT", help="the run's --out directory (default of `meshconf run`: out)")
+    report.add_argument("--single-file", action=argparse.BooleanOptionalAction, default=None,
+                        help="one index.html that opens from file:// (default, unless --serve)")
+    report.add_argument("--serve", action="store_true",
+                        help="render the multi-file report and serve it on 127.0.0.1 until Ctrl-C")
+    report.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
+
+
+def _add_compare_command(commands: Any) -> None:
+    compare = commands.add_parser("compare", help="a matrix of many runs' conformance reports (not a gate: exit 0)")
+    compare.add_argument("reports", nargs="+", metavar="REPORT", help="conformance-report.json files, two or more")
+    compare.add_argument("--markdown", action="store_true", help="a Markdown table (for a PR or a wiki page)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from conformance.report.render import render_report, report_server
+
+    single_file = args.single_file if args.single_file is not None else not args.serve
+    index = render_report(Path(args.out), single_file=single_file)
+    if not args.serve:
+        print(f"report: {index}" + ("  (one file: open it in a browser)" if single_file else
+                                    "  (several files: open it over HTTP, e.g. with --serve)"))
+        return 0
+    server = report_server(index.parent, args.port)
+    print(f"serving {index.parent} at http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from conformance.report.compare import build_matrix, load_reports, render_markdown, render_text
+
+    if len(args.reports) < 2:
+        raise UsageError("compare needs two or more conformance-report.json files")
+    matrix = build_matrix(load_reports([Path(p) for p in args.reports]))
+    sys.stdout.write(render_markdown(matrix) if args.markdown else render_text(matrix))
+    return 0
+
+
 COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks, "defects": _defects,
-            "plan": _plan, "doctor": _doctor, "gate": _gate, "upgrade": _upgrade}
+            "plan": _plan, "doctor": _doctor, "gate": _gate, "upgrade": _upgrade,
+            "report": _report, "compare": _compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -38,6 +38,9 @@ def load_report(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} is not JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("schemaVersion") != 1 or not isinstance(data.get("checks"), list):
         raise UsageError(f"{path} is not a conformance-report.json of schemaVersion 1")
+    for n, check in enumerate(data["checks"]):
+        if not (isinstance(check, dict) and isinstance(check.get("id"), str) and isinstance(check.get("status"), str)):
+            raise UsageError(f"{path}: checks[{n}] has no id or status (not a conformance report of schemaVersion 1)")
     return data
 
 
