@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
 
+import allure
 import pytest
 
 from conformance.errors import UsageError
@@ -74,6 +75,11 @@ def check(
 
     def decorate(fn: F) -> F:
         fn.__meshconf_check__ = info  # type: ignore[attr-defined]
+        # Allure labels as markers, so a check skipped before it starts still sits under its area and id
+        for label in (allure.epic(str(info.area)), allure.feature(info.id), allure.story(info.description),
+                      allure.severity(allure.severity_level(str(info.severity))),
+                      allure.description(info.description), allure.title(info.id)):
+            fn = label(fn)
         marked: F = pytest.mark.check(info)(fn)
         if serial:
             marked = pytest.mark.serial(marked)

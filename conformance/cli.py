@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="bring a mesh up, run the conformance checks, tear it down",
                               description="Run the conformance suites. Extra arguments after -- go to pytest.")
     _add_mesh_options(run)
+    _add_cluster_options(run)
     run.add_argument("--out", default="out", help="reports and diagnostics directory (default: out)")
     run.add_argument("-n", "--workers", default="0",
                      help="pytest-xdist workers (0: run in this process; checks are parallel-safe)")
@@ -64,13 +65,20 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", help="bring a mesh up and leave it running")
     _add_mesh_options(up)
+    _add_cluster_options(up)
 
     down = commands.add_parser("down", help="tear down meshes left running (by `up`, --keep or a crash)")
     down.add_argument("run_dirs", nargs="*", help="run directories (default: every local run meshconf knows)")
 
+    defects = commands.add_parser("defects", help="list the local mesh's deliberate defects (self-validation)")
+    defects.add_argument("--json", action="store_true", help="machine-readable output")
+
     checks = commands.add_parser("checks", help="list the conformance checks")
     checks.add_argument("--json", action="store_true", help="machine-readable output")
     checks.add_argument("--suites", default=None, help="directory of checks (default: the suites/ that ship)")
+    _add_real_cluster_commands(commands)
+    _add_report_command(commands)
+    _add_compare_command(commands)
     return parser
 
 
@@ -79,7 +87,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> RunConfig:
         profile=args.profile, budget_overrides=args.budget, timeout_overrides=args.timeout,
         load_overrides=args.load,
         provider=args.provider, topology=args.topology, defects=args.mesh_defect or None,
-        envoy_binary=args.envoy_binary, **extra,
+        envoy_binary=args.envoy_binary, **_cluster_flags(args), **extra,
     )
 
 
@@ -107,6 +115,7 @@ def _run(args: argparse.Namespace) -> int:
     pytest_args += [f"--mesh-budget={b}" for b in args.budget]
     pytest_args += [f"--mesh-timeout={t}" for t in args.timeout]
     pytest_args += [f"--mesh-load={x}" for x in args.load]
+    pytest_args += _cluster_pytest_args(args)
     if args.keep:
         pytest_args.append("--mesh-keep")
     if args.select:
@@ -156,7 +165,7 @@ def _down(args: argparse.Namespace) -> int:
             path = Path(given)
             if not (path / "state.json").is_file() or not (path / ".meshconf-run").is_file():
                 raise UsageError(f"{path} is not a meshconf run directory (no state.json); nothing was touched")
-            runs.append(("local", path))
+            runs.append((_provider_of(path), path))
     else:
         runs = leftover_runs()
     if not runs:
@@ -198,7 +207,184 @@ def list_checks(suites: Path) -> list[Any]:
     return sorted(found, key=lambda i: (str(i.area), i.id))
 
 
-COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks}
+def _defects(args: argparse.Namespace) -> int:
+    from conformance.providers import provider_defects
+
+    defects = provider_defects("local")
+    if args.json:
+        print(json.dumps(defects, indent=1))
+        return 0
+    width = max(len(name) for name in defects)
+    for name, meaning in defects.items():
+        print(f"{name:<{width}}  {meaning}")
+    return 0
+
+
+# -- real clusters: kind and existing providers, plan, doctor, gate, upgrade -------------------------------
+
+
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--context", dest="contexts", action="append", default=[], metavar="CONTEXT",
+                        help="existing provider: a kubeconfig context, one per cluster in topology order (repeatable)")
+    parser.add_argument("--istio-version", default=None, help="kind provider: the Istio to install, e.g. 1.28.0")
+    parser.add_argument("--allow-mesh-wide", action="store_true", default=None,
+                        help="existing provider: allow checks that change mesh-wide config")
+    parser.add_argument("--istioctl", default=None, help="kind provider: use this istioctl instead of downloading")
+    parser.add_argument("--reuse", action="store_true", default=None,
+                        help="kind provider: use existing clusters of the topology's names (never deleted)")
+    parser.add_argument("--kind-node-image", default=None, help="kind provider: node image (default: Kubernetes 1.34)")
+
+
+def _cluster_flags(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "contexts": getattr(args, "contexts", None) or None,
+        "istio_version": getattr(args, "istio_version", None),
+        "allow_mesh_wide": getattr(args, "allow_mesh_wide", None),
+        "istioctl": getattr(args, "istioctl", None),
+        "reuse": getattr(args, "reuse", None),
+        "kind_node_image": getattr(args, "kind_node_image", None),
+    }
+
+
+def _cluster_pytest_args(args: argparse.Namespace) -> list[str]:
+    flags = [f"--mesh-context={c}" for c in getattr(args, "contexts", [])]
+    for flag, value in (("--istio-version", args.istio_version), ("--mesh-istioctl", args.istioctl),
+                        ("--kind-node-image", args.kind_node_image)):
+        if value:
+            flags.append(f"{flag}={value}")
+    flags += [flag for flag, on in (("--allow-mesh-wide", args.allow_mesh_wide), ("--mesh-reuse", args.reuse)) if on]
+    return flags
+
+
+def _provider_of(run_dir: Path) -> str:
+    """Which provider recorded a run directory (local runs predate the ``provider`` field)."""
+    try:
+        return str(json.loads((run_dir / "state.json").read_text()).get("provider") or "local")
+    except (OSError, ValueError):
+        return "local"
+
+
+def _add_real_cluster_commands(commands: Any) -> None:
+    plan = commands.add_parser("plan", help="print every install step (commands and manifests); runs nothing")
+    plan.add_argument("--provider", default="kind", help="kind (the only provider that installs a mesh)")
+    plan.add_argument("--topology", default=None, help="multi-primary (default), multi-network, primary-remote")
+    plan.add_argument("--istio-version", required=True, help="the Istio to install, e.g. 1.28.0")
+    plan.add_argument("--kind-node-image", default=None, help="node image (default: Kubernetes 1.34)")
+    plan.add_argument("--profile", default=None, help="YAML file of settings")
+
+    doctor = commands.add_parser("doctor", help="report the tools and packages a provider needs (exit 3: missing)")
+    doctor.add_argument("--provider", default="kind", help="kind (default), existing or local")
+
+    gate = commands.add_parser("gate", help="compare two conformance reports; exit 1 on any regression")
+    gate.add_argument("--before", required=True, help="conformance-report.json before the change")
+    gate.add_argument("--after", required=True, help="conformance-report.json after the change")
+
+    upgrade = commands.add_parser("upgrade", help="canary-upgrade Istio by revision between two catalogue runs")
+    upgrade.add_argument("--provider", default="kind", help="kind")
+    upgrade.add_argument("--topology", default=None, help="multi-primary (default) or multi-network")
+    upgrade.add_argument("--from", dest="from_version", required=True, help="the Istio to start from, e.g. 1.27.3")
+    upgrade.add_argument("--to", dest="to_version", required=True, help="the Istio to upgrade to, e.g. 1.28.0")
+    upgrade.add_argument("--out", default="out-upgrade", help="before/, after/, upgrade.json, gate.txt")
+    upgrade.add_argument("--plan", action="store_true", help="print the steps only; run nothing")
+    upgrade.add_argument("--istioctl", default=None, help="istioctl of the --from version")
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from conformance.providers import plan_provider
+    from conformance.topology import load_topology
+
+    config = RunConfig.build(profile=args.profile, provider=args.provider, topology=args.topology,
+                             istio_version=args.istio_version, kind_node_image=args.kind_node_image)
+    sys.stdout.write(plan_provider(config, load_topology(config.topology)))
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from conformance.doctor import examine, render_findings
+
+    text, ready = render_findings(examine(), args.provider)
+    sys.stdout.write(text)
+    return 0 if ready else EXIT_ENVIRONMENT
+
+
+def _gate(args: argparse.Namespace) -> int:
+    from conformance.gate import compare_reports, load_report, render_gate
+
+    before, after = load_report(Path(args.before)), load_report(Path(args.after))
+    rows = compare_reports(before, after)
+    sys.stdout.write(render_gate(before, after, rows))
+    return 1 if any(r.regression for r in rows) else 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from conformance.providers import upgrade_provider
+    from conformance.topology import load_topology
+
+    config = RunConfig.build(provider=args.provider, topology=args.topology, istio_version=args.from_version,
+                             istioctl=args.istioctl)
+    topology = load_topology(config.topology)
+    if args.plan:
+        sys.stdout.write(str(upgrade_provider(config, topology, args.to_version, None, None)))
+        return 0
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    return int(upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True)))
+
+
+# -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------
+
+
+def _add_report_command(commands: Any) -> None:
+    report = commands.add_parser("report", help="render OUT/allure-results into OUT/allure-report (Allure 3, Node.js)",
+                                 description="Render the Allure report of a run with the Allure 3 CLI, run through "
+                                             "npx (exit 3 if Node.js is missing).")
+    report.add_argument("out", metavar="OUT", help="the run's --out directory (default of `meshconf run`: out)")
+    report.add_argument("--single-file", action=argparse.BooleanOptionalAction, default=None,
+                        help="one index.html that opens from file:// (default, unless --serve)")
+    report.add_argument("--serve", action="store_true",
+                        help="render the multi-file report and serve it on 127.0.0.1 until Ctrl-C")
+    report.add_argument("--port", type=int, default=0, help="port for --serve (default: any free port)")
+
+
+def _add_compare_command(commands: Any) -> None:
+    compare = commands.add_parser("compare", help="a matrix of many runs' conformance reports (not a gate: exit 0)")
+    compare.add_argument("reports", nargs="+", metavar="REPORT", help="conformance-report.json files, two or more")
+    compare.add_argument("--markdown", action="store_true", help="a Markdown table (for a PR or a wiki page)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from conformance.report.render import render_report, report_server
+
+    single_file = args.single_file if args.single_file is not None else not args.serve
+    index = render_report(Path(args.out), single_file=single_file)
+    if not args.serve:
+        print(f"report: {index}" + ("  (one file: open it in a browser)" if single_file else
+                                    "  (several files: open it over HTTP, e.g. with --serve)"))
+        return 0
+    server = report_server(index.parent, args.port)
+    print(f"serving {index.parent} at http://127.0.0.1:{server.server_address[1]}/  (Ctrl-C to stop)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from conformance.report.compare import build_matrix, load_reports, render_markdown, render_text
+
+    if len(args.reports) < 2:
+        raise UsageError("compare needs two or more conformance-report.json files")
+    matrix = build_matrix(load_reports([Path(p) for p in args.reports]))
+    sys.stdout.write(render_markdown(matrix) if args.markdown else render_text(matrix))
+    return 0
+
+
+COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks, "defects": _defects,
+            "plan": _plan, "doctor": _doctor, "gate": _gate, "upgrade": _upgrade,
+            "report": _report, "compare": _compare}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

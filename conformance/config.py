@@ -52,6 +52,8 @@ class Timeouts:
     """One request sent by a probe."""
     forward_s: float = 60.0
     """One forward batch (many calls) through a probe's control port."""
+    rotation_s: float = 900.0
+    """Waiting for a certificate rotation (Istio rotates on its own schedule, at about half the cert TTL)."""
     teardown_s: float = 30.0
     """Stopping everything a run started."""
     load_grace_s: float = 30.0
@@ -77,6 +79,11 @@ class Budgets:
     failover_errors: int = 5
     """Client-visible errors allowed while traffic shifts to another cluster."""
     failover_shift_s: float = 10.0
+    """From a local failure until every call is served by another cluster."""
+    failback_s: float = 6.0
+    """From the local workload's recovery until calls are served locally again (ejection time + interval)."""
+    fail_fast_s: float = 2.0
+    """Longest a call to an unreachable cluster may take to fail (it must not hang)."""
     locality_local_pct: float = 99.0
     """Share of calls that must stay in the caller's locality when locality LB is on."""
 
@@ -119,6 +126,12 @@ class RunConfig:
     istio_version: str | None = None
     contexts: tuple[str, ...] = ()
     allow_mesh_wide: bool = False
+    istioctl: Path | None = None
+    """kind: the istioctl to use instead of a verified download for --istio-version."""
+    reuse: bool = False
+    """kind: use existing clusters of the topology's names (and never delete them)."""
+    kind_node_image: str | None = None
+    """kind: node image instead of the pinned kindest/node for Kubernetes 1.34."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     budgets: Budgets = field(default_factory=Budgets)
     load: LoadSettings = field(default_factory=LoadSettings)
@@ -255,14 +268,14 @@ def _numbers(kind: type[Any], given: Mapping[str, Any], what: str) -> Any:
 
 
 def _coerce(name: str, value: Any) -> Any:
-    if name in ("out", "profile", "envoy_binary"):
+    if name in ("out", "profile", "envoy_binary", "istioctl"):
         return Path(str(value)).expanduser()
     if name in ("defects", "contexts"):
         if isinstance(value, str):
             return (value,)
         return tuple(str(v) for v in value)
-    if name in ("keep", "allow_mesh_wide"):
+    if name in ("keep", "allow_mesh_wide", "reuse"):
         return bool(value)
-    if name in ("provider", "topology", "istio_version"):
+    if name in ("provider", "topology", "istio_version", "kind_node_image"):
         return str(value)
     return value

@@ -7,11 +7,18 @@ anything else, and nothing else in meshconf raises AssertionError.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from conformance.identity import ServedIdentity
 from conformance.probe import CallResult, Response
+from conformance.traffic import Timeline
 
 if TYPE_CHECKING:
     from conformance.load.result import LoadResult
@@ -22,13 +29,21 @@ __all__ = [
     "expect_all_forbidden",
     "expect_all_ok",
     "expect_all_refused",
+    "expect_all_status",
     "expect_answered_by",
     "expect_error_rate_within",
+    "expect_failover",
+    "expect_fails_fast",
     "expect_latency_within",
+    "expect_new_certificate",
+    "expect_no_failed_calls",
     "expect_no_peer_identity",
     "expect_overhead_within",
     "expect_peer_identity",
+    "expect_reached_clusters",
+    "expect_share",
     "expect_within_budget",
+    "expect_workload_certificate",
 ]
 
 
@@ -134,6 +149,129 @@ def expect_within_budget(name: str, measured: float, limit: float, unit: str) ->
     __tracebackhide__ = True
     if measured > limit:
         raise AssertionError(f"{name} was {measured:g} {unit}, over its budget of {limit:g} {unit}")
+
+
+def expect_share(result: CallResult, clusters: Iterable[str], at_least_pct: float) -> float:
+    """At least ``at_least_pct`` % of the calls were answered (2xx) by ``clusters``; returns the share."""
+    __tracebackhide__ = True
+    wanted = set(clusters)
+    served = sum(1 for r in result.responses if r.ok and r.cluster in wanted)
+    share = 100.0 * served / max(1, len(result))
+    if share < at_least_pct:
+        raise AssertionError(
+            f"expected at least {at_least_pct:g}% of calls answered by {', '.join(sorted(wanted))}; "
+            f"got {share:.1f}%\n{result.summary()}"
+        )
+    return share
+
+
+def expect_workload_certificate(identity: ServedIdentity, spiffe_id: str, max_ttl_s: float) -> None:
+    """The sidecar's certificate is an Istio workload identity: exactly one URI SAN ``spiffe_id``, a chain
+    through an intermediate to a trusted root, validity within ``max_ttl_s``, and a strong key."""
+    __tracebackhide__ = True
+    leaf = identity.leaf
+    if identity.uris != [spiffe_id]:
+        raise AssertionError(f"expected exactly one URI SAN {spiffe_id}; the certificate has {identity.uris}")
+    if len(identity.chain) < 2:
+        raise AssertionError("expected the certificate to be issued by an intermediate CA, but the chain has only "
+                             "the workload certificate")
+    for child, parent in itertools.pairwise(identity.chain):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise AssertionError(f"certificate chain is broken: {child.subject} not issued by {parent.subject}: "
+                                 f"{exc}") from None
+    last = identity.chain[-1]
+    if not any(_issued_by(last, root) for root in identity.roots):
+        raise AssertionError(f"the chain ends at {last.issuer.rfc4514_string()!r}, which is not a trusted mesh root")
+    ttl = (leaf.not_valid_after_utc - leaf.not_valid_before_utc).total_seconds()
+    if ttl > max_ttl_s:
+        raise AssertionError(f"workload certificate is valid for {ttl:g} s, over the {max_ttl_s:g} s budget")
+    key = leaf.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
+        raise AssertionError(f"RSA key of {key.key_size} bits; at least 2048 expected")
+    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 256:
+        raise AssertionError(f"EC key of {key.curve.key_size} bits; at least 256 expected")
+    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise AssertionError(f"unexpected key type {type(key).__name__}; RSA >= 2048 or EC >= 256 expected")
+
+
+def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
+    if cert == root:
+        return True
+    try:
+        cert.verify_directly_issued_by(root)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def expect_no_failed_calls(timeline: Timeline, across: str) -> None:
+    """Every call of continuous traffic succeeded, and calls kept flowing after the event ``across``."""
+    __tracebackhide__ = True
+    after = timeline.responses(after=timeline.events[across])
+    if not after:
+        raise AssertionError(f"no call was made after {across}: the traffic stopped, nothing was proven")
+    failed = timeline.failures()
+    if failed:
+        raise AssertionError(
+            f"{len(failed)} of {len(timeline)} calls failed across {across}, e.g. {failed[0].describe()}"
+        )
+
+
+def expect_new_certificate(before_serial: int, after_serial: int) -> None:
+    """A rotation replaced the certificate a sidecar serves."""
+    __tracebackhide__ = True
+    if before_serial == after_serial:
+        raise AssertionError(f"the sidecar still serves certificate serial {before_serial:x} after the rotation")
+
+
+def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None:
+    """Every call succeeded and every one of ``clusters`` answered at least one (Istio's ReachedClusters)."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.OK)
+    missing = sorted(set(clusters) - set(result.clusters()))
+    if missing:
+        raise AssertionError(f"no call reached {', '.join(missing)}; answered by {dict(result.clusters())}\n"
+                             f"{result.summary()}")
+
+
+def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors: int, max_shift_s: float) -> None:
+    """After ``event``, traffic moved to ``to_cluster`` within ``max_shift_s`` with at most ``max_errors``
+    failed calls on the way, and stayed there."""
+    __tracebackhide__ = True
+    shift = timeline.shift_time(event, to_cluster)
+    errors = timeline.errors_after(event)
+    after = timeline.responses(after=timeline.events[event])
+    if shift is None:
+        served = {r.cluster for r in after[-10:]}
+        raise AssertionError(f"traffic never moved to {to_cluster} after {event}: the last calls were answered by "
+                             f"{served or 'nobody'} ({errors} of {len(after)} calls failed)")
+    if shift > max_shift_s:
+        raise AssertionError(f"traffic moved to {to_cluster} {shift:.2f} s after {event}, over the "
+                             f"{max_shift_s:g} s budget")
+    if errors > max_errors:
+        raise AssertionError(f"{errors} calls failed after {event}, over the budget of {max_errors}")
+
+
+def expect_fails_fast(result: CallResult, within_s: float) -> None:
+    """Every call failed (the destination is unreachable), and none took longer than ``within_s``: no hang."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.UNAVAILABLE)
+    slowest = max(r.latency_us for r in result.responses) / 1e6
+    if slowest > within_s:
+        raise AssertionError(f"calls to an unreachable destination took up to {slowest:.2f} s to fail, "
+                             f"over the {within_s:g} s budget: they hang instead of failing fast")
+
+
+def expect_all_status(result: CallResult, status: int) -> None:
+    """Every call got HTTP ``status`` (from a proxy or the destination)."""
+    __tracebackhide__ = True
+    wrong = [r for r in result.responses if r.status != status]
+    if not result.responses or wrong:
+        example = wrong[0].describe() if wrong else "no call was made"
+        raise AssertionError(f"expected every call to get {status}; {len(wrong)} of {len(result)} did not, "
+                             f"e.g. {example}\n{result.summary()}")
 
 
 def _worst_seconds(result: LoadResult, count: int = 3) -> str:

@@ -59,6 +59,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mesh-keep", action="store_true", default=None, help="leave the mesh running after the run")
     group.addoption("--mesh-attach", default=None, help="use a mesh started by `meshconf up` (its run directory)")
     group.addoption("--envoy-binary", default=None, help="local mesh: the Envoy binary to use")
+    group.addoption("--mesh-context", action="append", default=[],
+                    help="existing provider: a kubeconfig context per cluster, in topology order (repeatable)")
+    group.addoption("--istio-version", default=None, help="kind provider: the Istio version to install")
+    group.addoption("--allow-mesh-wide", action="store_true", default=None,
+                    help="existing provider: allow checks that change mesh-wide config")
+    group.addoption("--mesh-istioctl", default=None, help="kind provider: istioctl to use instead of a download")
+    group.addoption("--mesh-reuse", action="store_true", default=None, help="kind provider: reuse existing clusters")
+    group.addoption("--kind-node-image", default=None, help="kind provider: node image")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,6 +82,12 @@ def pytest_configure(config: pytest.Config) -> None:
             defects=config.getoption("--mesh-defect") or None,
             keep=config.getoption("--mesh-keep"),
             envoy_binary=config.getoption("--envoy-binary"),
+            contexts=config.getoption("--mesh-context") or None,
+            istio_version=config.getoption("--istio-version"),
+            allow_mesh_wide=config.getoption("--allow-mesh-wide"),
+            istioctl=config.getoption("--mesh-istioctl"),
+            reuse=config.getoption("--mesh-reuse"),
+            kind_node_image=config.getoption("--kind-node-image"),
         )
     except ConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -136,7 +150,9 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
             return attach_provider(run_config, topology, Path(data["run_dir"]))
         provider = create_provider(run_config, topology)
         try:
-            provider.up(owner_pid=_controller_pid(pytestconfig), progress=_progress(pytestconfig))
+            # a kept mesh must outlive this session; otherwise it stops when the session's process does
+            owner = None if run_config.keep else _controller_pid(pytestconfig)
+            provider.up(owner_pid=owner, progress=_progress(pytestconfig))
         except ConformanceError as exc:
             pointer.write_text(json.dumps({"error": str(exc)}))
             raise

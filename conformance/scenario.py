@@ -38,9 +38,10 @@ from conformance.load import (
 )
 from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
-from conformance.provider import DATA_PORT, Feature, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.allure import attach_load
 from conformance.report.conformance import Measurement
+from conformance.traffic import ContinuousTraffic, Timeline
 
 __all__ = ["Scenario", "load_manifests"]
 
@@ -90,9 +91,11 @@ class Scenario:
         self.measurements: list[Measurement] = []
         self._applied: list[tuple[list[dict[str, Any]], tuple[str, ...]]] = []
         self._deployed = False
+        self._other_namespace_used = False
         self._client = ProbeClient(mesh, config.timeouts.call_timeout_s, config.timeouts.forward_s)
         self._load_lock = load_lock
         self._loads = 0
+        self._used_faults = False
 
     # -- the mesh --------------------------------------------------------------------------------------------
 
@@ -103,6 +106,18 @@ class Scenario:
     @property
     def primaries(self) -> list[str]:
         return [c.name for c in self.mesh.clusters() if c.role == "primary"]
+
+    @property
+    def other_namespace(self) -> str:
+        """A second namespace of this check (for callers from elsewhere), removed with the first."""
+        return f"{self.namespace}-b"
+
+    def control_plane_of(self, cluster: str) -> str:
+        """The cluster whose control plane configures proxies in ``cluster`` (itself, or its primary)."""
+        for candidate in self.mesh.clusters():
+            if candidate.name == cluster:
+                return candidate.config_cluster
+        raise UsageError(f"the mesh has no cluster {cluster!r}; its clusters: {', '.join(self.clusters)}")
 
     def spiffe_id(self, service_account: str, namespace: str | None = None) -> str:
         return spiffe_id(self.trust_domain, namespace or self.namespace, service_account)
@@ -137,12 +152,19 @@ class Scenario:
         replicas: int = 1,
         zone: str | None = None,
         ports: tuple[int, ...] = (DATA_PORT,),
+        namespace: str | None = None,
     ) -> ProbeHandle:
-        """Deploy a probe workload in this check's namespace and wait until it is ready."""
-        spec = ProbeSpec(service=service, namespace=self.namespace, cluster=cluster, version=version,
+        """Deploy a probe workload in this check's namespace (or :attr:`other_namespace`) and wait until it is
+        ready."""
+        namespace = namespace or self.namespace
+        if namespace not in (self.namespace, self.other_namespace):
+            raise UsageError(f"a check deploys only in its own namespaces ({self.namespace}, "
+                             f"{self.other_namespace}), not in {namespace}")
+        spec = ProbeSpec(service=service, namespace=namespace, cluster=cluster, version=version,
                          service_account=service_account, in_mesh=in_mesh, ports=ports, zone=zone,
                          replicas=replicas)
         self._deployed = True
+        self._other_namespace_used |= namespace == self.other_namespace
         with allure.step(f"deploy {service}/{version} in {cluster}{'' if in_mesh else ' (out of mesh)'}"):
             return self.mesh.deploy_probe(spec)
 
@@ -158,15 +180,48 @@ class Scenario:
         port: int = DATA_PORT,
         headers: Mapping[str, str] | None = None,
         method: str = "GET",
+        concurrency: int = 1,
+        new_connection: bool = False,
         attach: bool = True,
     ) -> CallResult:
         """``count`` calls from ``source`` to a probe service (or a URL) and every response."""
         url = destination if isinstance(destination, str) else destination.url(path, port)
-        result = self._client.call(source, url, count, headers=headers, method=method)
+        result = self._client.call(source, url, count, headers=headers, method=method, concurrency=concurrency,
+                                   new_connection=new_connection)
         if attach:
             allure.attach(result.to_json(), name=f"calls: {source.service} -> {url}",
                           attachment_type=allure.attachment_type.JSON)
         return result
+
+    def traffic(self, source: ProbeHandle, destination: ProbeHandle | str, *, batch: int = 5,
+                path: str = "/", max_seconds: float | None = None) -> ContinuousTraffic:
+        """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``),
+        for at most ``max_seconds`` (default: the forward timeout)."""
+        url = destination if isinstance(destination, str) else destination.url(path)
+        traffic = ContinuousTraffic(lambda: self._client.call(source, url, batch, new_connection=True),
+                                    max_seconds or self.config.timeouts.forward_s)
+        return traffic
+
+    def attach_timeline(self, timeline: Timeline, name: str) -> None:
+        """Attach a continuous-traffic timeline (every call, its time, status and answering cluster)."""
+        rows = [{"t": round(t, 4), "status": r.status, "cluster": r.cluster, "error": r.error}
+                for t, r in timeline.calls]
+        allure.attach(json.dumps({"events": timeline.events, "calls": rows}, indent=1), name=name,
+                      attachment_type=allure.attachment_type.JSON)
+
+    def ingress_url(self, cluster: str, path: str = "/") -> str:
+        """URL of the cluster's ingress gateway (Gateway port 80)."""
+        return f"http://{self.mesh.ingress_address(cluster)}{path}"
+
+    @property
+    def faults(self) -> Faults:
+        """The environment's faults; links and gateways are reset when the check ends."""
+        self._used_faults = True
+        return self.mesh.faults
+
+    def admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
+        """GET ``path`` on the probe's sidecar Envoy admin (``/stats``, ``/certs``, ``/config_dump``...)."""
+        return self.mesh.proxy_admin(probe, path, instance)
 
     def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
         """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget."""
@@ -304,7 +359,11 @@ class Scenario:
 
     def cleanup(self) -> None:
         """Remove what this check applied and deployed (its namespace, in every cluster)."""
+        if self._used_faults:
+            self.mesh.faults.reset()
         for docs, clusters in reversed(self._applied):
             self.mesh.delete(docs, clusters)
         self._applied.clear()
         self.mesh.delete_namespace(self.namespace)
+        if self._other_namespace_used:
+            self.mesh.delete_namespace(self.other_namespace)

@@ -14,10 +14,22 @@ from conformance.errors import ConformanceError, UsageError
 from conformance.provider import MeshProvider
 from conformance.topology import Topology
 
-__all__ = ["PROVIDERS", "attach_provider", "create_provider", "leftover_runs", "release_provider", "teardown_run"]
+__all__ = [
+    "PROVIDERS",
+    "attach_provider",
+    "create_provider",
+    "leftover_runs",
+    "plan_provider",
+    "provider_defects",
+    "release_provider",
+    "teardown_run",
+    "upgrade_provider",
+]
 
 PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
+    "kind": "conformance.providers.kind:KindProvider",
+    "existing": "conformance.providers.existing:ExistingProvider",
 }
 
 
@@ -53,6 +65,12 @@ def release_provider(config: RunConfig, topology: Topology, state: Path) -> None
     provider.down()
 
 
+def provider_defects(name: str) -> dict[str, str]:
+    """The deliberate defects a provider can be started with (name -> one line of meaning)."""
+    defects: dict[str, str] = getattr(_provider_class(name), "DEFECTS", {})
+    return defects
+
+
 def leftover_runs() -> list[tuple[str, Path]]:
     """(provider, state) of every environment meshconf brought up that is still recorded on disk."""
     found: list[tuple[str, Path]] = []
@@ -67,3 +85,25 @@ def teardown_run(provider_name: str, state: Path) -> list[int]:
     """Tear down one recorded environment by its state, without needing its config."""
     stopped: list[int] = _provider_class(provider_name).cleanup(state)
     return stopped
+
+
+def plan_provider(config: RunConfig, topology: Topology) -> str:
+    """What ``up()`` would do, as printable numbered steps; runs nothing. UsageError if the provider has no plan."""
+    cls = _provider_class(config.provider)
+    if not hasattr(cls, "plan"):
+        raise UsageError(f"provider {config.provider} has no install plan to print (only kind does)")
+    text: str = cls.plan(config, topology)
+    return text
+
+
+def upgrade_provider(config: RunConfig, topology: Topology, to_version: str, out: Path | None,
+                     progress: Any) -> str | int:
+    """``out`` None: the upgrade plan as text. Otherwise run the upgrade gate and return its exit code."""
+    cls = _provider_class(config.provider)
+    if not hasattr(cls, "upgrade_plan"):
+        raise UsageError(f"provider {config.provider} cannot run an upgrade (only kind installs Istio itself)")
+    if out is None:
+        text: str = cls.upgrade_plan(config, topology, to_version)
+        return text
+    code: int = cls.upgrade(config, topology, to_version, out, progress)
+    return code

@@ -1,9 +1,9 @@
 """Allure: labels on each check's result, and the run-level files next to the results.
 
-Labels (set on the worker that runs the check): epic = area, feature = check id, story = description,
-severity, and tags for provider / topology / mesh version. Run-level files (written once, by the pytest
-controller): ``environment.properties``, ``categories.json`` (non-conformance vs environment broken; Allure 2
-reads it) and ``executor.json``.
+Labels: epic = area, feature = check id, story = description, severity and the title (the check id) are
+set by ``@check`` as markers; tags for provider / topology / mesh version on the worker that runs the
+check. Run-level files (written once, by the pytest controller): ``environment.properties``,
+``categories.json`` (non-conformance vs environment broken; Allure 2 reads it) and ``executor.json``.
 """
 
 from __future__ import annotations
@@ -31,12 +31,7 @@ CATEGORIES = [
 
 
 def label_check(info: CheckInfo, run: Mapping[str, Any]) -> None:
-    """Label the running test's Allure result."""
-    allure.dynamic.epic(str(info.area))
-    allure.dynamic.feature(info.id)
-    allure.dynamic.story(info.description)
-    allure.dynamic.severity(allure.severity_level(str(info.severity)))
-    allure.dynamic.description(info.description)
+    """Tag the running check's Allure result with the run (area, id, story and severity come from @check)."""
     for key in ("provider", "topology", "meshVersion"):
         if run.get(key):
             allure.dynamic.tag(f"{key}:{run[key]}")

@@ -93,3 +93,27 @@ def test_kill_leaves_a_stale_endpoint_that_outlier_detection_ejects(local_mesh: 
                         lambda r: {x.instance for x in r.responses} == {survivor} and r.statuses() == {200: 10})
     assert {x.instance for x in healed.responses} == {survivor}, healed.summary()
     local_mesh.delete_namespace(ns)
+
+
+def test_ingress_gateway_enforces_authorization_policy_that_selects_it(local_mesh: LocalProvider) -> None:
+    ns = f"ingress-authz-{secrets.token_hex(3)}"
+    local_mesh.deploy_probe(ProbeSpec("server", ns, "cluster1"))
+    outsider = local_mesh.deploy_probe(ProbeSpec("outsider", ns, "cluster1", in_mesh=False))
+    gateway = doc("Gateway", "web", ns, {"selector": {"istio": "ingressgateway"}, "servers": [
+        {"port": {"number": 80, "name": "http", "protocol": "HTTP"}, "hosts": ["guarded.example.com"]}]})
+    routes = doc("VirtualService", "web", ns, {"hosts": ["guarded.example.com"], "gateways": ["web"], "http": [
+        {"route": [{"destination": {"host": "server"}}]}]})
+    deny_admin = {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                  "metadata": {"name": f"gateway-deny-admin-{ns}", "namespace": "istio-system"},
+                  "spec": {"selector": {"matchLabels": {"istio": "ingressgateway"}}, "action": "DENY",
+                           "rules": [{"to": [{"operation": {"paths": ["/admin*"]}}]}]}}
+    local_mesh.apply([gateway, routes, deny_admin], CLUSTERS)
+    try:
+        base = f"http://{local_mesh.ingress_address('cluster1')}"
+        host = {"Host": "guarded.example.com"}
+        assert call(local_mesh, outsider, f"{base}/public", 3, headers=host).statuses() == {200: 3}
+        denied = call(local_mesh, outsider, f"{base}/admin/x", 3, headers=host)
+        assert denied.statuses() == {403: 3} and denied.responses[0].body.strip() == "RBAC: access denied"
+    finally:
+        local_mesh.delete([deny_admin], CLUSTERS)
+        local_mesh.delete_namespace(ns)

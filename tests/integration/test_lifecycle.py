@@ -16,7 +16,7 @@ import pytest
 from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
 from conformance.providers.local import LocalProvider
-from conformance.providers.local.state import RunState
+from conformance.runstate import RunState
 from conformance.topology import load_topology
 from tests.conftest import processes_mentioning, run_meshconf
 

@@ -28,7 +28,7 @@ from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.envoy import envoy_version
 from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
-from conformance.providers.local.state import RunState
+from conformance.runstate import RunState
 from conformance.topology import load_topology
 
 __all__ = ["main"]

@@ -23,13 +23,16 @@ class Defect(StrEnum):
     ALWAYS_PLAINTEXT = "always-plaintext"
     NO_OUTLIER_DETECTION = "no-outlier-detection"
     NO_LOCALITY_PRIORITY = "no-locality-priority"
-    LOCALITY_IGNORED_IN_FAILOVER = "locality-ignored-in-failover"
     RETRIES_DISABLED = "retries-disabled"
     PLAINTEXT_CROSS_NETWORK = "plaintext-cross-network"
     REGISTRY_ONLY_IGNORED = "registry-only-ignored"
     SLOW_SIDECAR = "slow-sidecar"
     NO_CERT_ROTATION = "no-cert-rotation"
     GATEWAY_ROUTES_EVERYTHING = "gateway-routes-everything"
+    IGNORE_AUTHZ_DENY = "ignore-authz-deny"
+    IGNORE_AUTHZ_ALLOW = "ignore-authz-allow"
+    ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
+    IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
 
     @property
     def description(self) -> str:
@@ -45,13 +48,16 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.ALWAYS_PLAINTEXT: "auto-mTLS never upgrades: sidecars call every endpoint in plaintext",
     Defect.NO_OUTLIER_DETECTION: "DestinationRule outlierDetection is ignored (and so is locality failover)",
     Defect.NO_LOCALITY_PRIORITY: "localityLbSetting is ignored: endpoints of every locality share one priority",
-    Defect.LOCALITY_IGNORED_IN_FAILOVER: "localityLbSetting failover from/to is ignored: any other region is next",
     Defect.RETRIES_DISABLED: "no route ever retries (neither VirtualService retries nor Istio's default)",
     Defect.PLAINTEXT_CROSS_NETWORK: "sidecars send cross-network traffic to east-west gateways in plaintext",
     Defect.REGISTRY_ONLY_IGNORED: "outboundTrafficPolicy REGISTRY_ONLY is ignored: unknown hosts are passed through",
     Defect.SLOW_SIDECAR: "every sidecar delays each inbound request by 20 ms",
     Defect.NO_CERT_ROTATION: "certificate rotation keeps serving the old certificate",
     Defect.GATEWAY_ROUTES_EVERYTHING: "ingress gateways route every host and path to the first declared route",
+    Defect.IGNORE_AUTHZ_DENY: "DENY AuthorizationPolicies are ignored: nothing is denied by them",
+    Defect.IGNORE_AUTHZ_ALLOW: "ALLOW AuthorizationPolicies are ignored: everything they do not name is allowed",
+    Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
+    Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
 }
 
 

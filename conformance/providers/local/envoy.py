@@ -2,7 +2,13 @@
 
 Each Envoy watches one directory per resource type (a rename in a watched directory reloads every
 subscription watching it, so types never share one). A file is written whole and renamed into place.
-EDS, RDS, SDS and ECDS take one resource per file; LDS and CDS hold all listeners / clusters in one file.
+LDS and CDS hold all listeners / clusters in one file each; SDS takes one secret per file.
+
+Every file subscription costs Envoy one inotify instance, and Linux gives a user 128 by default
+(``fs.inotify.max_user_instances``), shared by every Envoy of every mesh the user runs. So a proxy has only
+three subscriptions (LDS, CDS, and the SDS secret ``default`` for rotation); routes, RBAC and endpoints are
+inline in its listeners and clusters. When Envoy cannot watch a file anyway, the error says how to raise
+the limit.
 
 Envoy only logs a rejected update, so :meth:`EnvoyProxy.verify` checks every write: the admin's
 ``*.version_text`` must show the version just written, ``*.update_rejected`` must not grow, and every
@@ -32,13 +38,13 @@ __all__ = ["EnvoyProxy", "XdsSnapshot", "any_config", "envoy_binary", "envoy_ver
 TYPE_URLS = {
     "lds": "type.googleapis.com/envoy.config.listener.v3.Listener",
     "cds": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-    "eds": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-    "rds": "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
     "sds": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
-    "ecds": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
 }
 # Written before the resources that refer to them, so nothing waits on a missing dependency.
-_WRITE_ORDER = ("sds", "ecds", "eds", "cds", "rds", "lds")
+_WRITE_ORDER = ("sds", "cds", "lds")
+INOTIFY_HINT = ("Envoy could not watch its config files: this user's inotify instances are used up "
+                "(fs.inotify.max_user_instances); raise the limit, e.g. `sudo sysctl -w "
+                "fs.inotify.max_user_instances=1024`, or run fewer meshes at once")
 DRAIN_TIME_S = 2
 """Istio drains for 45 s; the mesh must apply policy to kept-alive connections quickly, so: short."""
 
@@ -87,14 +93,11 @@ def envoy_version(binary: Path) -> str:
 
 @dataclass
 class XdsSnapshot:
-    """Everything one Envoy should have. ``listeners`` and ``clusters`` are lists; the rest by name."""
+    """Everything one Envoy should have: listeners and clusters (routes, RBAC, endpoints inline), secrets."""
 
     listeners: list[dict[str, Any]] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
-    endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
-    routes: dict[str, dict[str, Any]] = field(default_factory=dict)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
-    extensions: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def files(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
         """(type, file stem) -> resources of that file."""
@@ -102,10 +105,8 @@ class XdsSnapshot:
             ("lds", "lds"): self.listeners,
             ("cds", "cds"): self.clusters,
         }
-        for kind, named in (("eds", self.endpoints), ("rds", self.routes), ("sds", self.secrets),
-                            ("ecds", self.extensions)):
-            for name, resource in named.items():
-                out[(kind, _stem(name))] = [resource]
+        for name, resource in self.secrets.items():
+            out[("sds", _stem(name))] = [resource]
         return out
 
 
@@ -182,7 +183,7 @@ class EnvoyProxy:
         last = "no answer"
         while time.monotonic() < deadline:
             if not alive():
-                raise ProviderError(f"Envoy {self.name} exited during start-up")
+                raise ProviderError(f"Envoy {self.name} exited during start-up: {self._log_hint()}")
             try:
                 last = self.admin_get("/ready", timeout_s=1).strip()
                 if last == "LIVE":
@@ -247,7 +248,11 @@ class EnvoyProxy:
         expected = self.expected_versions()
         missing: list[str] = []
         while True:
-            stats = self.stats(r"version_text|update_rejected")
+            try:
+                stats = self.stats(r"version_text|update_rejected")
+            except OSError as exc:
+                raise ConfigNotApplied(f"Envoy {self.name}'s admin at {self.admin[0]}:{self.admin[1]} failed "
+                                       f"({exc}); its log says: {self._log_hint()}") from None
             rejected = {k: v for k, v in stats.items() if k.endswith("update_rejected") and v not in ("0", 0)}
             if rejected:
                 name = next(iter(rejected))
@@ -256,7 +261,9 @@ class EnvoyProxy:
                     f"its log says: {self._log_hint()}"
                 )
             loaded = _loaded_versions(stats)
-            missing = [k for k, v in expected.items() if loaded.get(k) != v and k.split(":")[0] != "sds"]
+            # a secret no listener or cluster refers to yet has no subscription (and no stat) to check
+            missing = [k for k, v in expected.items()
+                       if loaded.get(k) != v and (k in loaded or not k.startswith("sds:"))]
             if not missing and all(_accepts(host, port) for host, port in self._listen):
                 return
             if time.monotonic() > deadline:
@@ -267,9 +274,12 @@ class EnvoyProxy:
     def _log_hint(self) -> str:
         log = self.workdir / "envoy.log"
         try:
-            lines = [ln for ln in log.read_text(errors="replace").splitlines() if "warning" in ln or "error" in ln]
+            text = log.read_text(errors="replace")
         except OSError:
             return "(no log)"
+        if "inotify" in text:
+            return INOTIFY_HINT
+        lines = [ln for ln in text.splitlines() if "warning" in ln or "error" in ln or "critical" in ln]
         return lines[-1][-300:] if lines else "(nothing logged)"
 
     def admin_get(self, path: str, timeout_s: float = 5.0) -> str:
@@ -296,13 +306,8 @@ def _loaded_versions(stats: Mapping[str, str]) -> dict[str, str]:
             continue
         if name in ("listener_manager.lds.version_text", "cluster_manager.cds.version_text"):
             out[name] = value
-        elif name.startswith("cluster.") and name.count(".") >= 2:
-            out[f"eds:{_stem(name[len('cluster.'):-len('.version_text')])}"] = value
-        elif ".rds." in name:
-            out[f"rds:{_stem(name.split('.rds.', 1)[1][:-len('.version_text')])}"] = value
-        elif name.startswith("extension_config_discovery."):
-            ecds_name = name[len("extension_config_discovery."):-len(".version_text")].split(".", 1)[-1]
-            out[f"ecds:{_stem(ecds_name)}"] = value
+        elif name.startswith("sds."):
+            out[f"sds:{_stem(name[len('sds.'):-len('.version_text')])}"] = value
     return out
 
 

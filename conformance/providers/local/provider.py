@@ -31,11 +31,11 @@ from conformance.provider import (
     ProbeInstance,
     ProbeSpec,
 )
-from conformance.providers.local.defects import parse_defects
+from conformance.providers.local.defects import Defect, parse_defects
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
-from conformance.providers.local.state import RunState, new_run_dir, runs_root
 from conformance.providers.local.translate.gateways import listen_port
+from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Cluster, Topology
 
 __all__ = ["LocalProvider"]
@@ -48,6 +48,7 @@ class LocalProvider:
     """The embedded local mesh: real Envoy sidecars and probe processes on 127.0.0.0/8."""
 
     name = "local"
+    DEFECTS = {d.value: d.description for d in Defect}
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
         parse_defects(config.defects)  # bad names fail before anything starts
@@ -67,7 +68,7 @@ class LocalProvider:
         say = progress or (lambda _msg: None)
         binary = envoy_binary(self.config.envoy_binary)
         self._envoy_version = envoy_version(binary)
-        self.run_dir = new_run_dir()
+        self.run_dir = new_run_dir("local")
         token = secrets.token_urlsafe(24)
         request = {"config": self.config.as_dict(), "topology": self.config.topology,
                    "token": token, "owner_pid": owner_pid}
@@ -129,9 +130,23 @@ class LocalProvider:
 
     @classmethod
     def leftovers(cls) -> list[Path]:
-        """Run directories of local meshes that are still recorded (running, kept, or crashed)."""
+        """Run directories of local meshes nobody is using: started by ``meshconf up`` or ``--keep``, or left
+        by a crash. A mesh whose owning test run is still alive is not a leftover."""
         root = runs_root()
-        return sorted(p for p in root.glob("local-*") if RunState(p).owned()) if root.is_dir() else []
+        if not root.is_dir():
+            return []
+        found = []
+        for path in sorted(root.glob("local-*")):
+            if not RunState(path).owned():
+                continue
+            try:
+                owner = json.loads((path / "request.json").read_text()).get("owner_pid")
+            except (OSError, ValueError):
+                owner = None
+            if owner and process_alive(int(owner)):
+                continue
+            found.append(path)
+        return found
 
     def down(self) -> None:
         """Stop the mesh process and everything it started; remove the run directory. Idempotent."""

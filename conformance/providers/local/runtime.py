@@ -114,6 +114,7 @@ class MeshRuntime:
             visible=frozenset(self.topology.cluster_names),
             trust_domain=self.topology.trust_domain,
             defects=self.defects,
+            trust_root=self.ca.root_pem if self.ca is not None else b"",
             east_west=east_west,
             links=self.links.relay if self.links is not None else None,
         )

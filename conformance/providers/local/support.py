@@ -4,19 +4,33 @@ Documents are first validated against Istio's schemas (an unknown field is a Man
 Istio defines but the translator does not implement is an UnsupportedError naming the field: the local
 mesh never silently ignores config, because a check that passes on ignored config proves nothing.
 
-The table is a tree of the supported fields: ``True`` = any value, a set = only these values, ``"*"`` = any
-map key, and a list's items are checked against the tree of the list field.
+The table is a tree of the supported fields: ``True`` = any value, a set = only these values, a
+:class:`Pattern` = strings that match it, ``"*"`` = any map key, and a list's items are checked against the
+tree of the list field. Some kinds also have admission checks that Istio's webhook makes and its CRD schema
+cannot express (e.g. an AuthorizationPolicy's IP blocks); those run first and raise ManifestError.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from conformance.errors import UnsupportedError
 from conformance.istio import doc_ref
+from conformance.providers.local.translate.authz import validate_authorization_policy
 
-__all__ = ["SUPPORTED", "check_supported"]
+__all__ = ["SUPPORTED", "Pattern", "check_supported"]
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A string field whose supported values fully match ``regex``; ``means`` names them in messages."""
+
+    regex: str
+    means: str
+
 
 _LABELS = {"*": True}
 _STRING_MATCH = {"exact": True, "prefix": True, "regex": True}
@@ -42,6 +56,17 @@ _TRAFFIC_POLICY = {
                  "maxRetries": True},
     },
 }
+_SOURCE = {field: True for field in ("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks",
+                                     "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")}
+_OPERATION = {
+    **{field: True for field in ("hosts", "notHosts", "methods", "notMethods", "ports", "notPorts")},
+    # Istio's path templates ({*}, {**}) are not implemented
+    **dict.fromkeys(("paths", "notPaths"), Pattern(r"(?s)(?!.*\{\*\*?\}).*", "paths without {*} or {**}")),
+}
+_WHEN_KEYS = Pattern(
+    r"request\.headers\[.+\]|source\.(principal|namespace|ip)|remote\.ip|destination\.port",
+    "request.headers[<name>], source.principal, source.namespace, source.ip, remote.ip, destination.port",
+)
 SUPPORTED: dict[str, dict[str, Any]] = {
     "PeerAuthentication": {
         "selector": {"matchLabels": _LABELS},
@@ -82,6 +107,18 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         "selector": _LABELS,
         "servers": {"name": True, "port": {"number": True, "name": True, "protocol": {"HTTP"}}, "hosts": True},
     },
+    "AuthorizationPolicy": {
+        "selector": {"matchLabels": _LABELS},
+        "action": {"ALLOW", "DENY", "AUDIT"},
+        "rules": {
+            "from": {"source": _SOURCE},
+            "to": {"operation": _OPERATION},
+            "when": {"key": _WHEN_KEYS, "values": True, "notValues": True},
+        },
+    },
+}
+_ADMISSION: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "AuthorizationPolicy": validate_authorization_policy,
 }
 
 
@@ -93,11 +130,25 @@ def check_supported(doc: Mapping[str, Any]) -> None:
         kinds = ", ".join(sorted(SUPPORTED))
         raise UnsupportedError(f"{doc_ref(doc)}: {kind} is supported by Istio, not by the local mesh "
                                f"(it implements {kinds})")
+    admission = _ADMISSION.get(kind)
+    if admission is not None:
+        admission(doc)
     _walk(doc.get("spec") or {}, tree, "spec", doc)
 
 
 def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
     if tree is True:
+        return
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            _walk(item, tree, f"{path}[{i}]", doc)
+        return
+    if isinstance(tree, Pattern):
+        if not isinstance(value, str) or not re.fullmatch(tree.regex, value):
+            raise UnsupportedError(
+                f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
+                f"(it implements {tree.means})"
+            )
         return
     if isinstance(tree, set):
         if value not in tree:
@@ -105,10 +156,6 @@ def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
                 f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
                 f"(it implements {', '.join(sorted(tree))})"
             )
-        return
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            _walk(item, tree, f"{path}[{i}]", doc)
         return
     if isinstance(value, Mapping):
         for key, item in value.items():

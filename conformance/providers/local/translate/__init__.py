@@ -9,13 +9,9 @@ from __future__ import annotations
 from conformance.certs import WorkloadCert
 from conformance.providers.local.envoy import XdsSnapshot
 from conformance.providers.local.model import Workload
+from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
-from conformance.providers.local.translate.inbound import (
-    RBAC_FILTERS,
-    inbound_clusters,
-    inbound_listener,
-    pass_through_rbac,
-)
+from conformance.providers.local.translate.inbound import inbound_clusters, inbound_listener
 from conformance.providers.local.translate.outbound import outbound_config
 from conformance.providers.local.translate.tls import secrets
 
@@ -24,12 +20,10 @@ __all__ = ["MeshView", "build_sidecar"]
 
 def build_sidecar(view: MeshView, workload: Workload, cert: WorkloadCert, source: SourceFn) -> XdsSnapshot:
     """Everything a workload's sidecar should have, as the control plane of its cluster computes it."""
-    listener, clusters, endpoints, routes = outbound_config(view, workload, source)
+    listener, clusters = outbound_config(view, workload, source)
     return XdsSnapshot(
-        listeners=[inbound_listener(view, workload, source), listener],
+        listeners=[inbound_listener(view, workload, source,
+                                    rbac_filters(view.store, workload, view.trust_domain, view.defects)), listener],
         clusters=[*inbound_clusters(workload), *clusters],
-        endpoints=endpoints,
-        routes=routes,
         secrets=secrets(cert),
-        extensions={name: pass_through_rbac(name) for name in RBAC_FILTERS},
     )

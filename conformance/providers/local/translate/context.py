@@ -28,6 +28,8 @@ class MeshView:
     """Clusters whose endpoints this control plane discovers."""
     trust_domain: str
     defects: frozenset[Defect]
+    trust_root: bytes = b""
+    """The mesh's root certificate (PEM) that every proxy trusts."""
     east_west: Mapping[str, str] = field(default_factory=dict)
     """Cluster -> address of its east-west gateway (multi-network meshes only)."""
     links: Callable[[str, str, str, int], tuple[str, int]] | None = None

@@ -87,7 +87,7 @@ def _locality(workload: Workload) -> Locality:
                     workload.labels)
 
 
-def _priority(proxy: Locality, endpoint: Locality, setting: Mapping[str, Any], defects: frozenset[Defect]) -> int:
+def _priority(proxy: Locality, endpoint: Locality, setting: Mapping[str, Any]) -> int:
     labels = setting.get("failoverPriority") or []
     if labels:
         mine, theirs = proxy.topology_labels(), endpoint.topology_labels()
@@ -101,14 +101,10 @@ def _priority(proxy: Locality, endpoint: Locality, setting: Mapping[str, Any], d
         return len(labels) - matched
     if endpoint.region == proxy.region:
         return 0 if endpoint.zone == proxy.zone else 1
-    priority = 2
-    if Defect.LOCALITY_IGNORED_IN_FAILOVER not in defects:
-        for rule in setting.get("failover") or []:
-            if rule.get("from") == proxy.region:
-                if endpoint.region != rule.get("to"):
-                    priority = 3
-                break
-    return priority
+    for rule in setting.get("failover") or []:
+        if rule.get("from") == proxy.region:
+            return 2 if endpoint.region == rule.get("to") else 3
+    return 2
 
 
 def _distribution(proxy: Locality, setting: Mapping[str, Any]) -> Mapping[str, int] | None:
@@ -131,7 +127,7 @@ def _first_match(key: tuple[str, str], distribution: Mapping[str, int]) -> str |
 
 
 def load_assignment(name: str, endpoints: Sequence[Endpoint], proxy: Locality,
-                    setting: Mapping[str, Any] | None, defects: frozenset[Defect]) -> dict[str, Any]:
+                    setting: Mapping[str, Any] | None) -> dict[str, Any]:
     """A ClusterLoadAssignment: one locality group per (region, zone, priority)."""
     groups: dict[tuple[str, str], list[Endpoint]] = {}
     for endpoint in endpoints:
@@ -149,7 +145,7 @@ def load_assignment(name: str, endpoints: Sequence[Endpoint], proxy: Locality,
             sharing = sum(1 for k in groups if _first_match(k, distribution) == pattern)
             weights[key] = max(1, round(distribution[pattern] / sharing))
         elif setting is not None:
-            priorities[key] = _priority(proxy, locality, setting, defects)
+            priorities[key] = _priority(proxy, locality, setting)
     ordered = sorted(set(priorities.values()))
     for key, members in sorted(groups.items()):
         if distribution is not None and key not in weights:

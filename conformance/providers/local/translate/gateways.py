@@ -6,6 +6,8 @@ become virtual hosts (``host`` and ``host:*``) for the hosts its servers admit. 
 VirtualService declares gets 404. The hop from the gateway to a workload is mTLS with the gateway's own
 identity (``istio-system/istio-ingressgateway-service-account``).
 
+Ingress gateways enforce the AuthorizationPolicies that select them (or are mesh-wide), before routing.
+
 East-west: a listener on 15443 with TLS inspection that routes by SNI (``outbound_.<port>_.<subset>_.<host>``)
 to this cluster's endpoints, without terminating TLS: the client sidecar's mTLS reaches the server sidecar
 end to end, as Istio's AUTO_PASSTHROUGH gateway does.
@@ -20,6 +22,7 @@ from typing import Any
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import XdsSnapshot, any_config
 from conformance.providers.local.model import ROOT_NAMESPACE, Resource, Workload
+from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.destination import find_destination_rule, subsets
 from conformance.providers.local.translate.endpoints import EAST_WEST_PORT, Locality, load_assignment
@@ -68,7 +71,7 @@ def build_ingress(view: MeshView, workload: Workload, source: SourceFn) -> XdsSn
         for server in gateway.spec.get("servers") or []:
             ports.setdefault(int(server["port"]["number"]), []).append(
                 (gateway, [str(h) for h in server.get("hosts") or []]))
-    listeners, routes = [], {}
+    listeners = []
     for port, servers in sorted(ports.items()):
         name = f"http.{port}"
         hosts: list[dict[str, Any]] = []
@@ -88,22 +91,23 @@ def build_ingress(view: MeshView, workload: Workload, source: SourceFn) -> XdsSn
         if hosts and Defect.GATEWAY_ROUTES_EVERYTHING in view.defects:
             anything = [{**hosts[0]["routes"][0], "match": {"prefix": "/"}}]
             hosts.append({"name": "everything", "domains": ["*"], "routes": anything})
-        routes[name] = {"name": name, "virtual_hosts": hosts, "validate_clusters": False}
-        listeners.append(_http_listener(workload, port, name, source))
+        rbac = rbac_filters(view.store, workload, view.trust_domain, view.defects)
+        listeners.append(_http_listener(workload, port, {"name": name, "virtual_hosts": hosts,
+                                                          "validate_clusters": False}, rbac))
     clusters: list[dict[str, Any]] = []
-    endpoints: dict[str, dict[str, Any]] = {}
     for destination in destinations(view):
-        more, assignments = destination_clusters(view, _locality(workload), ROOT_NAMESPACE, destination, source)
-        clusters += more
-        endpoints.update(assignments)
-    return XdsSnapshot(listeners=listeners, clusters=clusters, endpoints=endpoints, routes=routes)
+        clusters += destination_clusters(view, _locality(workload), ROOT_NAMESPACE, destination, source)
+    return XdsSnapshot(listeners=listeners, clusters=clusters)
 
 
-def _http_listener(workload: Workload, port: int, route: str, source: SourceFn) -> dict[str, Any]:
+def _http_listener(workload: Workload, port: int, routes: dict[str, Any],
+                   rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """AuthorizationPolicies that select the gateway (or are mesh-wide) run before routing, as in Istio."""
     hcm = {
         "stat_prefix": f"outbound_0.0.0.0_{listen_port(port)}",
-        "rds": {"route_config_name": route, "config_source": source("rds", route)},
-        "http_filters": http_filters(),
+        "route_config": routes,
+        "http_filters": [*({"name": name, "typed_config": config} for name, config in rbac.items()),
+                         *http_filters()],
         "use_remote_address": True,
         "forward_client_cert_details": "SANITIZE",
     }
@@ -118,7 +122,7 @@ def _http_listener(workload: Workload, port: int, route: str, source: SourceFn) 
 
 def build_east_west(view: MeshView, workload: Workload, source: SourceFn) -> XdsSnapshot:
     """SNI routes to this cluster's endpoints of every service and subset (AUTO_PASSTHROUGH)."""
-    chains, clusters, endpoints = [], [], {}
+    chains, clusters = [], []
     here = workload.cluster.name
     for destination in destinations(view):
         local = [w for w in destination.members if w.cluster.name == here and w.in_mesh]
@@ -135,9 +139,8 @@ def build_east_west(view: MeshView, workload: Workload, source: SourceFn) -> Xds
                     "filters": [{"name": "envoy.filters.network.tcp_proxy", "typed_config": any_config(
                         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy", stat_prefix=sni, cluster=sni)}],
                 })
-                clusters.append({"name": sni, "type": "EDS", "connect_timeout": "10s", "lb_policy": "LEAST_REQUEST",
-                                 "eds_cluster_config": {"service_name": sni, "eds_config": source("eds", sni)}})
-                endpoints[sni] = load_assignment(sni, targets, _locality(workload), None, view.defects)
+                clusters.append({"name": sni, "type": "STATIC", "connect_timeout": "10s", "lb_policy": "LEAST_REQUEST",
+                                 "load_assignment": load_assignment(sni, targets, _locality(workload), None)})
     listener = {
         "name": f"0.0.0.0_{EAST_WEST_PORT}",
         "address": {"socket_address": {"address": workload.addresses.pod_ip, "port_value": EAST_WEST_PORT}},
@@ -147,7 +150,7 @@ def build_east_west(view: MeshView, workload: Workload, source: SourceFn) -> Xds
         }],
         "filter_chains": chains or [_blackhole_chain()],
     }
-    return XdsSnapshot(listeners=[listener], clusters=clusters, endpoints=endpoints)
+    return XdsSnapshot(listeners=[listener], clusters=clusters)
 
 
 def _blackhole_chain() -> dict[str, Any]:

@@ -3,8 +3,9 @@
 The listener binds the pod IP on 15006 and on every service port (what iptables capture does in a pod) and
 picks a filter chain by destination port and, under PERMISSIVE, by whether the caller speaks TLS. The mTLS
 chain requires a client certificate chaining to the mesh root and tells the app who called
-(``x-forwarded-client-cert``). Authorization runs in two RBAC filters (DENY, then ALLOW) whose config comes
-through ECDS, so a policy change applies to kept-alive connections at once.
+(``x-forwarded-client-cert``). Authorization runs in two RBAC filters (DENY, then ALLOW),
+inline in the listener; a policy change re-creates the filter chains, and Envoy drains the old ones at once
+(``--drain-strategy immediate``), so kept-alive connections see the new policy within the drain time.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.mtls import MtlsMode, peer_mtls_mode
 from conformance.providers.local.translate.tls import downstream_mtls
 
-__all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener"]
+__all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener", "pass_through_rbac"]
 
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 RBAC_FILTERS = ("istio.rbac.deny", "istio.rbac.allow")
-"""ECDS names of the two RBAC filters, in evaluation order."""
+"""Names of the two RBAC filters, in evaluation order."""
 _RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
 SLOW_SIDECAR_DELAY = "0.020s"
 _SLOW = {"name": "envoy.filters.http.fault", "typed_config": any_config(
@@ -40,7 +41,7 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _hcm(view: MeshView, port: int, source: SourceFn, mtls: bool) -> dict[str, Any]:
+def _hcm(view: MeshView, port: int, mtls: bool, rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": f"inbound_0.0.0.0_{port}",
         "route_config": {
@@ -56,13 +57,14 @@ def _hcm(view: MeshView, port: int, source: SourceFn, mtls: bool) -> dict[str, A
             }],
         },
         "http_filters": [
-            *({"name": name, "config_discovery": {"config_source": source("ecds", name), "type_urls": [_RBAC_TYPE]}}
-              for name in RBAC_FILTERS),
+            *({"name": name, "typed_config": rbac[name]} for name in RBAC_FILTERS),
             *([_SLOW] if Defect.SLOW_SIDECAR in view.defects else []),
             {"name": "envoy.filters.http.router",
              "typed_config": any_config("envoy.extensions.filters.http.router.v3.Router")},
         ],
         "use_remote_address": False,
+        # Istio's default path normalization (meshConfig pathNormalization BASE): RBAC sees /a/../b as /b
+        "normalize_path": True,
     }
     if mtls and Defect.NO_CLIENT_CERT_FORWARDING not in view.defects:
         config["forward_client_cert_details"] = "APPEND_FORWARD"
@@ -72,7 +74,10 @@ def _hcm(view: MeshView, port: int, source: SourceFn, mtls: bool) -> dict[str, A
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": any_config(_HCM, **config)}
 
 
-def inbound_listener(view: MeshView, workload: Workload, source: SourceFn) -> dict[str, Any]:
+def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
+                     rbac: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``rbac``: the typed configs of the DENY and ALLOW RBAC filters (default: enforce nothing)."""
+    rbac = rbac or {name: pass_through_rbac() for name in RBAC_FILTERS}
     pod_ip = workload.addresses.pod_ip
     chains: list[dict[str, Any]] = []
     for port in workload.spec.ports:
@@ -81,8 +86,8 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn) -> di
             chains.append({
                 "name": f"{pod_ip}_{port}_mtls",
                 "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
-                "transport_socket": downstream_mtls(source),
-                "filters": [_hcm(view, port, source, mtls=True)],
+                "transport_socket": downstream_mtls(source, view.trust_root),
+                "filters": [_hcm(view, port, True, rbac)],
             })
         if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
             match: dict[str, Any] = {"destination_port": port}
@@ -91,7 +96,7 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn) -> di
             chains.append({
                 "name": f"{pod_ip}_{port}_plaintext",
                 "filter_chain_match": match,
-                "filters": [_hcm(view, port, source, mtls=False)],
+                "filters": [_hcm(view, port, False, rbac)],
             })
     return {
         "name": "virtualInbound",
@@ -125,6 +130,6 @@ def inbound_clusters(workload: Workload) -> list[dict[str, Any]]:
     ]
 
 
-def pass_through_rbac(name: str) -> dict[str, Any]:
+def pass_through_rbac() -> dict[str, Any]:
     """An RBAC filter config that enforces nothing (no ``rules``)."""
-    return {"name": name, "typed_config": {"@type": _RBAC_TYPE}}
+    return {"@type": _RBAC_TYPE}

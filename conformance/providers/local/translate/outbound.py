@@ -2,7 +2,10 @@
 
 Destinations are the Kubernetes services of every cluster this control plane discovers (merged by
 namespace sameness) and the ServiceEntries in its config. Clusters are named as Istio names them
-(``outbound|8080|v1|server.ns.svc.cluster.local``) and get their endpoints through EDS.
+(``outbound|8080|v1|server.ns.svc.cluster.local``) and carry their endpoints inline (a STATIC cluster with a
+load assignment, localities and priorities included): with file-based xDS every EDS subscription would cost
+Envoy an inotify instance, and a user has only 128 by default. An endpoint change re-creates that one
+cluster; clusters whose endpoints did not change are untouched.
 
 A sidecar's app sends every outbound call to the sidecar as an explicit HTTP proxy (there is no iptables
 here), with ``Host: <host>:<port>``; the ``virtualOutbound`` listener's route config picks the virtual host by
@@ -95,7 +98,7 @@ def _entry_locality(endpoint: Mapping[str, Any]) -> Locality:
 def _base_cluster(name: str) -> dict[str, Any]:
     return {
         "name": name,
-        "type": "EDS",
+        "type": "STATIC",
         "connect_timeout": "10s",
         "lb_policy": "LEAST_REQUEST",
         "circuit_breakers": {"thresholds": [{
@@ -110,7 +113,7 @@ def _transport(view: MeshView, destination: Destination, policy: Mapping[str, An
     """TLS of a cluster: the DestinationRule's mode, else auto-mTLS by endpoint."""
     accounts = sorted({spiffe_id(view.trust_domain, w.namespace, w.service_account)
                        for w in destination.members if w.in_mesh})
-    mtls = upstream_mtls(source, accounts, istio_sni(port, subset, destination.host))
+    mtls = upstream_mtls(source, accounts, istio_sni(port, subset, destination.host), view.trust_root)
     mode = (policy.get("tls") or {}).get("mode")
     if mode == "ISTIO_MUTUAL" and Defect.ALWAYS_PLAINTEXT not in view.defects:
         return {"transport_socket": mtls}
@@ -126,17 +129,15 @@ def _transport(view: MeshView, destination: Destination, policy: Mapping[str, An
 
 
 def destination_clusters(view: MeshView, proxy: Locality, client_namespace: str, destination: Destination,
-                         source: SourceFn) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Clusters (the service's, then one per subset) and their endpoints, for one destination host."""
+                         source: SourceFn) -> list[dict[str, Any]]:
+    """Clusters (the service's, then one per subset) with their endpoints, for one destination host."""
     rule = find_destination_rule(view, client_namespace, destination.host)
     clusters: list[dict[str, Any]] = []
-    endpoints: dict[str, dict[str, Any]] = {}
     for port in destination.ports:
         for subset, labels in [("", {}), *subsets(rule).items()]:
             name = cluster_name(port, destination.host, subset)
             policy = subset_policy(rule, subset)
             cluster = _base_cluster(name)
-            cluster["eds_cluster_config"] = {"service_name": name, "eds_config": source("eds", name)}
             cluster.update(_transport(view, destination, policy, port, subset, source))
             apply_traffic_policy(cluster, policy, view.defects)
             setting = locality_policy(view, policy)
@@ -148,9 +149,9 @@ def destination_clusters(view: MeshView, proxy: Locality, client_namespace: str,
                 members = [Endpoint(e.address, e.port or port, e.locality, e.mtls, e.weight, destination.host)
                            for e in destination.entry_endpoints
                            if all(e.locality.labels.get(k) == v for k, v in labels.items())]
+            cluster["load_assignment"] = load_assignment(name, members, proxy, setting)
             clusters.append(cluster)
-            endpoints[name] = load_assignment(name, members, proxy, setting, view.defects)
-    return clusters, endpoints
+    return clusters
 
 
 def _domains(destination: Destination, port: int, client_namespace: str) -> list[str]:
@@ -210,17 +211,20 @@ def virtual_hosts(view: MeshView, destinations_: Sequence[Destination], client_n
 
 def outbound_config(
     view: MeshView, workload: Workload, source: SourceFn
-) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    """The outbound listener, clusters, endpoints (by cluster name) and routes (by name) of a sidecar."""
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The outbound listener (routes inline) and the clusters of a sidecar."""
     proxy = Locality(workload.cluster.region, workload.zone, workload.cluster.name, workload.cluster.network,
                      workload.labels)
     found = destinations(view)
     clusters: list[dict[str, Any]] = [_passthrough_cluster()]
-    endpoints: dict[str, dict[str, Any]] = {}
     for destination in found:
-        more, assignments = destination_clusters(view, proxy, workload.namespace, destination, source)
+        more = destination_clusters(view, proxy, workload.namespace, destination, source)
+        if not destination.external:
+            for cluster in more:
+                # a pod's connections leave from its pod IP (what a server's ipBlocks / source.ip see)
+                cluster["upstream_bind_config"] = {"source_address": {"address": workload.addresses.pod_ip,
+                                                                      "port_value": 0}}
         clusters += more
-        endpoints.update(assignments)
     hosts = virtual_hosts(view, found, workload.namespace)
     if _registry_only(view, workload):
         fallback = {"name": "block_all", "domains": ["*"],
@@ -232,9 +236,8 @@ def outbound_config(
             "request_headers_to_add": [{"header": {"key": "x-envoy-original-dst-host", "value": "%REQ(:authority)%"},
                                         "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
         }]}
-    routes = {OUTBOUND_ROUTE: {"name": OUTBOUND_ROUTE, "virtual_hosts": [*hosts, fallback],
-                               "validate_clusters": False}}
-    return outbound_listener(workload, source), clusters, endpoints, routes
+    routes = {"name": OUTBOUND_ROUTE, "virtual_hosts": [*hosts, fallback], "validate_clusters": False}
+    return outbound_listener(workload, routes), clusters
 
 
 def http_filters() -> list[dict[str, Any]]:
@@ -246,10 +249,10 @@ def http_filters() -> list[dict[str, Any]]:
     ]
 
 
-def outbound_listener(workload: Workload, source: SourceFn) -> dict[str, Any]:
+def outbound_listener(workload: Workload, routes: dict[str, Any]) -> dict[str, Any]:
     hcm = {
         "stat_prefix": "outbound_0.0.0.0_15001",
-        "rds": {"route_config_name": OUTBOUND_ROUTE, "config_source": source("rds", OUTBOUND_ROUTE)},
+        "route_config": routes,
         "http_filters": http_filters(),
         "forward_client_cert_details": "SANITIZE",
     }

@@ -1,9 +1,10 @@
-"""A local mesh run on disk: where it lives, and the state file that lets ``meshconf down`` clean it up.
+"""A run on disk: its directory, and the state file that lets ``meshconf down`` clean it up later.
 
-Runs live under ``$MESHCONF_STATE_DIR`` (default ``~/.local/state/meshconf/runs``), one directory each,
-holding the CA keys, every Envoy's xDS files, and ``state.json`` (0600: it holds the API token) with the mesh
-process's PID and URL and the PID of every Envoy and probe. meshconf deletes a run directory when the run
-ends (unless ``--keep``); it never deletes anything it did not create.
+Runs live under ``$MESHCONF_STATE_DIR`` (default ``~/.local/state/meshconf/runs``), one directory each, named
+``<provider>-<time>-<random>``, with ``state.json`` (0600: it may hold an API token). The local provider
+records its mesh process and the PID of every Envoy and probe there (and keeps its CA keys and xDS files in
+the directory); kind records the clusters it created; existing the namespaces it created. meshconf deletes a
+run directory when the run ends (unless ``--keep``); it never deletes anything it did not create.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ def runs_root() -> Path:
     return Path(os.environ.get("MESHCONF_STATE_DIR") or Path.home() / ".local" / "state" / "meshconf" / "runs")
 
 
-def new_run_dir() -> Path:
+def new_run_dir(prefix: str) -> Path:
+    """A new run directory ``<prefix>-<time>-<random>`` (0700), marked as created by meshconf."""
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"local-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    path = root / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     path.mkdir(mode=0o700)
     (path / _MARKER).write_text("created by meshconf; `meshconf down` removes it\n")
     return path

@@ -1,0 +1,214 @@
+"""Every manifest the kind provider generates, one function each, from the topology and the address plan.
+
+- kind cluster configs (``kind.x-k8s.io/v1alpha4``): one control-plane node, labelled with the cluster's
+  region and first zone, one worker per further zone; distinct pod/service subnets per cluster.
+- MetalLB ``IPAddressPool`` + ``L2Advertisement`` (``metallb.io/v1beta1``), one slice of the kind network each.
+- ``istio-system`` Namespace with ``topology.istio.io/network`` (and, on a remote cluster,
+  ``topology.istio.io/controlPlaneClusters``), and the plug-in CA ``cacerts`` Secret from conformance.certs.
+- IstioOperator install overlays (Istio's "Install Multi-Primary / Primary-Remote" guides), the east-west
+  gateway (what ``samples/multicluster/gen-eastwest-gateway.sh`` generates), and the Gateways that expose
+  services (15443 AUTO_PASSTHROUGH, ``*.local``) and, for remote clusters, istiod.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from conformance.certs import IntermediateCA
+from conformance.providers.kind.addresses import ClusterAddresses
+from conformance.topology import Cluster, Role, Topology
+
+__all__ = [
+    "DEFAULT_KUBERNETES",
+    "EAST_WEST_GATEWAY",
+    "KIND_VERSION",
+    "METALLB_MANIFEST",
+    "NODE_IMAGES",
+    "WORKLOAD_CERT_TTL",
+    "cacerts_secret",
+    "east_west_gateway",
+    "expose_istiod",
+    "expose_services",
+    "install_overlay",
+    "istio_system_namespace",
+    "kind_cluster_config",
+    "metallb_pool",
+    "needs_east_west_gateway",
+]
+
+KIND_VERSION = "v0.33.0"
+NODE_IMAGES = {
+    # the images kind v0.33.0 was released with (its release notes); a digest pins an image built for it
+    "1.34": "kindest/node:v1.34.11@sha256:44e222ee2132dab25ff87301682f89eb82c7880ea3a1bf543bfe9708fd08d67d",
+    "1.35": "kindest/node:v1.35.8@sha256:07b2536e30b803ed61d1677a79df6115f798ce64c80f9e22f6ed45afd09323c0",
+    "1.36": "kindest/node:v1.36.4@sha256:099e049362a1526b2db71494e1947aae99bd16290d7c895f2b7ea312e3cbfaed",
+    "1.37": "kindest/node:v1.37.0@sha256:a1ed56cfb0e7b93589bdf97c8cd566405a265939e3620fc4f5de89adff580ae5",
+}
+DEFAULT_KUBERNETES = "1.34"
+METALLB_VERSION = "v0.15.3"
+METALLB_MANIFEST = f"https://raw.githubusercontent.com/metallb/metallb/{METALLB_VERSION}/config/manifests/metallb-native.yaml"
+EAST_WEST_GATEWAY = "istio-eastwestgateway"
+WORKLOAD_CERT_TTL = "10m"
+"""proxyMetadata.SECRET_TTL: short, so the rotation check sees a rotation within a run."""
+
+_ISTIO_SYSTEM = "istio-system"
+
+
+def needs_east_west_gateway(cluster: Cluster, topology: Topology) -> bool:
+    """Multi-network: every cluster. One network: only a primary that serves remote clusters (to expose istiod)."""
+    if topology.multi_network:
+        return True
+    return cluster.role is Role.PRIMARY and serves_remotes(cluster, topology)
+
+
+def serves_remotes(cluster: Cluster, topology: Topology) -> bool:
+    return any(c.primary == cluster.name for c in topology.clusters)
+
+
+def kind_cluster_config(cluster: Cluster, addresses: ClusterAddresses, node_image: str) -> dict[str, Any]:
+    """The kind config of one cluster (what ``kind-configs/<topology>/<cluster>.yaml`` holds)."""
+    nodes: list[dict[str, Any]] = [{
+        "role": "control-plane",
+        "image": node_image,
+        "labels": {"topology.kubernetes.io/region": cluster.region, "topology.kubernetes.io/zone": cluster.zone},
+    }]
+    nodes += [{"role": "worker", "image": node_image,
+               "labels": {"topology.kubernetes.io/region": cluster.region, "topology.kubernetes.io/zone": zone}}
+              for zone in cluster.zones[1:]]
+    return {
+        "kind": "Cluster",
+        "apiVersion": "kind.x-k8s.io/v1alpha4",
+        "name": cluster.name,
+        "networking": {"podSubnet": addresses.pod_subnet, "serviceSubnet": addresses.service_subnet},
+        "nodes": nodes,
+    }
+
+
+def metallb_pool(cluster: Cluster, addresses: ClusterAddresses) -> list[dict[str, Any]]:
+    """This cluster's slice of the kind network, announced on L2.
+
+    The slice's first address is a pool of its own that MetalLB never hands out by itself: only the east-west
+    gateway asks for it (``metallb.io/loadBalancerIPs``), so no earlier LoadBalancer (the ingress gateway)
+    can take it.
+    """
+    pool, reserved = f"meshconf-{cluster.name}", f"meshconf-{cluster.name}-eastwest"
+    return [
+        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+         "metadata": {"name": reserved, "namespace": "metallb-system"},
+         "spec": {"addresses": [f"{addresses.east_west_address}/32"], "autoAssign": False}},
+        {"apiVersion": "metallb.io/v1beta1", "kind": "IPAddressPool",
+         "metadata": {"name": pool, "namespace": "metallb-system"},
+         "spec": {"addresses": [addresses.shared_range]}},
+        {"apiVersion": "metallb.io/v1beta1", "kind": "L2Advertisement",
+         "metadata": {"name": pool, "namespace": "metallb-system"},
+         "spec": {"ipAddressPools": [reserved, pool]}},
+    ]
+
+
+def istio_system_namespace(cluster: Cluster) -> dict[str, Any]:
+    """``istio-system`` labelled with the cluster's network; a remote names its control plane's cluster."""
+    metadata: dict[str, Any] = {"name": _ISTIO_SYSTEM, "labels": {"topology.istio.io/network": cluster.network}}
+    if cluster.role is Role.REMOTE and cluster.primary:
+        metadata["annotations"] = {"topology.istio.io/controlPlaneClusters": cluster.primary}
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": metadata}
+
+
+def cacerts_secret(ca: IntermediateCA) -> dict[str, Any]:
+    """Istio's plug-in CA secret: the cluster's intermediate, its key, the shared root, the chain."""
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": "cacerts", "namespace": _ISTIO_SYSTEM},
+        "data": {name: base64.b64encode(data).decode() for name, data in ca.plugin_files().items()},
+    }
+
+
+def install_overlay(cluster: Cluster, topology: Topology, addresses: dict[str, ClusterAddresses],
+                    revision: str | None = None) -> dict[str, Any]:
+    """The IstioOperator ``istioctl install -f`` gets for this cluster."""
+    global_values: dict[str, Any] = {
+        "meshID": topology.mesh_id,
+        "multiCluster": {"clusterName": cluster.name},
+        "network": cluster.network,
+    }
+    spec: dict[str, Any] = {"values": {"global": global_values}}
+    if cluster.role is Role.REMOTE and cluster.primary:
+        spec["profile"] = "remote"
+        global_values["remotePilotAddress"] = addresses[cluster.primary].east_west_address
+        spec["values"]["istiodRemote"] = {"injectionPath": f"/inject/cluster/{cluster.name}/net/{cluster.network}"}
+    else:
+        spec["meshConfig"] = {"trustDomain": topology.trust_domain,
+                              "defaultConfig": {"proxyMetadata": {"SECRET_TTL": WORKLOAD_CERT_TTL}}}
+        if serves_remotes(cluster, topology):
+            global_values["externalIstiod"] = True
+    if revision:
+        spec["revision"] = revision
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "metadata": {"name": f"meshconf-{cluster.name}", "namespace": _ISTIO_SYSTEM}, "spec": spec}
+
+
+def east_west_gateway(cluster: Cluster, topology: Topology, addresses: ClusterAddresses,
+                      revision: str | None = None) -> dict[str, Any]:
+    """The east-west gateway of ``cluster``'s network, pinned to the first address of its MetalLB slice."""
+    spec: dict[str, Any] = {
+        "profile": "empty",
+        "components": {"ingressGateways": [{
+            "name": EAST_WEST_GATEWAY,
+            "enabled": True,
+            "label": {"istio": "eastwestgateway", "app": EAST_WEST_GATEWAY,
+                      "topology.istio.io/network": cluster.network},
+            "k8s": {
+                "env": [
+                    # sni-dnat adds the clusters AUTO_PASSTHROUGH needs
+                    {"name": "ISTIO_META_ROUTER_MODE", "value": "sni-dnat"},
+                    # traffic through this gateway stays inside its network
+                    {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": cluster.network},
+                ],
+                "serviceAnnotations": {"metallb.io/loadBalancerIPs": addresses.east_west_address},
+                "service": {"ports": [
+                    {"name": "status-port", "port": 15021, "targetPort": 15021},
+                    {"name": "mtls", "port": 15443, "targetPort": 15443},
+                    {"name": "tcp-istiod", "port": 15012, "targetPort": 15012},
+                    {"name": "tcp-webhook", "port": 15017, "targetPort": 15017},
+                ]},
+            },
+        }]},
+        "values": {"global": {"meshID": topology.mesh_id, "network": cluster.network,
+                              "multiCluster": {"clusterName": cluster.name}}},
+    }
+    if revision:
+        spec["revision"] = revision
+    return {"apiVersion": "install.istio.io/v1alpha1", "kind": "IstioOperator",
+            "metadata": {"name": "eastwest", "namespace": _ISTIO_SYSTEM}, "spec": spec}
+
+
+def expose_services() -> dict[str, Any]:
+    """Every ``*.local`` service reachable through the east-west gateway, mTLS passed through (15443)."""
+    return {
+        "apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+        "metadata": {"name": "cross-network-gateway", "namespace": _ISTIO_SYSTEM},
+        "spec": {"selector": {"istio": "eastwestgateway"},
+                 "servers": [{"port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                              "tls": {"mode": "AUTO_PASSTHROUGH"}, "hosts": ["*.local"]}]},
+    }
+
+
+def expose_istiod() -> list[dict[str, Any]]:
+    """istiod (xDS 15012, injection webhook 15017) reachable through the east-west gateway, for remotes."""
+    istiod = "istiod.istio-system.svc.cluster.local"
+    return [
+        {"apiVersion": "networking.istio.io/v1", "kind": "Gateway",
+         "metadata": {"name": "istiod-gateway", "namespace": _ISTIO_SYSTEM},
+         "spec": {"selector": {"istio": "eastwestgateway"},
+                  "servers": [{"port": {"name": "tls-istiod", "number": 15012, "protocol": "TLS"},
+                               "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]},
+                              {"port": {"name": "tls-istiodwebhook", "number": 15017, "protocol": "TLS"},
+                               "tls": {"mode": "PASSTHROUGH"}, "hosts": ["*"]}]}},
+        {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+         "metadata": {"name": "istiod-vs", "namespace": _ISTIO_SYSTEM},
+         "spec": {"hosts": ["*"], "gateways": ["istiod-gateway"],
+                  "tls": [{"match": [{"port": 15012, "sniHosts": ["*"]}],
+                           "route": [{"destination": {"host": istiod, "port": {"number": 15012}}}]},
+                          {"match": [{"port": 15017, "sniHosts": ["*"]}],
+                           "route": [{"destination": {"host": istiod, "port": {"number": 443}}}]}]}},
+    ]

@@ -1,0 +1,31 @@
+from conformance import Area, Feature, Scenario, check
+from conformance.expect import expect_all_ok, expect_answered_by, expect_fails_fast, expect_no_failed_calls
+
+
+@check("failover-east-west-gateway-loss", area=Area.FAILOVER, serial=True,
+       features=[Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY, Feature.GATEWAY_FAULTS],
+       description="With cluster2's east-west gateway down, local traffic is unaffected and cross-network calls "
+                   "fail fast")
+def test_failover_east_west_gateway_loss(scenario: Scenario) -> None:
+    server = scenario.deploy("server", "cluster1")
+    scenario.deploy("server", "cluster2")
+    remote = scenario.deploy("remote", "cluster2")
+    client = scenario.deploy("client", "cluster1")
+    scenario.apply("failover-east-west-gateway-loss.yaml")
+    scenario.await_convergence(lambda: scenario.call(client, server, count=10),
+                               lambda result: expect_answered_by(result, ["cluster1"]))
+    scenario.await_convergence(lambda: scenario.call(client, remote, count=3), expect_all_ok)
+
+    with scenario.traffic(client, server) as traffic:
+        traffic.wait(0.3)
+        traffic.mark("gateway down")
+        scenario.faults.set_gateway("cluster2", up=False)
+        cut_off = scenario.call(client, remote, count=3)
+        traffic.wait(1.5)
+    timeline = traffic.stop()
+    scenario.attach_timeline(timeline, "local traffic while the gateway is down")
+
+    slowest = max(r.latency_us for r in cut_off.responses) / 1e6
+    scenario.measure("slowest failed cross-network call", slowest, "s", budget=scenario.config.budgets.fail_fast_s)
+    expect_no_failed_calls(timeline, across="gateway down")
+    expect_fails_fast(cut_off, scenario.config.budgets.fail_fast_s)

@@ -1,0 +1,20 @@
+from conformance import Area, Feature, Scenario, check
+from conformance.expect import expect_all_ok, expect_all_refused
+
+
+@check("mtls-mesh-wide-strict", area=Area.MTLS, serial=True,
+       features=[Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG],
+       description="A STRICT policy in the root namespace makes every namespace refuse plaintext, until removed")
+def test_mtls_mesh_wide_strict(scenario: Scenario) -> None:
+    server = scenario.deploy("server", "cluster1")
+    client = scenario.deploy("client", "cluster1")
+    outsider = scenario.deploy("outsider", "cluster1", in_mesh=False)
+
+    mesh_wide = scenario.apply("mtls-mesh-wide-strict.yaml")
+
+    scenario.await_convergence(lambda: scenario.call(outsider, server, count=3), expect_all_refused)
+    expect_all_ok(scenario.call(client, server, count=5))
+
+    scenario.delete(mesh_wide)  # restore the mesh as it was: plaintext is accepted again
+
+    scenario.await_convergence(lambda: scenario.call(outsider, server, count=3), expect_all_ok)

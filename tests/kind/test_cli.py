@@ -1,0 +1,148 @@
+"""meshconf plan / doctor / gate / upgrade --plan, as a user runs them (subprocess, no Docker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import REPO, run_meshconf
+
+
+def test_plan_multi_network_prints_every_step_and_runs_nothing() -> None:
+    done = run_meshconf("plan", "--provider", "kind", "--topology", "multi-network", "--istio-version", "1.28.0")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    steps = [line for line in text.splitlines() if line.startswith("Step ")]
+    assert [s.split(".")[0] for s in steps] == [f"Step {n}" for n in range(1, 12)]
+    assert "cross-network-gateway" in text and "AUTO_PASSTHROUGH" in text
+    assert "PRIVATE KEY" not in text and "<redacted:" in text
+
+
+def test_plan_needs_an_istio_version() -> None:
+    done = run_meshconf("plan", "--provider", "kind")
+    assert done.returncode == 2 and "--istio-version" in done.stderr
+
+
+def test_plan_for_a_provider_without_a_plan_is_a_usage_error() -> None:
+    done = run_meshconf("plan", "--provider", "local", "--istio-version", "1.28.0")
+    assert done.returncode == 2 and "has no install plan" in done.stderr
+
+
+def test_upgrade_plan() -> None:
+    done = run_meshconf("upgrade", "--provider", "kind", "--topology", "multi-network", "--from", "1.27.3",
+                        "--to", "1.28.0", "--plan")
+    assert done.returncode == 0, done.stderr
+    assert "istioctl-1.28.0 install -y -f $RUN/cluster1/istio-1-28-0.yaml" in done.stdout
+    assert "istioctl-1.28.0 tag set default --revision=1-28-0 --overwrite -y" in done.stdout
+    assert "revision: 1-28-0" in done.stdout
+
+
+def test_upgrade_refuses_remote_clusters() -> None:
+    done = run_meshconf("upgrade", "--topology", "primary-remote", "--from", "1.27.3", "--to", "1.28.0", "--plan")
+    assert done.returncode == 2 and "remote clusters" in done.stderr
+
+
+# -- gate -----------------------------------------------------------------------------------------------------
+
+
+def _report(path: Path, checks: list[dict[str, Any]], version: str) -> Path:
+    path.write_text(json.dumps({"schemaVersion": 1, "run": {"provider": "kind", "topology": "multi-network",
+                                                            "meshVersion": version}, "summary": {},
+                                "checks": checks}))
+    return path
+
+
+def _check(check_id: str, status: str, value: float | None = None, budget: float = 10.0) -> dict[str, Any]:
+    measurements = [] if value is None else [{"name": "p99", "value": value, "unit": "ms", "budget": budget,
+                                              "comparison": "<=", "withinBudget": value <= budget}]
+    return {"id": check_id, "area": "mtls", "status": status, "measurements": measurements}
+
+
+@pytest.mark.parametrize(("after", "code", "shown"), [
+    ([_check("a", "passed", 5.0), _check("b", "failed")], 0, "0 regression(s); 0 other change(s)"),
+    ([_check("a", "failed", 5.0), _check("b", "failed")], 1, "a      status  passed  failed  REGRESSION"),
+    ([_check("a", "passed", 12.0), _check("b", "failed")], 1, "p99     5 ms (budget <= 10)  12 ms (budget <= 10)"),
+    ([_check("b", "passed")], 1, "absent  REGRESSION"),
+    ([_check("a", "skipped", 5.0), _check("b", "passed")], 1, "passed  skipped  REGRESSION"),
+])
+def test_gate_exit_codes(tmp_path: Path, after: list[dict[str, Any]], code: int, shown: str) -> None:
+    before = _report(tmp_path / "before.json", [_check("a", "passed", 5.0), _check("b", "failed")], "1.27.3")
+    done = run_meshconf("gate", "--before", str(before), "--after", str(_report(tmp_path / "after.json", after,
+                                                                                   "1.28.0")))
+    assert done.returncode == code, done.stdout + done.stderr
+    assert " ".join(shown.split()) in " ".join(done.stdout.split())
+
+
+def test_gate_rejects_what_is_not_a_report(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schemaVersion": 2, "checks": []}')
+    done = run_meshconf("gate", "--before", str(bad), "--after", str(bad))
+    assert done.returncode == 2 and "schemaVersion 1" in done.stderr
+
+
+# -- doctor ---------------------------------------------------------------------------------------------------
+
+
+def _tool(folder: Path, name: str, script: str) -> None:
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o755)
+
+
+def _doctor(path: str, provider: str = "kind") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path}
+    return subprocess.run([sys.executable, "-m", "conformance.cli", "doctor", "--provider", provider], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_doctor_with_everything_missing(tmp_path: Path) -> None:
+    done = _doctor(str(tmp_path))
+    assert done.returncode == 3
+    for line in ("MISSING docker ", "MISSING docker daemon", "MISSING kind ", "MISSING kubectl "):
+        assert line in done.stdout
+    assert "helm" in done.stdout and "not needed" in done.stdout
+    assert "NOT ready for --provider kind" in done.stdout
+
+
+def test_doctor_with_a_stopped_docker_daemon(tmp_path: Path) -> None:
+    _tool(tmp_path, "docker", 'if [ "$1" = "info" ]; then echo "Cannot connect" >&2; exit 1; fi\n'
+                              'echo "Docker version 28.2.2, build test"')
+    _tool(tmp_path, "kind", "echo kind v0.33.0 go1.25 linux/amd64")
+    _tool(tmp_path, "kubectl", """echo '{"clientVersion": {"gitVersion": "v1.34.1"}}'""")
+    done = _doctor(str(tmp_path))
+    assert done.returncode == 3
+    assert "ok      docker " in done.stdout and "Docker version 28.2.2" in done.stdout
+    assert "MISSING docker daemon" in done.stdout and "docker info" in done.stdout
+    assert "kind v0.33.0" in done.stdout and "v1.34.1" in done.stdout
+
+
+def test_doctor_ready(tmp_path: Path) -> None:
+    _tool(tmp_path, "docker", 'if [ "$1" = "info" ]; then echo 28.2.2; exit 0; fi\necho "Docker version 28.2.2"')
+    _tool(tmp_path, "kind", "echo kind v0.33.0")
+    _tool(tmp_path, "kubectl", """echo '{"clientVersion": {"gitVersion": "v1.34.1"}}'""")
+    done = _doctor(str(tmp_path))
+    assert done.returncode == 0, done.stdout
+    assert "ready for --provider kind" in done.stdout
+    assert _doctor(str(tmp_path / "empty"), provider="existing").returncode == 0  # the Python client is enough
+
+
+# -- run flags and pytest options -----------------------------------------------------------------------------
+
+
+def test_pytest_options_reach_the_run_config() -> None:
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites/mtls", "--collect-only", "-q",
+                           "--mesh-provider=existing", "--mesh-context=staging-a", "--mesh-context=staging-b",
+                           "--allow-mesh-wide", "--istio-version=1.28.0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_existing_without_contexts_is_a_usage_error() -> None:
+    done = run_meshconf("run", "--provider", "existing")
+    assert done.returncode == 2 and "needs at least one --context" in done.stderr
