@@ -84,6 +84,11 @@ class Budgets:
     """From the local workload's recovery until calls are served locally again (ejection time + interval)."""
     fail_fast_s: float = 2.0
     """Longest a call to an unreachable cluster may take to fail (it must not hang)."""
+    locality_rtt_saving_ms: float = 20.0
+    """What locality-preferred routing must save at p50 against calls across the link (the shipped
+    topologies' link RTT is 25 ms; set this to about 80% of your clusters' real round trip)."""
+    failover_error_rate_pct: float = 1.0
+    """Share of requests allowed to fail under load while a local backend fails and traffic shifts."""
     locality_local_pct: float = 99.0
     """Share of calls that must stay in the caller's locality when locality LB is on."""
 

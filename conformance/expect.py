@@ -34,6 +34,7 @@ __all__ = [
     "expect_error_rate_within",
     "expect_failover",
     "expect_fails_fast",
+    "expect_latency_saving",
     "expect_latency_within",
     "expect_new_certificate",
     "expect_no_failed_calls",
@@ -308,3 +309,15 @@ def expect_overhead_within(mesh: LoadResult, direct: LoadResult, percentile: str
             f"the mesh added {overhead:.3f} ms at {percentile} ({mesh.percentile_ms(percentile):.3f} ms through "
             f"the mesh, {direct.percentile_ms(percentile):.3f} ms direct), over its budget of {budget_ms:g} ms"
             f"\n  {mesh.summary()}\n  {direct.summary()}")
+
+
+def expect_latency_saving(faster: LoadResult, slower: LoadResult, percentile: str, at_least_ms: float) -> None:
+    """``faster``'s ``percentile`` latency is below ``slower``'s by at least ``at_least_ms``."""
+    __tracebackhide__ = True
+    saving = slower.percentile_ms(percentile) - faster.percentile_ms(percentile)
+    if saving < at_least_ms:
+        raise AssertionError(
+            f"{faster.label} saved {saving:.3f} ms at {percentile} against {slower.label} "
+            f"({faster.percentile_ms(percentile):.3f} ms vs {slower.percentile_ms(percentile):.3f} ms); "
+            f"at least {at_least_ms:g} ms expected"
+        )

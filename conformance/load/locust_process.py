@@ -47,7 +47,7 @@ class LocustRun:
                  grace_s: float = 30.0, locustfile: Path | None = None) -> None:
         self.target = target
         self.profile = profile
-        self.out_dir = out_dir
+        self.out_dir = out_dir.resolve()  # Locust runs in its own working directory
         self.label = label or target.label or str(target)
         self.grace_s = grace_s
         self.locustfile = locustfile or locustfile_source()

@@ -1,0 +1,32 @@
+import time
+
+from conformance import Area, Feature, Scenario, check
+from conformance.expect import expect_answered_by, expect_error_rate_within, expect_latency_within
+from conformance.load import LocustRun
+
+
+@check("latency-during-failover", area=Area.LATENCY, serial=True,
+       features=[Feature.MULTI_CLUSTER, Feature.WORKLOAD_FAULTS, Feature.SIDECAR_ENTRY],
+       description="While the local backend fails under load, p99 and the error rate stay within their budgets")
+def test_latency_during_failover(scenario: Scenario) -> None:
+    local = scenario.deploy("server", "cluster1")
+    scenario.deploy("server", "cluster2")
+    client = scenario.deploy("client", "cluster1")
+
+    scenario.apply("latency-during-failover.yaml")
+    scenario.await_convergence(lambda: scenario.call(client, local, count=10),
+                               lambda result: expect_answered_by(result, ["cluster1"]))
+
+    def fail_the_local_backend(run: LocustRun) -> None:
+        run.window_opened_at()  # the measured window is open: let a third of it pass, then fail the backend
+        time.sleep(scenario.config.load.duration_s / 3)
+        run.mark("local backend fails")
+        scenario.faults.set_mode(local, status=503)
+
+    result = scenario.load(scenario.through_sidecar(client, local), during=fail_the_local_backend)
+
+    budgets = scenario.config.budgets
+    scenario.measure("p99 during failover", result.percentile_ms("p99"), "ms", budgets.cross_cluster_p99_ms)
+    scenario.measure("error rate during failover", result.error_rate_pct, "%", budgets.failover_error_rate_pct)
+    expect_latency_within(result, "p99", budgets.cross_cluster_p99_ms)
+    expect_error_rate_within(result, budgets.failover_error_rate_pct)
