@@ -66,10 +66,14 @@ NOT_YET_CAUGHT: set[Defect] = set()
 # A defect that is caught shows within seconds: no need to wait out the default 30 s consistency budget.
 # Latency checks: short, light load runs, and limits for a busy shared 2-core CI machine (its stalls cost a
 # paced generator calls, and lengthen tails: p99 up to ~30 ms was seen at load average 3.5) that still
-# catch slow-sidecar's 20 ms on every request.
+# catch slow-sidecar's 20 ms on every request. A 2 s window holds only ~200 requests, so its p99 is the 2nd
+# slowest: in latency-during-failover that is one of the calls that opened a new mTLS connection across the
+# 25 ms link when traffic shifted (~3 round trips, 85-90 ms seen); the default 10 s window dilutes them.
+# The cross-cluster checks are caught by errors and by locality here, not by their p99 budget.
 FAST = ["--timeout", "consistency_s=4", "--load", "duration_s=2", "--load", "warmup_s=0.5",
         "--load", "rate_rps=100", "--load", "min_rate_pct=90",
-        "--budget", "in_cluster_p99_ms=18", "--budget", "mesh_overhead_p99_ms=15"]
+        "--budget", "in_cluster_p99_ms=18", "--budget", "mesh_overhead_p99_ms=15",
+        "--budget", "cross_cluster_p99_ms=200"]
 
 
 def run_checks(out: Path, *args: str) -> dict[str, str]:
