@@ -9,6 +9,7 @@ kubeconfig with credentials.
 
 from __future__ import annotations
 
+import abc
 import os
 import re
 import subprocess
@@ -32,11 +33,12 @@ class Result:
     stderr: str
 
 
-class Runner:
+class Runner(abc.ABC):
     """Runs one argv. Subclasses: SubprocessRunner (real), Recorder (tests)."""
 
+    @abc.abstractmethod
     def run(self, argv: Sequence[str], stdin: str | None = None, timeout_s: float = 600.0) -> Result:
-        raise NotImplementedError
+        """Run ``argv`` and return what it printed and its exit code."""
 
 
 class SubprocessRunner(Runner):

@@ -8,6 +8,7 @@ container, and per-namespace diagnostics (logs, events, Envoy dumps; never secre
 
 from __future__ import annotations
 
+import abc
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -28,7 +29,7 @@ __all__ = ["KubeMesh"]
 _ENVOY_PATHS = {"config_dump.json": "config_dump", "clusters.txt": "clusters", "stats.txt": "stats"}
 
 
-class KubeMesh:
+class KubeMesh(abc.ABC):
     """The contract methods every Kubernetes-backed provider shares."""
 
     name = "kube"
@@ -38,8 +39,9 @@ class KubeMesh:
         self.topology = topology
         self.probe_wait_s = max(config.timeouts.probe_ready_s, 180.0)
 
+    @abc.abstractmethod
     def api(self, cluster: str) -> KubeAPI:
-        raise NotImplementedError
+        """The API server of ``cluster`` (kind: the run's kubeconfig; existing: the user's context)."""
 
     def clusters(self) -> Sequence[Cluster]:
         return self.topology.clusters
