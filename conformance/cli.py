@@ -23,7 +23,9 @@ EXIT_INTERRUPTED = 130
 
 
 def _suites_dir() -> Path:
-    return Path(__file__).resolve().parent.parent / "suites"
+    """The repository's ``suites/``, or the copy bundled in the wheel."""
+    repo = Path(__file__).resolve().parent.parent / "suites"
+    return repo if repo.is_dir() else Path(__file__).resolve().parent / "_bundled" / "suites"
 
 
 def _add_mesh_options(parser: argparse.ArgumentParser) -> None:

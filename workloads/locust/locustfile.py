@@ -9,12 +9,12 @@ in a JSON *plan* (``--meshconf-plan PATH`` or ``LOCUST_MESHCONF_PLAN``)::
      "result": "result.json", "window": "window.json"}
 
 The target's address comes from Locust's own ``--host`` (``http://address:port``). Each user sends
-``rate_rps / users`` requests per second (``constant_throughput``). Once every user is spawned the warm-up
+``rate_rps / users`` requests per second (constant throughput, self-paced). Once every user is spawned the warm-up
 runs for ``warmup_s``; then the measured window opens for ``duration_s``: every request that *starts* inside
 it is recorded, from Locust's request event, in microseconds, into an HDR histogram (3 significant digits),
-overall and per second of the window. Locust's own statistics are reset when the window opens, so its CSV
-and HTML report cover the same requests. When the window closes no new request starts, the ones in flight
-finish, ``result`` is written (whole, then renamed) and Locust quits.
+overall and per second of the window. Locust's own statistics are reset when the window opens, so its CSV and
+HTML report cover the same requests. When the window closes no new request starts, the ones in flight finish,
+``result`` is written (whole, then renamed) and Locust quits.
 
 ``window`` is written when the window opens (its wall-clock start), so the process that started the run can
 place events (a fault, a failover) on the window's time axis while the load runs.
@@ -44,7 +44,7 @@ from typing import Any
 
 import gevent
 from hdrh.histogram import HdrHistogram
-from locust import FastHttpUser, constant_throughput, events, task
+from locust import FastHttpUser, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
@@ -163,7 +163,7 @@ def _load_plan(environment: Environment, **_: Any) -> None:
     ENVIRONMENT.append(environment)
     if PLAN.get("host_header"):
         HEADERS["Host"] = PLAN["host_header"]
-    MeshconfUser.wait_time = constant_throughput(float(PLAN["rate_rps"]) / int(PLAN["users"]))
+    MeshconfUser.period_s = int(PLAN["users"]) / float(PLAN["rate_rps"])
     MeshconfUser.network_timeout = MeshconfUser.connection_timeout = float(PLAN["timeout_s"])
     if isinstance(environment.runner, WorkerRunner):
         environment.events.report_to_master.add_listener(_report_to_master)
@@ -280,21 +280,30 @@ def _write_result(complete: bool) -> None:
 
 
 class MeshconfUser(FastHttpUser):
-    """One paced caller. ``wait_time``, timeouts and headers are set from the plan at init."""
+    """One paced caller: a call every ``period_s`` (``users / rate_rps``), set with the timeouts at init."""
 
     started = 0
     phase = random.random()
+    period_s = 1.0
+    last_start = 0.0
+
+    def wait_time(self) -> float:
+        # constant throughput, as Locust's constant_throughput does it, but paced from a start this class
+        # owns: wait out what is left of the period since the last call started (0 after a slow call)
+        now = time.perf_counter()
+        wait = max(0.0, self.period_s - (now - self.last_start))
+        self.last_start = now + wait
+        return wait
 
     def on_start(self) -> None:
         # Locust spawns users in batches (spawn_rate of them at once): left alone they would call in
         # lock-step bursts of that size. Spread their first calls evenly over one period instead.
         index = MeshconfUser.started
         MeshconfUser.started += 1
-        period = int(PLAN["users"]) / float(PLAN["rate_rps"])
-        gevent.sleep(((index / int(PLAN["users"]) + self.phase) % 1.0) * period)
-        # constant_throughput paces from the user's creation (User._cp_last_run): restart it after the
-        # offset, or the first wait would absorb the offset and the users would fall back into lock-step
-        self._cp_last_run = time.perf_counter()
+        gevent.sleep(((index / int(PLAN["users"]) + self.phase) % 1.0) * self.period_s)
+        # pace from the end of the offset, or the first wait would absorb it and the users would fall
+        # back into lock-step
+        self.last_start = time.perf_counter()
 
     @task
     def call(self) -> None:
