@@ -72,6 +72,8 @@ class Budgets:
     """p99 of calls between two workloads in one cluster, under load (``LoadSettings``)."""
     cross_cluster_p99_ms: float = 50.0
     """p99 of calls to a workload in another cluster, under load, with the topology's injected RTT."""
+    ingress_p99_ms: float = 10.0
+    """p99 of calls through a cluster's ingress gateway to a workload in that cluster (north-south), under load."""
     mesh_overhead_p99_ms: float = 5.0
     """What the mesh path (client sidecar -> mTLS -> server sidecar) adds to the direct path, at p50 and p99."""
     error_rate_pct: float = 0.0

@@ -57,7 +57,7 @@ CATCHES: dict[Defect, Catch] = {
     Defect.ALLOW_NOTHING_ALLOWS: _catch("authz-allow-nothing-denies-all"),
     Defect.IGNORE_PRINCIPAL_RULES: _catch("authz-allow-principal", "authz-cross-cluster-principal",
                                           "authz-plaintext-has-no-principal"),
-    Defect.SLOW_SIDECAR: _catch("latency-in-cluster-budget", "latency-mesh-overhead"),
+    Defect.SLOW_SIDECAR: _catch("latency-in-cluster-budget", "latency-mesh-overhead", "latency-ingress-budget"),
 }
 
 NOT_YET_CAUGHT: set[Defect] = set()
@@ -72,7 +72,7 @@ NOT_YET_CAUGHT: set[Defect] = set()
 # The cross-cluster checks are caught by errors and by locality here, not by their p99 budget.
 FAST = ["--timeout", "consistency_s=4", "--load", "duration_s=2", "--load", "warmup_s=0.5",
         "--load", "rate_rps=100", "--load", "min_rate_pct=90",
-        "--budget", "in_cluster_p99_ms=18", "--budget", "mesh_overhead_p99_ms=15",
+        "--budget", "in_cluster_p99_ms=18", "--budget", "ingress_p99_ms=18", "--budget", "mesh_overhead_p99_ms=15",
         "--budget", "cross_cluster_p99_ms=200"]
 
 
