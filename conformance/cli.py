@@ -175,7 +175,8 @@ def _down(args: argparse.Namespace) -> int:
         return 0
     for provider, path in runs:
         stopped = teardown_run(provider, path)
-        print(f"{path}: stopped {len(stopped)} leftover process(es); removed")
+        by_pid = f"; {len(stopped)} process(es) that outlived it stopped by PID" if stopped else ""
+        print(f"{path}: {provider} mesh torn down, run directory removed{by_pid}")
     return 0
 
 
