@@ -19,12 +19,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from conformance.providers.local.defects import Defect  # noqa: E402
-from tests.selfvalidation.test_defects import CATCHES, NOT_YET_CAUGHT  # noqa: E402
+from tests.selfvalidation.test_defects import CATCHES, NOT_YET_CAUGHT, Catch  # noqa: E402
 
 
-def run(defect: Defect, topology: str, workers: str, out: Path) -> dict[str, str]:
+def run(defect: Defect, topology: str, workers: str, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
     subprocess.run([sys.executable, "-m", "conformance.cli", "run", "--out", str(out), "--topology", topology,
-                    "--mesh-defect", defect.value, "--timeout", "consistency_s=4", "-n", workers],
+                    "--mesh-defect", defect.value, "--timeout", "consistency_s=4", "-n", workers, *extra],
                    cwd=REPO, capture_output=True, text=True, timeout=1800)
     report = out / "conformance-report.json"
     if not report.exists():
@@ -41,19 +41,22 @@ def main() -> None:
     caught = 0
     with tempfile.TemporaryDirectory(prefix="meshconf-selfval-") as tmp:
         for defect in defects:
-            topology = CATCHES[defect].topology if defect in CATCHES else "multi-primary"
-            statuses = run(defect, topology, args.workers, Path(tmp) / defect.value)
-            failed = sorted(c for c, s in statuses.items() if s == "failed")
-            broken = sorted(c for c, s in statuses.items() if s == "broken")
-            expected = CATCHES[defect].checks if defect in CATCHES else frozenset()
-            verdict = "caught" if failed else "NOT CAUGHT"
-            caught += bool(failed)
-            missing = sorted(expected - set(failed))
-            print(f"{defect.value:<28} {verdict:<10} on {topology}: {len(failed)} checks failed: {', '.join(failed)}")
-            if missing:
-                print(f"{'':<28} expected but did not fail: {', '.join(missing)}")
-            if broken:
-                print(f"{'':<28} broken (environment, not a verdict): {', '.join(broken)}")
+            any_failed = False
+            for catch in CATCHES.get(defect, (Catch(frozenset()),)):
+                out = Path(tmp) / f"{defect.value}-{catch.topology}"
+                statuses = run(defect, catch.topology, args.workers, out, catch.args)
+                failed = sorted(c for c, s in statuses.items() if s == "failed")
+                broken = sorted(c for c, s in statuses.items() if s == "broken")
+                verdict = "caught" if failed else "NOT CAUGHT"
+                any_failed |= bool(failed)
+                missing = sorted(catch.checks - set(failed))
+                print(f"{defect.value:<28} {verdict:<10} on {catch.topology}: {len(failed)} checks failed: "
+                      + ", ".join(failed))
+                if missing:
+                    print(f"{'':<28} expected but did not fail: {', '.join(missing)}")
+                if broken:
+                    print(f"{'':<28} broken (environment, not a verdict): {', '.join(broken)}")
+            caught += any_failed
             if defect in NOT_YET_CAUGHT:
                 print(f"{'':<28} (listed as not yet caught by a check)")
     print(f"kill rate: {caught}/{len(defects)} defects caught ({100 * caught / max(1, len(defects)):.0f}%)")

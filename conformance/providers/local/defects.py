@@ -33,6 +33,7 @@ class Defect(StrEnum):
     IGNORE_AUTHZ_ALLOW = "ignore-authz-allow"
     ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
     IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
+    NO_CONNECTION_REUSE = "no-connection-reuse"
 
     @property
     def description(self) -> str:
@@ -58,6 +59,7 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.IGNORE_AUTHZ_ALLOW: "ALLOW AuthorizationPolicies are ignored: everything they do not name is allowed",
     Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
     Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
+    Defect.NO_CONNECTION_REUSE: "proxies open a new upstream connection (TCP + mTLS handshakes) for every request",
 }
 
 

@@ -97,6 +97,24 @@ def test_traffic_policy_on_a_cluster() -> None:
     assert "outlier_detection" not in plain
 
 
+def _requests_per_connection(cluster: dict[str, Any]) -> int | None:
+    options = cluster.get("typed_extension_protocol_options", {})
+    http = options.get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+    limit: int | None = http.get("common_http_protocol_options", {}).get("max_requests_per_connection")
+    return limit
+
+
+def test_max_requests_per_connection_and_the_no_reuse_defect() -> None:
+    policy = {"connectionPool": {"http": {"maxRequestsPerConnection": 5}}}
+    for defects, expected in ((frozenset(), 5), (frozenset({Defect.NO_CONNECTION_REUSE}), 1)):
+        cluster: dict[str, Any] = {"circuit_breakers": {"thresholds": [{}]}, "common_lb_config": {}}
+        apply_traffic_policy(cluster, policy, defects)
+        assert _requests_per_connection(cluster) == expected
+    untouched: dict[str, Any] = {"circuit_breakers": {"thresholds": [{}]}, "common_lb_config": {}}
+    apply_traffic_policy(untouched, {}, frozenset())
+    assert _requests_per_connection(untouched) is None
+
+
 @pytest.mark.parametrize(("istio", "envoy"), [("1s", "1s"), ("500ms", "0.5s"), ("1m", "60s"), ("1.5s", "1.5s")])
 def test_durations(istio: str, envoy: str) -> None:
     assert duration(istio, 0) == envoy

@@ -83,6 +83,17 @@ def duration(value: str | None, default: float) -> str:
     return f"{_seconds(value, default):.6f}".rstrip("0").rstrip(".") + "s"
 
 
+def requests_per_connection(cluster: dict[str, Any], limit: int) -> None:
+    """At most ``limit`` requests on one upstream connection of ``cluster`` (then a new connection)."""
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "common_http_protocol_options": {"max_requests_per_connection": limit},
+            "explicit_http_config": {"http_protocol_options": {}},
+        }
+    }
+
+
 def apply_traffic_policy(cluster: dict[str, Any], policy: Mapping[str, Any], defects: frozenset[Defect]) -> None:
     """Load balancer, connection pool and outlier detection of a DestinationRule onto an Envoy cluster."""
     lb = policy.get("loadBalancer") or {}
@@ -101,14 +112,10 @@ def apply_traffic_policy(cluster: dict[str, Any], policy: Mapping[str, Any], def
         thresholds["max_requests"] = int(http["http2MaxRequests"])
     if "maxRetries" in http:
         thresholds["max_retries"] = int(http["maxRetries"])
-    if "maxRequestsPerConnection" in http:
-        cluster["typed_extension_protocol_options"] = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "common_http_protocol_options": {"max_requests_per_connection": int(http["maxRequestsPerConnection"])},
-                "explicit_http_config": {"http_protocol_options": {}},
-            }
-        }
+    if Defect.NO_CONNECTION_REUSE in defects:
+        requests_per_connection(cluster, 1)
+    elif "maxRequestsPerConnection" in http:
+        requests_per_connection(cluster, int(http["maxRequestsPerConnection"]))
     outlier = policy.get("outlierDetection")
     if outlier and Defect.NO_OUTLIER_DETECTION not in defects:
         detection: dict[str, Any] = {
