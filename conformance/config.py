@@ -17,6 +17,7 @@ Every measured value is written into the conformance report beside the budget it
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -119,6 +120,11 @@ class LoadSettings:
     """The achieved rate must reach this share of the target, or the run is broken (generator shortfall)."""
     max_generator_cpu_pct: float = 90.0
     """A generator process busier than this share of one core is CPU-bound: the run is broken."""
+
+    def users_for(self, latency_ms: float) -> int:
+        """Users enough that answers twice as slow as ``latency_ms`` (a check's budget) still fit each user's
+        pacing: a mesh over its budget then fails the check rather than starving the generator (broken)."""
+        return max(self.users, math.ceil(self.rate_rps * 2 * latency_ms / 1000))
 
 
 @dataclass(frozen=True)

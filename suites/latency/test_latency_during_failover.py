@@ -23,9 +23,10 @@ def test_latency_during_failover(scenario: Scenario) -> None:
         run.mark("local backend fails")
         scenario.faults.set_mode(local, status=503)
 
-    result = scenario.load(scenario.through_sidecar(client, local), during=fail_the_local_backend)
-
     budgets = scenario.config.budgets
+    result = scenario.load(scenario.through_sidecar(client, local), during=fail_the_local_backend,
+                           users=scenario.config.load.users_for(budgets.cross_cluster_p99_ms))
+
     scenario.measure("p99 during failover", result.percentile_ms("p99"), "ms", budgets.cross_cluster_p99_ms)
     scenario.measure("error rate during failover", result.error_rate_pct, "%", budgets.failover_error_rate_pct)
     expect_latency_within(result, "p99", budgets.cross_cluster_p99_ms)

@@ -64,7 +64,8 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.SLOW_SIDECAR: _catch("latency-in-cluster-budget", "latency-mesh-overhead", "latency-ingress-budget"),
     # every cross-cluster call pays an mTLS handshake across the 25 ms link: p50 ~56 ms against the default
     # 50 ms budget (FAST's 200 ms allows for short windows, so put the default back)
-    Defect.NO_CONNECTION_REUSE: _catch("latency-cross-cluster-budget", args=("--budget", "cross_cluster_p99_ms=50")),
+    Defect.NO_CONNECTION_REUSE: _catch("latency-cross-cluster-budget", "latency-during-failover",
+                                       args=("--budget", "cross_cluster_p99_ms=50")),
 }
 ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
 """One self-validation run per row: a defect, on a topology, and the checks that must fail."""

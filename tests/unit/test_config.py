@@ -79,3 +79,11 @@ def test_load_settings_from_profile_and_flags(tmp_path: Path) -> None:
 def test_bad_load_settings_are_usage_errors(override: str, message: str) -> None:
     with pytest.raises(UsageError, match=message):
         RunConfig.build(load_overrides=[override])
+
+
+def test_users_for_a_budget_leave_room_for_twice_its_latency() -> None:
+    load = RunConfig.build().load  # 200 rps, 10 users: one call per user every 50 ms
+    assert load.users_for(10) == 10  # a 10 ms budget fits the default users
+    assert load.users_for(50) == 20  # 100 ms answers at 200 rps need 20 in flight
+    users = load.users_for(50)
+    assert users / load.rate_rps >= 2 * 50 / 1000
