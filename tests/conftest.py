@@ -40,10 +40,11 @@ def local_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvid
             os.environ["MESHCONF_STATE_DIR"] = saved
 
 
-def run_meshconf(*args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real ``meshconf`` command in a subprocess (stopped on timeout)."""
+def run_meshconf(*args: str, cwd: Path = REPO, timeout: float = 600,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``meshconf`` command in a subprocess (stopped on timeout); ``env`` adds variables."""
     return subprocess.run([sys.executable, "-m", "conformance.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def processes_mentioning(marker: str) -> list[tuple[int, str]]:

@@ -7,7 +7,6 @@ reason when it cannot), unpacks it, and runs meshconf from it with the repositor
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conformance.cli import list_checks
-from tests.conftest import REPO
+from tests.conftest import REPO, run_meshconf
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +37,7 @@ def unpacked_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _meshconf(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """meshconf from the unpacked wheel only: PYTHONPATH puts it ahead of the editable install."""
-    script = "import sys, conformance; from conformance.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-c", script, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env, check=False)
+    return run_meshconf(*args, cwd=cwd, timeout=300, env={"PYTHONPATH": str(site)})
 
 
 def test_the_wheel_ships_every_check_with_its_yaml(unpacked_wheel: Path) -> None:

@@ -8,7 +8,7 @@ and exposed services -> remote clusters -> remote secrets -> wait until synced -
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,14 +199,20 @@ def _gateway(ctx: PlanContext, cluster: Cluster) -> tuple[list[Command], list[Ma
     return commands, manifests
 
 
-def east_west_gateways(ctx: PlanContext) -> Step:
+def _gateways(ctx: PlanContext, clusters: Sequence[Cluster]) -> tuple[list[Command], list[Manifest]]:
+    """Commands and manifests of the east-west gateway of each of ``clusters`` that needs one."""
     commands: list[Command] = []
     manifests: list[Manifest] = []
-    for cluster in ctx.topology.primaries:
+    for cluster in clusters:
         if m.needs_east_west_gateway(cluster, ctx.topology):
             more_commands, more_manifests = _gateway(ctx, cluster)
             commands += more_commands
             manifests += more_manifests
+    return commands, manifests
+
+
+def east_west_gateways(ctx: PlanContext) -> Step:
+    commands, manifests = _gateways(ctx, ctx.topology.primaries)
     return Step(0, "east-west", "Install east-west gateways and expose services through them",
                 "15443 AUTO_PASSTHROUGH for *.local across networks; istiod on 15012/15017 for remote clusters",
                 tuple(commands), tuple(manifests), parallel=True)
@@ -215,14 +221,10 @@ def east_west_gateways(ctx: PlanContext) -> Step:
 def install_remotes(ctx: PlanContext) -> Step:
     remotes = [c for c in ctx.topology.clusters if c.role is Role.REMOTE]
     commands, manifests = _install(ctx, remotes)
-    for cluster in remotes:
-        if m.needs_east_west_gateway(cluster, ctx.topology):
-            more_commands, more_manifests = _gateway(ctx, cluster)
-            commands += more_commands
-            manifests += more_manifests
+    gateway_commands, gateway_manifests = _gateways(ctx, remotes)
     return Step(0, "remotes", "Install the remote profile in every remote cluster",
                 "remotePilotAddress = its primary's east-west gateway (pinned MetalLB address)",
-                tuple(commands), tuple(manifests))
+                tuple(commands + gateway_commands), tuple(manifests + gateway_manifests))
 
 
 def remote_secrets(ctx: PlanContext) -> Step:
