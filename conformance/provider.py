@@ -44,6 +44,11 @@ class Feature(StrEnum):
     CERT_ROTATION = "cert-rotation"
     LINK_FAULTS = "link-faults"
     """Latency can be added to, or a partition made in, the link between two clusters."""
+    LINK_RTT = "link-rtt"
+    """The link between clusters has the topology's round-trip time (``linkRttMs``) applied, so latency checks
+    that depend on it measure something (the local mesh's relay; kind's netem once it applies the RTT).
+    Providers that cannot apply it (existing clusters) do not offer it: those checks skip instead of passing
+    trivially or failing."""
     WORKLOAD_FAULTS = "workload-faults"
     """Workloads can be made to fail (503/delay), killed, and scaled to zero."""
     GATEWAY_FAULTS = "gateway-faults"

@@ -2,7 +2,8 @@ from conformance import Area, Feature, Scenario, check
 from conformance.expect import expect_answered_by, expect_error_rate_within, expect_latency_within
 
 
-@check("latency-cross-cluster-budget", area=Area.LATENCY, features=[Feature.MULTI_CLUSTER], serial=True,
+@check("latency-cross-cluster-budget", area=Area.LATENCY, serial=True,
+       features=[Feature.MULTI_CLUSTER, Feature.LINK_RTT],
        description="Under paced load, calls from cluster1 to a service only in cluster2 stay within the p99 budget")
 def test_latency_cross_cluster_budget(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster2")

@@ -2,7 +2,7 @@ from conformance import Area, Feature, Scenario, check
 from conformance.expect import expect_answered_by, expect_latency_saving
 
 
-@check("latency-locality-saves-rtt", area=Area.LATENCY, features=[Feature.MULTI_CLUSTER], serial=True,
+@check("latency-locality-saves-rtt", area=Area.LATENCY, features=[Feature.MULTI_CLUSTER, Feature.LINK_RTT], serial=True,
        description="Locality-preferred routing saves about the inter-cluster round trip against crossing the link")
 def test_latency_locality_saves_rtt(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")

@@ -188,6 +188,8 @@ class LocalProvider:
                     Feature.CERT_ROTATION, Feature.WORKLOAD_FAULTS, Feature.SIDECAR_ENTRY}
         if len(self.topology.clusters) > 1:
             features |= {Feature.MULTI_CLUSTER, Feature.LINK_FAULTS}
+            if self.topology.link_rtt_ms > 0:
+                features.add(Feature.LINK_RTT)  # every cross-cluster connection goes through the link relay
         if self.topology.multi_network:
             features |= {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY, Feature.GATEWAY_FAULTS}
         return frozenset(features)
