@@ -5,8 +5,8 @@ action that produces responses; ``await_convergence`` repeats the action until t
 consecutive polls (default 3) within the consistency budget (default 30 s), polling every 100 ms.
 
 The pass/fail decision stays with the expectation: if the budget runs out, the expectation's last
-AssertionError is raised again with how long it waited and how many polls it made, so the failure message
-carries the last responses and which clusters answered.
+failure is raised again (as a Nonconformance naming the same ``expect_*``) with how long it waited and how
+many polls it made, so the failure message carries the last responses and which clusters answered.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from conformance.expect import Nonconformance
 
 __all__ = ["Converged", "await_convergence"]
 
@@ -53,9 +55,9 @@ def await_convergence(
         except AssertionError as failure:
             streak, first_success = 0, None
             if time.monotonic() >= deadline:
-                raise AssertionError(
+                raise Nonconformance(
                     f"not converged within {budget_s:g}s ({polls} polls, {consecutive} consecutive successes "
-                    f"needed): {failure}"
+                    f"needed): {failure}", getattr(failure, "expectation", None),
                 ) from None
         else:
             streak += 1

@@ -1,16 +1,19 @@
 """expect_*: the only place a check's pass/fail is decided.
 
-Each helper raises AssertionError (Allure: *failed*, the mesh does not conform) with a message that says
-what was expected, what happened, which clusters answered and a few sample responses. Nothing here raises
-anything else, and nothing else in meshconf raises AssertionError.
+Each helper raises :class:`Nonconformance` (an AssertionError; Allure: *failed*, the mesh does not conform)
+with a message that says what was expected, what happened, which clusters answered and a few sample
+responses. The error names the ``expect_*`` that decided it (the outermost one, when one calls another), so
+reports and self-validation can tell *which* property failed. Nothing here raises anything else, and
+nothing else in meshconf raises AssertionError.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from conformance.load.result import LoadResult
 
 __all__ = [
+    "Nonconformance",
     "Outcome",
     "expect_all",
     "expect_all_forbidden",
@@ -46,6 +50,35 @@ __all__ = [
     "expect_within_budget",
     "expect_workload_certificate",
 ]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Nonconformance(AssertionError):
+    """The mesh does not conform. ``expectation`` names the ``expect_*`` that decided it; ``precondition`` is
+    True when it failed while a check was establishing the state it starts from (``Scenario.baseline``), not
+    on the property the check is named for."""
+
+    def __init__(self, message: str, expectation: str | None = None, precondition: bool = False) -> None:
+        super().__init__(message)
+        self.expectation = expectation
+        self.precondition = precondition
+
+
+def expectation(func: Callable[P, R]) -> Callable[P, R]:
+    """Mark an ``expect_*`` helper: a failure inside it is a Nonconformance named after it."""
+
+    @functools.wraps(func)
+    def decide(*args: P.args, **kwargs: P.kwargs) -> R:
+        __tracebackhide__ = True
+        try:
+            return func(*args, **kwargs)
+        except AssertionError as failure:
+            raise Nonconformance(str(failure), func.__name__) from None
+
+    return decide
 
 
 class Outcome(StrEnum):
@@ -75,6 +108,7 @@ def _matches(response: Response, outcome: Outcome) -> bool:
     return response.status == 0 or response.status >= 500
 
 
+@expectation
 def expect_all(result: CallResult, outcome: Outcome) -> None:
     """Every call had ``outcome``."""
     __tracebackhide__ = True
@@ -89,24 +123,28 @@ def expect_all(result: CallResult, outcome: Outcome) -> None:
         )
 
 
+@expectation
 def expect_all_ok(result: CallResult) -> None:
     """Every call got a 2xx answer from the destination workload."""
     __tracebackhide__ = True
     expect_all(result, Outcome.OK)
 
 
+@expectation
 def expect_all_refused(result: CallResult) -> None:
     """No call got an HTTP answer (the destination refused, reset or closed the connection)."""
     __tracebackhide__ = True
     expect_all(result, Outcome.REFUSED)
 
 
+@expectation
 def expect_all_forbidden(result: CallResult) -> None:
     """Every call was denied by authorization policy: 403 ``RBAC: access denied``."""
     __tracebackhide__ = True
     expect_all(result, Outcome.FORBIDDEN)
 
 
+@expectation
 def expect_peer_identity(result: CallResult, spiffe_id: str) -> None:
     """Every call reached the app with exactly ``spiffe_id`` as the verified peer (XFCC ``URI=``)."""
     __tracebackhide__ = True
@@ -120,6 +158,7 @@ def expect_peer_identity(result: CallResult, spiffe_id: str) -> None:
         )
 
 
+@expectation
 def expect_no_peer_identity(result: CallResult) -> None:
     """Every call reached the app without any peer identity (plaintext: no x-forwarded-client-cert)."""
     __tracebackhide__ = True
@@ -132,6 +171,7 @@ def expect_no_peer_identity(result: CallResult) -> None:
         )
 
 
+@expectation
 def expect_answered_by(result: CallResult, clusters: Iterable[str]) -> None:
     """Every call was answered by a workload in one of ``clusters``."""
     __tracebackhide__ = True
@@ -145,6 +185,7 @@ def expect_answered_by(result: CallResult, clusters: Iterable[str]) -> None:
         )
 
 
+@expectation
 def expect_within_budget(name: str, measured: float, limit: float, unit: str) -> None:
     """``measured`` <= ``limit``."""
     __tracebackhide__ = True
@@ -152,6 +193,7 @@ def expect_within_budget(name: str, measured: float, limit: float, unit: str) ->
         raise AssertionError(f"{name} was {measured:g} {unit}, over its budget of {limit:g} {unit}")
 
 
+@expectation
 def expect_share(result: CallResult, clusters: Iterable[str], at_least_pct: float) -> float:
     """At least ``at_least_pct`` % of the calls were answered (2xx) by ``clusters``; returns the share."""
     __tracebackhide__ = True
@@ -166,6 +208,7 @@ def expect_share(result: CallResult, clusters: Iterable[str], at_least_pct: floa
     return share
 
 
+@expectation
 def expect_workload_certificate(identity: ServedIdentity, spiffe_id: str, max_ttl_s: float) -> None:
     """The sidecar's certificate is an Istio workload identity: exactly one URI SAN ``spiffe_id``, a chain
     through an intermediate to a trusted root, validity within ``max_ttl_s``, and a strong key."""
@@ -207,6 +250,7 @@ def _issued_by(cert: x509.Certificate, root: x509.Certificate) -> bool:
     return True
 
 
+@expectation
 def expect_no_failed_calls(timeline: Timeline, across: str) -> None:
     """Every call of continuous traffic succeeded, and calls kept flowing after the event ``across``."""
     __tracebackhide__ = True
@@ -220,6 +264,7 @@ def expect_no_failed_calls(timeline: Timeline, across: str) -> None:
         )
 
 
+@expectation
 def expect_new_certificate(before_serial: int, after_serial: int) -> None:
     """A rotation replaced the certificate a sidecar serves."""
     __tracebackhide__ = True
@@ -227,6 +272,7 @@ def expect_new_certificate(before_serial: int, after_serial: int) -> None:
         raise AssertionError(f"the sidecar still serves certificate serial {before_serial:x} after the rotation")
 
 
+@expectation
 def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None:
     """Every call succeeded and every one of ``clusters`` answered at least one (Istio's ReachedClusters)."""
     __tracebackhide__ = True
@@ -237,6 +283,7 @@ def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None
                              f"{result.summary()}")
 
 
+@expectation
 def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors: int, max_shift_s: float) -> None:
     """After ``event``, traffic moved to ``to_cluster`` within ``max_shift_s`` with at most ``max_errors``
     failed calls on the way, and stayed there."""
@@ -255,6 +302,7 @@ def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors:
         raise AssertionError(f"{errors} calls failed after {event}, over the budget of {max_errors}")
 
 
+@expectation
 def expect_fails_fast(result: CallResult, within_s: float) -> None:
     """Every call failed (the destination is unreachable), and none took longer than ``within_s``: no hang."""
     __tracebackhide__ = True
@@ -265,6 +313,7 @@ def expect_fails_fast(result: CallResult, within_s: float) -> None:
                              f"over the {within_s:g} s budget: they hang instead of failing fast")
 
 
+@expectation
 def expect_all_status(result: CallResult, status: int) -> None:
     """Every call got HTTP ``status`` (from a proxy or the destination)."""
     __tracebackhide__ = True
@@ -280,6 +329,7 @@ def _worst_seconds(result: LoadResult, count: int = 3) -> str:
     return ", ".join(f"t={s.at_s}s p99 {s.p99_us / 1000:.3f} ms ({s.errors} errors)" for s in worst) or "none"
 
 
+@expectation
 def expect_latency_within(result: LoadResult, percentile: str, budget_ms: float) -> None:
     """The ``percentile`` (``p50`` ... ``p99.9``, ``max``) latency of a load run is at most ``budget_ms``."""
     __tracebackhide__ = True
@@ -290,6 +340,7 @@ def expect_latency_within(result: LoadResult, percentile: str, budget_ms: float)
             f"over its budget of {budget_ms:g} ms\n  {result.summary()}\n  slowest seconds: {_worst_seconds(result)}")
 
 
+@expectation
 def expect_error_rate_within(result: LoadResult, budget_pct: float) -> None:
     """At most ``budget_pct`` % of a load run's requests failed (non-2xx/3xx, or no answer)."""
     __tracebackhide__ = True
@@ -300,6 +351,7 @@ def expect_error_rate_within(result: LoadResult, budget_pct: float) -> None:
             f"({result.error_rate_pct:.3f}%, budget {budget_pct:g}%): {kinds or 'no detail'}\n  {result.summary()}")
 
 
+@expectation
 def expect_overhead_within(mesh: LoadResult, direct: LoadResult, percentile: str, budget_ms: float) -> None:
     """The mesh path's ``percentile`` latency exceeds the direct path's by at most ``budget_ms``."""
     __tracebackhide__ = True
@@ -311,6 +363,7 @@ def expect_overhead_within(mesh: LoadResult, direct: LoadResult, percentile: str
             f"\n  {mesh.summary()}\n  {direct.summary()}")
 
 
+@expectation
 def expect_latency_saving(faster: LoadResult, slower: LoadResult, percentile: str, at_least_ms: float) -> None:
     """``faster``'s ``percentile`` latency is below ``slower``'s by at least ``at_least_ms``."""
     __tracebackhide__ = True

@@ -227,6 +227,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     status = _status(report, call)
     report.user_properties.append(("meshconf.check", info.as_dict()))
     report.user_properties.append(("meshconf.status", status))
+    if status == "failed" and call.excinfo is not None:
+        failure = call.excinfo.value
+        report.user_properties.append(("meshconf.failed_on", {
+            "expectation": getattr(failure, "expectation", None),
+            "precondition": bool(getattr(failure, "precondition", False)),
+        }))
     current = item.stash.get(_SCENARIO, None)
     if current is not None and report.when == "call":
         for measurement in current.measurements:
@@ -296,6 +302,9 @@ class RunCollector:
         if _RANK[status] > _RANK[result.status]:
             result.status = status
             result.message = _message(report)
+            failed_on = cast(dict[str, Any], props.get("meshconf.failed_on") or {})
+            result.expectation = failed_on.get("expectation")
+            result.precondition = bool(failed_on.get("precondition"))
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
@@ -349,5 +358,5 @@ def _message(report: pytest.TestReport) -> str | None:
     if report.failed:
         crash = getattr(report.longrepr, "reprcrash", None)
         text = crash.message if crash is not None else str(report.longrepr)
-        return text[:4000]
+        return text.removeprefix("conformance.expect.Nonconformance: ")[:4000]
     return None

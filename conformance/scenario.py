@@ -26,6 +26,7 @@ from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
 from conformance.errors import LoadShortfall, ManifestError, UsageError
+from conformance.expect import Nonconformance
 from conformance.load import (
     ForwardTarget,
     HttpTarget,
@@ -229,6 +230,18 @@ class Scenario:
         timeouts = self.config.timeouts
         return await_convergence(action, expectation, budget_s=timeouts.consistency_s,
                                  interval_s=timeouts.poll_interval_s, consecutive=timeouts.consecutive_successes)
+
+    def baseline(self, what: str, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
+        """Wait, as :meth:`await_convergence` does, for the state the check starts from (``what``, e.g. "local
+        calls stay in cluster1"), before it acts. A mesh that never gets there does not conform either, but it
+        failed a precondition, not the property the check is named for: the failure says so, and
+        self-validation does not count it as a catch."""
+        __tracebackhide__ = True
+        try:
+            return self.await_convergence(action, expectation)
+        except Nonconformance as failure:
+            raise Nonconformance(f"precondition not met ({what}): {failure}", failure.expectation,
+                                 precondition=True) from None
 
     # -- load --------------------------------------------------------------------------------------------------
 

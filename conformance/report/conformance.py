@@ -6,7 +6,9 @@ measurement beside its budget, and a one-paragraph message when it did not pass.
 the upgrade gate read it; its shape only changes with a new schemaVersion.
 
 Statuses: ``passed``; ``failed`` (the mesh does not conform); ``broken`` (the environment failed, no
-verdict); ``skipped`` (with the reason, e.g. a feature the provider lacks).
+verdict); ``skipped`` (with the reason, e.g. a feature the provider lacks). A failed check also says what it
+failed on (``failedOn``): the ``expect_*`` that decided it, and whether that was a precondition (the state the
+check starts from) rather than the property it is named for.
 """
 
 from __future__ import annotations
@@ -55,13 +57,20 @@ class CheckResult:
     severity: str = "critical"
     message: str | None = None
     measurements: list[Measurement] = field(default_factory=list)
+    expectation: str | None = None
+    """For a failed check: the ``expect_*`` that decided it."""
+    precondition: bool = False
+    """For a failed check: it failed while establishing its starting state, not on its own property."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        data = {
             "id": self.id, "area": self.area, "description": self.description, "status": self.status,
             "severity": self.severity, "durationSeconds": round(self.duration_s, 3), "nodeid": self.nodeid,
             "measurements": [m.as_dict() for m in self.measurements], "message": self.message,
         }
+        if self.status == "failed":
+            data["failedOn"] = {"expectation": self.expectation, "precondition": self.precondition}
+        return data
 
 
 @dataclass
@@ -106,12 +115,18 @@ class RunReport:
             lines += ["", "## Why checks did not pass", ""]
             for check in problems:
                 first = check.message.strip().splitlines()[0] if check.message else ""
-                lines.append(f"- `{check.id}` ({check.status}): {first[:300]}")
+                lines.append(f"- `{check.id}` ({_status_detail(check)}): {first[:300]}")
         skipped = [c for c in self.checks if c.status == "skipped" and c.message]
         if skipped:
             lines += ["", "## Skipped", ""]
             lines += [f"- `{c.id}`: {c.message}" for c in skipped]
         return "\n".join(lines) + "\n"
+
+
+def _status_detail(check: CheckResult) -> str:
+    if check.status != "failed" or not check.expectation:
+        return check.status
+    return f"failed on {'precondition ' if check.precondition else ''}`{check.expectation}`"
 
 
 def _measurement_text(m: Measurement) -> str:

@@ -9,11 +9,12 @@ def test_failover_failback(scenario: Scenario) -> None:
     scenario.deploy("server", "cluster2")
     client = scenario.deploy("client", "cluster1")
     scenario.apply("failover-failback.yaml")
-    scenario.await_convergence(lambda: scenario.call(client, local, count=10),
-                               lambda result: expect_answered_by(result, ["cluster1"]))
+    scenario.baseline("local calls stay in cluster1", lambda: scenario.call(client, local, count=10),
+                      lambda result: expect_answered_by(result, ["cluster1"]))
     scenario.faults.set_mode(local, status=503)
-    scenario.await_convergence(lambda: scenario.call(client, local, count=10),
-                               lambda result: expect_answered_by(result, ["cluster2"]))
+    scenario.baseline("with the local pod failing, calls are served by cluster2",
+                      lambda: scenario.call(client, local, count=10),
+                      lambda result: expect_answered_by(result, ["cluster2"]))
 
     budgets = scenario.config.budgets
     with scenario.traffic(client, local) as traffic:

@@ -9,7 +9,7 @@ def test_latency_in_cluster_budget(scenario: Scenario) -> None:
     client = scenario.deploy("client", "cluster1")
 
     scenario.apply("latency-in-cluster-budget.yaml")
-    scenario.await_convergence(lambda: scenario.call(client, server, count=3), expect_all_ok)
+    scenario.baseline("the server answers", lambda: scenario.call(client, server, count=3), expect_all_ok)
 
     result = scenario.load(scenario.from_workload(client, server))
 

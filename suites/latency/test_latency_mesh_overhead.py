@@ -9,7 +9,7 @@ def test_latency_mesh_overhead(scenario: Scenario) -> None:
     client = scenario.deploy("client", "cluster1")
 
     scenario.apply("latency-mesh-overhead.yaml")
-    scenario.await_convergence(lambda: scenario.call(client, server, count=3), expect_all_ok)
+    scenario.baseline("the server answers", lambda: scenario.call(client, server, count=3), expect_all_ok)
 
     # the same Locust load, first straight to the server's app, then into the client's sidecar
     direct = scenario.load(scenario.direct(server))

@@ -9,7 +9,7 @@ def test_mtls_certificate_chain(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster2")
     client = scenario.deploy("client", "cluster1", service_account="frontend")
     scenario.apply("mtls-certificate-chain.yaml")
-    scenario.await_convergence(lambda: scenario.call(client, server, count=3), expect_all_ok)
+    scenario.baseline("the client reaches the server", lambda: scenario.call(client, server, count=3), expect_all_ok)
 
     server_identity = served_identity(scenario.admin(server, SECRETS_PATH))
     client_identity = served_identity(scenario.admin(client, SECRETS_PATH))

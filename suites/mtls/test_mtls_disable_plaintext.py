@@ -7,7 +7,8 @@ from conformance.expect import expect_no_peer_identity, expect_peer_identity
 def test_mtls_disable_plaintext(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")
     client = scenario.deploy("client", "cluster1", service_account="frontend")
-    scenario.await_convergence(  # auto-mTLS: in-mesh calls are mTLS until the policy says otherwise
+    scenario.baseline(  # auto-mTLS: in-mesh calls are mTLS until the policy says otherwise
+        "auto-mTLS carries the client's identity",
         lambda: scenario.call(client, server, count=3),
         lambda result: expect_peer_identity(result, scenario.spiffe_id("frontend")),
     )

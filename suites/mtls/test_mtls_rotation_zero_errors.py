@@ -9,7 +9,7 @@ def test_mtls_rotation_zero_errors(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")
     client = scenario.deploy("client", "cluster2")
     scenario.apply("mtls-rotation-zero-errors.yaml")
-    scenario.await_convergence(lambda: scenario.call(client, server, count=3), expect_all_ok)
+    scenario.baseline("the client reaches the server", lambda: scenario.call(client, server, count=3), expect_all_ok)
     before = served_identity(scenario.admin(server, SECRETS_PATH)).leaf.serial_number
 
     with scenario.traffic(client, server, max_seconds=scenario.config.timeouts.rotation_s) as traffic:

@@ -9,7 +9,8 @@ def test_mtls_strict_rejects_plaintext(scenario: Scenario) -> None:
     client = scenario.deploy("client", "cluster1")
     outsider = scenario.deploy("outsider", "cluster1", in_mesh=False)
     # PERMISSIVE by default: plaintext gets through until the policy says otherwise
-    scenario.await_convergence(lambda: scenario.call(outsider, server, count=3), expect_all_ok)
+    scenario.baseline("plaintext is accepted before the policy", lambda: scenario.call(outsider, server, count=3),
+                      expect_all_ok)
 
     scenario.apply("mtls-strict-rejects-plaintext.yaml")
 
