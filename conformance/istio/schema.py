@@ -3,13 +3,15 @@
 An unknown or misspelled field, a wrong type or a bad enum value is a ManifestError that names the document
 and the field path. The CRD schemas are structural (the API server prunes unknown fields instead of
 rejecting them), so every object schema that lists its properties is closed here: a typo in a check's YAML
-must never be silently dropped.
+must never be silently dropped. A document that passes the schema then goes through the CRDs' CEL rules
+(``x-kubernetes-validations``, evaluated by ``conformance.istio.cel`` as the API server evaluates them).
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 from collections.abc import Mapping
 from importlib import resources
 from typing import Any
@@ -18,6 +20,7 @@ import jsonschema
 import yaml
 
 from conformance.errors import ManifestError
+from conformance.istio.cel import RuleTree, compile_rules
 
 __all__ = ["ISTIO_KINDS", "doc_ref", "load_schemas", "validate_document"]
 
@@ -36,8 +39,12 @@ def doc_ref(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind', '?')} {namespace}/{name}" if namespace else f"{doc.get('kind', '?')} {name}"
 
 
-def validate_document(doc: Mapping[str, Any]) -> None:
-    """Raise ManifestError if ``doc`` is not a valid Istio resource of a version Istio serves."""
+def validate_document(doc: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> None:
+    """Raise ManifestError if ``doc`` is not a valid Istio resource of a version Istio serves.
+
+    ``old`` is the stored document ``doc`` replaces, if any: the CRDs' transition rules (those reading
+    ``oldSelf``) apply only then, as on the API server. Raises CelRuleError if meshconf cannot evaluate a rule.
+    """
     if not isinstance(doc, Mapping):
         raise ManifestError(f"a YAML document must be a mapping, got {type(doc).__name__}")
     api_version = str(doc.get("apiVersion", ""))
@@ -59,6 +66,44 @@ def validate_document(doc: Mapping[str, Any]) -> None:
     errors = sorted(_validator(group, kind, version).iter_errors(body), key=lambda e: list(e.absolute_path))
     if errors:
         raise ManifestError(f"{ref}: {_describe(errors[0])}")
+    duplicate = _duplicate_list_entry(schema, body, "")
+    if duplicate:
+        raise ManifestError(f"{ref}: {duplicate}")
+    rules = _rules(group, kind, version)
+    if rules is not None:
+        old_body = {"spec": old.get("spec")} if old is not None else None
+        violation = next(rules.check(body, old_body), None)
+        if violation is not None:
+            raise ManifestError(f"{ref}: field {violation.path!r}: {violation.message}")
+
+
+def _duplicate_list_entry(schema: Mapping[str, Any], value: Any, path: str) -> str | None:
+    """A repeated entry of an ``x-kubernetes-list-type`` map (same keys) or set, which the API server refuses."""
+    if isinstance(value, list):
+        items = schema.get("items") or {}
+        list_type = schema.get("x-kubernetes-list-type")
+        keys = schema.get("x-kubernetes-list-map-keys") or []
+        seen = set()
+        for i, item in enumerate(value):
+            if list_type in ("map", "set"):
+                identity = {k: item.get(k) for k in keys} if list_type == "map" and isinstance(item, Mapping) else item
+                text = json.dumps(identity, sort_keys=True, default=str)
+                if text in seen:
+                    unique = f"the keys {', '.join(keys)}" if list_type == "map" else "the entries"
+                    return f"field '{path}.{i}': duplicate value {text} ({unique} of this list must be unique)"
+                seen.add(text)
+            found = _duplicate_list_entry(items, item, f"{path}.{i}")
+            if found:
+                return found
+    elif isinstance(value, Mapping):
+        properties = schema.get("properties") or {}
+        values = schema.get("additionalProperties")
+        for key, child in value.items():
+            sub = properties.get(key, values if isinstance(values, Mapping) else None)
+            found = _duplicate_list_entry(sub, child, f"{path}.{key}" if path else str(key)) if sub else None
+            if found:
+                return found
+    return None
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
@@ -74,8 +119,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def load_schemas() -> None:
-    """Parse the schemas now (about a second) rather than on the first validation."""
-    _schemas()
+    """Parse the schemas and compile their CEL rules now rather than on the first validation.
+
+    Raises CelRuleError if meshconf cannot compile one of the rules.
+    """
+    for group, kind, version in _schemas():
+        _rules(group, kind, version)
 
 
 @functools.cache
@@ -100,6 +149,11 @@ def _validator(group: str, kind: str, version: str) -> jsonschema.protocols.Vali
     schema = _schemas()[(group, kind, version)]
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
     return cls(schema)
+
+
+@functools.cache
+def _rules(group: str, kind: str, version: str) -> RuleTree | None:
+    return compile_rules(_schemas()[(group, kind, version)], f"{kind} {group}/{version}")
 
 
 def _close(schema: Any) -> None:
