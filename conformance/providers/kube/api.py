@@ -50,6 +50,9 @@ class KubeAPI:
         self.context = context
         self.kubeconfig = kubeconfig
         self._configuration = kubernetes.client.Configuration()
+        # No proxy from the environment for any call (recent clients read HTTPS_PROXY, older ones do not; httpx
+        # would): only a kubeconfig's proxy-url, which load_kube_config sets below, for GET, POST and websockets.
+        self._configuration.proxy = None
         try:
             kubernetes.config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, context=context,
                                                client_configuration=self._configuration, persist_config=False)

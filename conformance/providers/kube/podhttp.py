@@ -89,7 +89,9 @@ def through_port_forward(core: Any, context: str, namespace: str, pod: str, port
 
 def http_over_socket(sock: Any, method: str, path: str, body: Mapping[str, Any] | None,
                      timeout_s: float) -> tuple[int, str]:
-    """Write one request (``Connection: close``) on a connected socket and read the answer until it closes.
+    """Write one request (``Connection: close``) on a connected socket and read one answer: up to its
+    Content-Length, the end of its chunks, or the socket's end (a port-forward need not close the stream when the
+    pod closes its side, so framing decides, not EOF alone).
 
     Returns (status, body). Raises ValueError for an answer that is not HTTP/1.x, OSError on socket errors,
     TimeoutError when the answer does not complete within ``timeout_s``.
@@ -102,7 +104,7 @@ def http_over_socket(sock: Any, method: str, path: str, body: Mapping[str, Any] 
     sock.sendall(head.encode("latin-1") + payload)
     deadline = time.monotonic() + timeout_s
     answer = bytearray()
-    while True:
+    while not _complete(bytes(answer)):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no complete answer within {timeout_s:.0f}s")
         try:
@@ -114,18 +116,34 @@ def http_over_socket(sock: Any, method: str, path: str, body: Mapping[str, Any] 
         answer += chunk
         if len(answer) > _MAX_ANSWER:
             raise ValueError(f"answer larger than {_MAX_ANSWER} bytes")
-    header, separator, rest = bytes(answer).partition(b"\r\n\r\n")
+    status, fields, rest = _parse_head(bytes(answer))
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        rest = _unchunk(rest)
+    elif "content-length" in fields:
+        rest = rest[: int(fields["content-length"])]
+    return status, rest.decode("utf-8", "replace")
+
+
+def _parse_head(answer: bytes) -> tuple[int, dict[str, str], bytes]:
+    header, separator, rest = answer.partition(b"\r\n\r\n")
     status_line = header.split(b"\r\n", 1)[0].decode("latin-1")
     parts = status_line.split(" ", 2)
     if not separator or len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
         raise ValueError(f"not an HTTP answer: {status_line[:60]!r}")
     fields = {k.strip().lower(): v.strip() for k, _, v in
               (line.decode("latin-1").partition(":") for line in header.split(b"\r\n")[1:])}
+    return int(parts[1]), fields, rest
+
+
+def _complete(answer: bytes) -> bool:
+    if b"\r\n\r\n" not in answer:
+        return False
+    _, fields, rest = _parse_head(answer)
     if "chunked" in fields.get("transfer-encoding", "").lower():
-        rest = _unchunk(rest)
-    elif "content-length" in fields:
-        rest = rest[: int(fields["content-length"])]
-    return int(parts[1]), rest.decode("utf-8", "replace")
+        return rest.endswith(b"0\r\n\r\n")
+    if "content-length" in fields:
+        return len(rest) >= int(fields["content-length"])
+    return False  # read until the other side closes
 
 
 def _unchunk(data: bytes) -> bytes:
