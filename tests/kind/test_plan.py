@@ -175,3 +175,23 @@ def test_provider_plan_text_for_multi_network() -> None:
     assert "kind-configs/multi-network/cluster1.yaml" in text
     assert "Step 14. Deploy a probe workload in every cluster" in text
     assert "PRIVATE KEY" not in text
+
+
+def test_every_step_has_a_verification_row_and_the_readme_shows_the_same_table(
+        plan_for: Callable[[str], list[Step]], mesh_ca: MeshCA) -> None:
+    """`meshconf plan` prints "verified here / not verified here" under every step from one table; the README's
+    "What is verified here" section lists exactly those rows."""
+    from pathlib import Path
+
+    from conformance.providers.kind.plan import teardown
+    from conformance.providers.kind.upgrade import upgrade_steps
+    from conformance.providers.kind.verification import VERIFICATION
+
+    ctx = PlanContext(load_topology("multi-network"), "1.27.3", mesh_ca, probe_source().read_text())
+    keys = {s.key for t in TOPOLOGIES for s in plan_for(t)} | {teardown(ctx).key}
+    keys |= {s.key for s in upgrade_steps(ctx, "1.28.0", "istioctl", 1)}
+    assert keys == set(VERIFICATION)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### What is verified here")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows == [f"| `{key}` | {done} | {not_done} |" for key, (done, not_done) in VERIFICATION.items()]
