@@ -239,7 +239,8 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--revision", default=None,
                         help="existing provider: the istiod revision to use (namespaces labelled istio.io/rev)")
     parser.add_argument("--image-hub", default=None,
-                        help="kind provider: a Docker Hub mirror to pull images from, e.g. mirror.gcr.io")
+                        help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io (kind: every image; "
+                             "existing: the probe's)")
 
 
 def _cluster_flags(args: argparse.Namespace) -> dict[str, Any]:

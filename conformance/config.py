@@ -157,7 +157,8 @@ class RunConfig:
     revision: str | None = None
     """existing: the istiod revision to use (namespaces get ``istio.io/rev``, not ``istio-injection``)."""
     image_hub: str | None = None
-    """kind: a Docker Hub mirror (e.g. ``mirror.gcr.io``) to pull Docker Hub images from."""
+    """A Docker Hub mirror (e.g. ``mirror.gcr.io``) to pull Docker Hub images from (kind: every image it
+    preloads and Istio's hub; existing: the probe's image)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     budgets: Budgets = field(default_factory=Budgets)
     load: LoadSettings = field(default_factory=LoadSettings)

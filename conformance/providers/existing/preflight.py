@@ -65,7 +65,7 @@ class ClusterReport:
         parts = [f"existing: {self.cluster} = context {self.context}, Kubernetes {self.kubernetes_version}, {istio}",
                  f"cluster ID {self.cluster_id or 'unknown'}", f"region {self.region or 'unknown'}",
                  f"pods reached through {'the API server pod proxy' if self.transport == 'proxy' else 'port-forward'}"]
-        return "; ".join([", ".join(parts[:1]), *parts[1:], *self.notes])
+        return "; ".join([*parts, *self.notes])
 
 
 def istiod_version(image: str) -> str:
