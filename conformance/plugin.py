@@ -67,6 +67,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--mesh-istioctl", default=None, help="kind provider: istioctl to use instead of a download")
     group.addoption("--mesh-reuse", action="store_true", default=None, help="kind provider: reuse existing clusters")
     group.addoption("--kind-node-image", default=None, help="kind provider: node image")
+    group.addoption("--mesh-revision", default=None, help="existing provider: the istiod revision to use")
+    group.addoption("--image-hub", default=None, help="kind provider: a Docker Hub mirror to pull images from")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -88,6 +90,8 @@ def pytest_configure(config: pytest.Config) -> None:
             istioctl=config.getoption("--mesh-istioctl"),
             reuse=config.getoption("--mesh-reuse"),
             kind_node_image=config.getoption("--kind-node-image"),
+            revision=config.getoption("--mesh-revision"),
+            image_hub=config.getoption("--image-hub"),
         )
     except ConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None

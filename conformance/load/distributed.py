@@ -27,12 +27,16 @@ from conformance.load.locust_process import locustfile_source, result_of_locust
 from conformance.load.profile import HttpTarget, LoadProfile
 from conformance.load.result import LoadResult
 
-__all__ = ["HDRHISTOGRAM", "LOCUST_IMAGE", "distributed_manifests", "manifest_source", "result_from_configmap"]
+__all__ = ["HDRHISTOGRAM", "LOCUST_IMAGE", "LOCUST_VERSION", "distributed_manifests", "manifest_source",
+           "result_from_configmap"]
 
-LOCUST_IMAGE = "locustio/locust:2.47.0"
-"""The official image of the Locust version meshconf is tested with."""
+LOCUST_VERSION = "2.47.0"
+"""The Locust version meshconf is tested with (the official image ``locustio/locust:<version>``)."""
 HDRHISTOGRAM = "hdrhistogram==0.10.8"
-"""Installed by an init container: the Locust image does not have it."""
+"""The locustfile's one dependency the official image lacks."""
+LOCUST_IMAGE = f"meshconf/locust:{LOCUST_VERSION}-hdrhistogram-0.10.8"
+"""The official image plus ``HDRHISTOGRAM``, built from ``workloads/locust/kubernetes/Dockerfile`` (the kind
+provider builds it on the host and loads it into every cluster; elsewhere, build and push it yourself)."""
 REPORT_DRAIN_S = 4.0
 """The master's wait for the workers' last reports (as in the locustfile)."""
 
@@ -60,7 +64,7 @@ def distributed_manifests(namespace: str, target: HttpTarget, profile: LoadProfi
                             f"{profile.users} users")
     run_time_s = math.ceil(profile.planned_s + REPORT_DRAIN_S + 10)
     variables = {
-        "namespace": namespace, "image": image, "hdrhistogram": HDRHISTOGRAM, "workers": str(workers),
+        "namespace": namespace, "image": image, "workers": str(workers),
         "users": str(profile.users), "spawn_rate": f"{profile.spawn_rate_per_s:g}", "run_time": f"{run_time_s}s",
         "host": target.base_url, "deadline_s": str(run_time_s + 300),  # + image pull and worker start-up
     }

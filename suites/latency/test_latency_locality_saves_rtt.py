@@ -9,7 +9,9 @@ def test_latency_locality_saves_rtt(scenario: Scenario) -> None:
     scenario.deploy("server", "cluster2")
     client = scenario.deploy("client", "cluster1")
 
-    scenario.apply("latency-locality-saves-rtt.remote.yaml")
+    regions = {c.name: c.region for c in scenario.mesh.clusters()}
+    scenario.apply("latency-locality-saves-rtt.remote.yaml", near_region=regions["cluster1"],
+                   far_region=regions["cluster2"])
     scenario.baseline("calls are routed across the link", lambda: scenario.call(client, server, count=10),
                       lambda result: expect_answered_by(result, ["cluster2"]))
     users = scenario.config.load.users_for(scenario.config.budgets.cross_cluster_p99_ms)  # same users both runs

@@ -19,9 +19,81 @@ def test_plan_multi_network_prints_every_step_and_runs_nothing() -> None:
     assert done.returncode == 0, done.stderr
     text = done.stdout
     steps = [line for line in text.splitlines() if line.startswith("Step ")]
-    assert [s.split(".")[0] for s in steps] == [f"Step {n}" for n in range(1, 12)]
+    assert [s.split(".")[0] for s in steps] == [f"Step {n}" for n in range(1, 16)]
     assert "cross-network-gateway" in text and "AUTO_PASSTHROUGH" in text
     assert "PRIVATE KEY" not in text and "<redacted:" in text
+
+
+def _steps_of(text: str) -> dict[str, str]:
+    """Each printed step's text, by its title line."""
+    found: dict[str, str] = {}
+    title = ""
+    for line in text.splitlines():
+        if line.startswith("Step "):
+            title = line
+            found[title] = ""
+        elif title:
+            found[title] += line + "\n"
+    return found
+
+
+@pytest.mark.parametrize("topology", ["multi-network", "multi-primary", "primary-remote"])
+def test_plan_shows_what_the_issue_asks_for(topology: str) -> None:
+    """Issue 11, "Done when": netem delay for the link RTT, image preloading with `kind load`, remote secrets
+    with --server, `kind delete cluster ... --kubeconfig <run's own>`, a sync wait naming every cluster, and a
+    verified / not verified footer under every step."""
+    done = run_meshconf("plan", "--provider", "kind", "--topology", topology, "--istio-version", "1.28.0")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for line in (
+        "$ docker exec cluster1-control-plane tc qdisc add dev eth0 parent 1:4 handle 40: netem delay 12.5ms "
+        "limit 10000",
+        "$ docker exec cluster2-control-plane tc qdisc add dev eth0 parent 1:4 handle 40: netem delay 12.5ms "
+        "limit 10000",
+        "$ kind load docker-image quay.io/metallb/controller:v0.15.3 quay.io/metallb/speaker:v0.15.3 "
+        "docker.io/istio/pilot:1.28.0 docker.io/istio/proxyv2:1.28.0 python:3.12-alpine "
+        "meshconf/locust:2.47.0-hdrhistogram-0.10.8 --name cluster2",
+        "$ istioctl create-remote-secret --name=cluster2 --server=https://${CLUSTER2_CONTROL_PLANE_IP}:6443 "
+        "--kubeconfig $RUN/kubeconfig --context kind-cluster2 | kubectl --kubeconfig $RUN/kubeconfig "
+        "--context kind-cluster1 apply -f -",
+        "$ kind delete cluster --name cluster1 --kubeconfig $RUN/kubeconfig",
+        "$ kind delete cluster --name cluster2 --kubeconfig $RUN/kubeconfig",
+        "$ istioctl remote-clusters --kubeconfig $RUN/kubeconfig --context kind-cluster1    # polled up to 36 "
+        "times; until it lists cluster1, cluster2 as synced",
+    ):
+        assert line in text, line
+    assert "before a retry: `kind delete cluster --name cluster1 --kubeconfig $RUN/kubeconfig`" in text
+    for title, body in _steps_of(text).items():
+        assert "\n  verified here: " in body and "\n  not verified here: " in body, title
+
+
+def test_plan_with_an_image_hub_pulls_from_the_mirror() -> None:
+    done = run_meshconf("plan", "--topology", "multi-network", "--istio-version", "1.28.0",
+                        "--image-hub", "mirror.gcr.io")
+    assert done.returncode == 0, done.stderr
+    assert "$ docker pull mirror.gcr.io/istio/pilot:1.28.0" in done.stdout
+    assert "$ docker pull mirror.gcr.io/library/python:3.12-alpine" in done.stdout
+    assert "hub: mirror.gcr.io/istio" in done.stdout
+    assert "image: mirror.gcr.io/library/python:3.12-alpine" in done.stdout
+    bad = run_meshconf("plan", "--istio-version", "1.28.0", "--image-hub", "https://mirror.gcr.io")
+    assert bad.returncode == 2 and "--image-hub 'https://mirror.gcr.io' must be a registry host" in bad.stderr
+
+
+def test_run_help_lists_the_new_flags() -> None:
+    done = run_meshconf("run", "--help")
+    assert done.returncode == 0
+    assert "--revision REVISION" in done.stdout and "--image-hub IMAGE_HUB" in done.stdout
+
+
+def test_revision_is_for_existing_clusters() -> None:
+    from conformance.config import RunConfig
+    from conformance.errors import UsageError
+
+    with pytest.raises(UsageError, match="--revision is for --provider existing"):
+        RunConfig.build(provider="kind", revision="1-28-0")
+    with pytest.raises(UsageError, match="is not a revision name"):
+        RunConfig.build(provider="existing", contexts=["a"], revision="1.28.0")
+    assert RunConfig.build(provider="existing", contexts=["a"], revision="1-28-0").revision == "1-28-0"
 
 
 def test_plan_needs_an_istio_version() -> None:
@@ -41,6 +113,17 @@ def test_upgrade_plan() -> None:
     assert "istioctl-1.28.0 install -y -f $RUN/cluster1/istio-1-28-0.yaml" in done.stdout
     assert "istioctl-1.28.0 tag set default --revision=1-28-0 --overwrite -y" in done.stdout
     assert "revision: 1-28-0" in done.stdout
+    steps = [line for line in done.stdout.splitlines() if line.startswith("Step ")]
+    assert steps[14:] == ["Step 15. Pull Istio 1.28.0's images once and load them into every cluster",
+                          "Step 16. Install Istio 1.28.0 beside 1.27.3 as revision 1-28-0  [clusters in parallel]",
+                          "Step 17. Upgrade the east-west gateways in place to revision 1-28-0",
+                          "Step 18. Point the default revision tag at 1-28-0",
+                          "Step 19. Restart the probe workloads onto 1.28.0 under continuous traffic",
+                          "Step 20. At the end (or `meshconf down RUN`): delete the clusters this run created"]
+    assert ("from step 16 to step 19 8 keep-alive connections between workloads that are not restarted are held "
+            "across clusters (lost connections allowed: 0, --budget upgrade_connection_resets)") in done.stdout
+    assert "$ kind load docker-image docker.io/istio/pilot:1.28.0 docker.io/istio/proxyv2:1.28.0 --name cluster2" \
+        in done.stdout
 
 
 def test_upgrade_refuses_remote_clusters() -> None:
@@ -127,8 +210,14 @@ def test_doctor_ready(tmp_path: Path) -> None:
     _tool(tmp_path, "kind", "echo kind v0.33.0")
     _tool(tmp_path, "kubectl", """echo '{"clientVersion": {"gitVersion": "v1.34.1"}}'""")
     done = _doctor(str(tmp_path))
-    assert done.returncode == 0, done.stdout
-    assert "ready for --provider kind" in done.stdout
+    for row in ("kind ", "kubectl ", "docker daemon", "container network"):
+        assert f"ok      {row}" in done.stdout
+    # this host's kernel and limits decide the last rows (unit tests cover both answers); the exit code follows
+    for row in ("kernel tc (netem, prio, u32)", "inotify limits (kind)"):
+        assert row in done.stdout
+    host_missing = [line for line in done.stdout.splitlines() if line.startswith("  MISSING")]
+    assert done.returncode == (3 if host_missing else 0), done.stdout
+    assert ("NOT ready" in done.stdout) is bool(host_missing)
     assert _doctor(str(tmp_path / "empty"), provider="existing").returncode == 0  # the Python client is enough
 
 

@@ -22,6 +22,7 @@ from conformance.topology import load_topology
 from .conftest import TOPOLOGIES
 
 REPO = Path(__file__).resolve().parents[2]
+IMAGES = {"hub": "docker.io/istio", "tag": "1.28.0"}
 
 
 def _documents(steps: list[Step]) -> list[tuple[str, dict]]:
@@ -48,7 +49,7 @@ def test_primary_remote_exposes_istiod_with_istio_schema(plan_for: Callable[[str
 
 def test_validators_reject_a_typo() -> None:
     topology = load_topology("multi-network")
-    overlay = m.install_overlay(topology.clusters[0], topology, cluster_addresses(topology))
+    overlay = m.install_overlay(topology.clusters[0], topology, cluster_addresses(topology), **IMAGES)
     overlay["spec"]["values"]["global"]["meshId"] = "typo"
     with pytest.raises(ManifestError, match="meshId"):
         validate_install_document(overlay)
@@ -97,9 +98,9 @@ def test_cacerts_secret_carries_the_plug_in_ca(mesh_ca: MeshCA) -> None:
 def test_remote_overlay_points_at_its_primarys_east_west_gateway() -> None:
     topology = load_topology("primary-remote")
     addresses = cluster_addresses(topology)
-    remote = m.install_overlay(topology.cluster("cluster2"), topology, addresses)
-    primary = m.install_overlay(topology.cluster("cluster1"), topology, addresses)
-    gateway = m.east_west_gateway(topology.cluster("cluster1"), topology, addresses["cluster1"])
+    remote = m.install_overlay(topology.cluster("cluster2"), topology, addresses, **IMAGES)
+    primary = m.install_overlay(topology.cluster("cluster1"), topology, addresses, **IMAGES)
+    gateway = m.east_west_gateway(topology.cluster("cluster1"), topology, addresses["cluster1"], **IMAGES)
     assert remote["spec"]["profile"] == "remote"
     assert remote["spec"]["values"]["global"]["remotePilotAddress"] == addresses["cluster1"].east_west_address
     assert primary["spec"]["values"]["global"]["externalIstiod"] is True
@@ -107,3 +108,33 @@ def test_remote_overlay_points_at_its_primarys_east_west_gateway() -> None:
     assert k8s["serviceAnnotations"] == {"metallb.io/loadBalancerIPs": addresses["cluster1"].east_west_address}
     assert m.istio_system_namespace(topology.cluster("cluster2"))["metadata"]["annotations"] == {
         "topology.istio.io/controlPlaneClusters": "cluster1"}
+
+
+def test_east_west_gateway_is_what_gen_eastwest_gateway_writes() -> None:
+    """Item 14: Istio 1.28's samples/multicluster/gen-eastwest-gateway.sh --network network1: Service port names
+    status-port/tls/tls-istiod/tls-webhook, injectionTemplate gateway, the network label and view; no
+    ISTIO_META_ROUTER_MODE any more (istiod detects AUTO_PASSTHROUGH gateways itself)."""
+    topology = load_topology("multi-network")
+    gateway = m.east_west_gateway(topology.clusters[0], topology, cluster_addresses(topology)["cluster1"], **IMAGES)
+    component = gateway["spec"]["components"]["ingressGateways"][0]
+    ports = component["k8s"]["service"]["ports"]
+    assert [(p["name"], p["port"], p["targetPort"]) for p in ports] == [
+        ("status-port", 15021, 15021), ("tls", 15443, 15443), ("tls-istiod", 15012, 15012),
+        ("tls-webhook", 15017, 15017)]
+    assert gateway["spec"]["values"]["gateways"] == {"istio-ingressgateway": {"injectionTemplate": "gateway"}}
+    assert component["label"] == {"istio": "eastwestgateway", "app": "istio-eastwestgateway",
+                                  "topology.istio.io/network": "network1"}
+    assert component["k8s"]["env"] == [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": "network1"}]
+    assert validate_manifest(gateway) == "install"
+
+
+def test_primaries_proxy_dns_so_service_entry_hosts_resolve() -> None:
+    """The verdicts issue: istio.io's "DNS Proxying" settings in every primary's meshConfig (remote clusters'
+    proxies are injected by their primary's istiod, with its meshConfig)."""
+    topology = load_topology("primary-remote")
+    addresses = cluster_addresses(topology)
+    primary = m.install_overlay(topology.cluster("cluster1"), topology, addresses, **IMAGES)
+    metadata = primary["spec"]["meshConfig"]["defaultConfig"]["proxyMetadata"]
+    assert metadata["ISTIO_META_DNS_CAPTURE"] == "true" and metadata["ISTIO_META_DNS_AUTO_ALLOCATE"] == "true"
+    assert metadata["SECRET_TTL"] == m.WORKLOAD_CERT_TTL
+    assert "meshConfig" not in m.install_overlay(topology.cluster("cluster2"), topology, addresses, **IMAGES)["spec"]

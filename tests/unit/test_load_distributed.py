@@ -11,7 +11,7 @@ import pytest
 from conformance.config import RunConfig
 from conformance.errors import ProviderError
 from conformance.load import HttpTarget, LoadProfile
-from conformance.load.distributed import HDRHISTOGRAM, LOCUST_IMAGE, distributed_manifests
+from conformance.load.distributed import HDRHISTOGRAM, LOCUST_IMAGE, LOCUST_VERSION, distributed_manifests
 
 TARGET = HttpTarget("server.ns.svc.cluster.local", 8080, label="in-cluster")
 
@@ -59,10 +59,14 @@ def test_manifests_hold_together() -> None:
     for pod in (master, workers["template"]):
         spec = pod["spec"]
         assert spec["containers"][0]["image"] == LOCUST_IMAGE
-        assert HDRHISTOGRAM in spec["initContainers"][0]["command"]
+        assert "initContainers" not in spec  # nothing is installed from the internet at start-up
+        assert spec["containers"][0]["imagePullPolicy"] == "IfNotPresent"  # the image kind preloaded
         mounted = {m["name"] for c in spec["containers"] for m in c["volumeMounts"]}
         assert mounted <= {v["name"] for v in spec["volumes"]}
         assert {"name": "locust", "configMap": {"name": "meshconf-locust"}} in spec["volumes"]
+
+    hold = json.loads(workers["template"]["metadata"]["annotations"]["proxy.istio.io/config"])
+    assert hold == {"holdApplicationUntilProxyStarts": True}  # the worker starts after its sidecar
 
     role = docs["Role/meshconf-locust-results"]["rules"]
     assert role == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["meshconf-locust-results"],
@@ -74,3 +78,13 @@ def test_manifests_hold_together() -> None:
 def test_more_workers_than_users_is_refused() -> None:
     with pytest.raises(ProviderError, match="workers <= users"):
         distributed_manifests("ns", TARGET, LoadProfile.from_config(RunConfig.build(), users=2), 3)
+
+
+def test_the_image_carries_the_locustfiles_dependency() -> None:
+    """The Dockerfile the kind provider builds from pins the same Locust and hdrhistogram as the code."""
+    from pathlib import Path
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "workloads/locust/kubernetes/Dockerfile").read_text()
+    assert f"ARG LOCUST_IMAGE=locustio/locust:{LOCUST_VERSION}\n" in dockerfile
+    assert f"ARG HDRHISTOGRAM={HDRHISTOGRAM}\n" in dockerfile
+    assert LOCUST_IMAGE.startswith(f"meshconf/locust:{LOCUST_VERSION}-")

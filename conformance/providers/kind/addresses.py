@@ -41,6 +41,12 @@ class ClusterAddresses:
         return f"{ipaddress.ip_address(self.pool_first) + 1}-{self.pool_last}"
 
     @property
+    def pool_cidr(self) -> str:
+        """The whole /27 slice (what link faults match: every load-balancer address of the cluster)."""
+        first = ipaddress.ip_address(self.pool_first)
+        return str(ipaddress.ip_network(f"{first - 1}/27", strict=False))
+
+    @property
     def east_west_address(self) -> str:
         """The load-balancer address the cluster's east-west gateway asks MetalLB for."""
         return self.pool_first

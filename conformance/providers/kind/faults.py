@@ -2,15 +2,17 @@
 
 - 503 / delay, kill, scale: :class:`WorkloadFaults` (shared with the existing provider).
 - East-west gateway down: scale ``istio-eastwestgateway`` to 0 (and back), or delete its pod.
-- Link latency and partition between two clusters: ``tc netem`` and ``iptables`` inside the source cluster's
-  node containers (``docker exec``), matching only traffic to the other cluster's node and MetalLB slice.
+- Link latency and partition between two clusters: inside every node container of both clusters (the nodes
+  ``kind get nodes`` lists), on traffic to the other cluster's nodes, pods, services and load balancers
+  (``links.py``). Latency changes the netem qdiscs the plan's ``links`` step set up; ``reset`` puts the
+  topology's round trip back, not zero.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from typing import TYPE_CHECKING
 
+from conformance.providers.kind import links
 from conformance.providers.kind.manifests import EAST_WEST_GATEWAY
 from conformance.providers.kube.faults import WorkloadFaults
 
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
     from conformance.providers.kind.provider import KindProvider
 
 __all__ = ["KindFaults"]
-
-_COMMENT = "meshconf-partition"
 
 
 class KindFaults(WorkloadFaults):
@@ -29,27 +29,23 @@ class KindFaults(WorkloadFaults):
         super().__init__(provider)
         self.provider = provider
         self._cut: set[tuple[str, str]] = set()
-        self._delayed: set[str] = set()
+        self._changed: set[tuple[str, str]] = set()
         self._gateways_down: set[str] = set()
 
     def set_gateway(self, cluster: str, up: bool) -> None:
         if up:
             self.gateway_up(cluster)
-        else:
-            self.gateway_down(cluster)
-        if up:
             self._gateways_down.discard(cluster)
         else:
+            self.gateway_down(cluster)
             self._gateways_down.add(cluster)
 
     def set_link(self, a: str, b: str, rtt_ms: float | None = None, cut: bool | None = None) -> None:
-        """Latency: half the round trip added on each side's node (tc netem); cut: DROP both ways (iptables)."""
+        """Latency: half the round trip on each side's nodes (tc netem); cut: DROP both ways (iptables)."""
         if rtt_ms is not None:
-            for source, destination in ((a, b), (b, a)):
-                self.remove_latency(source)
-                if rtt_ms > 0:
-                    self.add_latency(source, destination, rtt_ms / 2)
-            self._delayed.update((a, b))
+            self.set_delay(a, b, rtt_ms / 2)
+            self.set_delay(b, a, rtt_ms / 2)
+            self._changed.add((a, b))
         if cut is True:
             self.partition(a, b)
             self._cut.add((a, b))
@@ -58,12 +54,13 @@ class KindFaults(WorkloadFaults):
             self._cut.discard((a, b))
 
     def reset(self) -> None:
-        """Every link healed and undelayed, every east-west gateway up."""
+        """Every link healed and back at the topology's round trip, every east-west gateway up."""
         for a, b in list(self._cut):
             self.set_link(a, b, cut=False)
-        for cluster in list(self._delayed):
-            self.remove_latency(cluster)
-        self._delayed.clear()
+        baseline = self.provider.topology.link_rtt_ms
+        for a, b in list(self._changed):
+            self.set_link(a, b, rtt_ms=baseline)
+        self._changed.clear()
         for cluster in list(self._gateways_down):
             self.set_gateway(cluster, up=True)
 
@@ -78,37 +75,26 @@ class KindFaults(WorkloadFaults):
     def delete_gateway_pod(self, cluster: str) -> list[str]:
         return self.provider.api(cluster).delete_pods("istio-system", {"app": EAST_WEST_GATEWAY})
 
-    def add_latency(self, source: str, destination: str, delay_ms: float) -> None:
-        """Delay every packet from ``source``'s node to ``destination`` (its node and load balancers)."""
-        node = f"{source}-control-plane"
-        self.provider.docker(node, "tc", "qdisc", "add", "dev", "eth0", "root", "handle", "1:", "prio")
-        self.provider.docker(node, "tc", "qdisc", "add", "dev", "eth0", "parent", "1:3", "handle", "30:",
-                             "netem", "delay", f"{delay_ms:g}ms")
-        for target in self._targets(destination):
-            self.provider.docker(node, "tc", "filter", "add", "dev", "eth0", "protocol", "ip", "parent", "1:0",
-                                 "prio", "3", "u32", "match", "ip", "dst", target, "flowid", "1:3")
-
-    def remove_latency(self, source: str) -> None:
-        self.provider.docker(f"{source}-control-plane", "tc", "qdisc", "del", "dev", "eth0", "root",
-                             ignore_failure=True)
+    def set_delay(self, source: str, destination: str, delay_ms: float) -> None:
+        """Delay every packet ``source``'s nodes send to ``destination`` by ``delay_ms`` (one way)."""
+        others = self._others(source)
+        for node in self.provider.nodes(source):
+            self.provider.docker(node, *links.change_delay(others, destination, delay_ms))
 
     def partition(self, one: str, other: str) -> None:
-        """Drop traffic between two clusters, both ways."""
+        """Drop traffic between two clusters, both ways, on every node of each."""
         for source, destination in ((one, other), (other, one)):
-            for target in self._targets(destination):
-                for chain in ("FORWARD", "OUTPUT"):
-                    self.provider.docker(f"{source}-control-plane", "iptables", "-I", chain, "-d", target,
-                                         "-m", "comment", "--comment", _COMMENT, "-j", "DROP")
+            targets = self.provider.link_targets(destination)
+            for node in self.provider.nodes(source):
+                for argv in links.partition(targets):
+                    self.provider.docker(node, *argv)
 
     def heal(self, one: str, other: str) -> None:
         for source, destination in ((one, other), (other, one)):
-            for target in self._targets(destination):
-                for chain in ("FORWARD", "OUTPUT"):
-                    self.provider.docker(f"{source}-control-plane", "iptables", "-D", chain, "-d", target,
-                                         "-m", "comment", "--comment", _COMMENT, "-j", "DROP", ignore_failure=True)
+            targets = self.provider.link_targets(destination)
+            for node in self.provider.nodes(source):
+                for argv in links.heal(targets):
+                    self.provider.docker(node, *argv, ignore_failure=True)
 
-    def _targets(self, cluster: str) -> list[str]:
-        addresses = self.provider.addresses()[cluster]
-        first = ipaddress.ip_address(addresses.pool_first)
-        slice_ = ipaddress.ip_network(f"{first - 1}/27", strict=False)
-        return [f"{self.provider.node_address(cluster)}/32", str(slice_)]
+    def _others(self, cluster: str) -> list[str]:
+        return [name for name in self.provider.topology.cluster_names if name != cluster]

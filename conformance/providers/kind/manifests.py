@@ -6,8 +6,9 @@
 - ``istio-system`` Namespace with ``topology.istio.io/network`` (and, on a remote cluster,
   ``topology.istio.io/controlPlaneClusters``), and the plug-in CA ``cacerts`` Secret from conformance.certs.
 - IstioOperator install overlays (Istio's "Install Multi-Primary / Primary-Remote" guides), the east-west
-  gateway (what ``samples/multicluster/gen-eastwest-gateway.sh`` generates), and the Gateways that expose
-  services (15443 AUTO_PASSTHROUGH, ``*.local``) and, for remote clusters, istiod.
+  gateway (what Istio 1.28's ``samples/multicluster/gen-eastwest-gateway.sh`` generates), and the Gateways that
+  expose services (``samples/multicluster/expose-services.yaml``: 15443 AUTO_PASSTHROUGH, ``*.local``) and, for
+  remote clusters, istiod (``samples/multicluster/expose-istiod.yaml``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "kind_cluster_config",
     "metallb_pool",
     "needs_east_west_gateway",
+    "node_names",
 ]
 
 KIND_VERSION = "v0.33.0"
@@ -51,6 +53,11 @@ METALLB_MANIFEST = f"https://raw.githubusercontent.com/metallb/metallb/{METALLB_
 EAST_WEST_GATEWAY = "istio-eastwestgateway"
 WORKLOAD_CERT_TTL = "10m"
 """proxyMetadata.SECRET_TTL: short, so the rotation check sees a rotation within a run."""
+DNS_PROXYING = {"ISTIO_META_DNS_CAPTURE": "true", "ISTIO_META_DNS_AUTO_ALLOCATE": "true"}
+"""istio-agent answers DNS for the names it knows (istio.io, "DNS Proxying"), so a ServiceEntry host resolves
+in a pod (the egress checks call one) as the local mesh resolves it. ``ISTIO_META_DNS_AUTO_ALLOCATE`` is the
+doc's older allocation (deprecated in favour of istiod's ``PILOT_ENABLE_IP_AUTOALLOCATE``, on by default in 1.28,
+``pilot/pkg/features/pilot.go``; release note 54690 keeps it working)."""
 
 _ISTIO_SYSTEM = "istio-system"
 
@@ -64,6 +71,14 @@ def needs_east_west_gateway(cluster: Cluster, topology: Topology) -> bool:
 
 def serves_remotes(cluster: Cluster, topology: Topology) -> bool:
     return any(c.primary == cluster.name for c in topology.clusters)
+
+
+def node_names(cluster: Cluster) -> tuple[str, ...]:
+    """The node containers kind creates for ``cluster``'s config: ``<name>-control-plane``, then one worker per
+    further zone named ``<name>-worker``, ``<name>-worker2``, ... (kind's ``MakeNodeNamer``,
+    ``pkg/cluster/internal/providers/common/namer.go``)."""
+    workers = [f"{cluster.name}-worker{'' if i == 1 else i}" for i in range(1, len(cluster.zones))]
+    return (f"{cluster.name}-control-plane", *workers)
 
 
 def kind_cluster_config(cluster: Cluster, addresses: ClusterAddresses, node_image: str) -> dict[str, Any]:
@@ -124,21 +139,25 @@ def cacerts_secret(ca: IntermediateCA) -> dict[str, Any]:
 
 
 def install_overlay(cluster: Cluster, topology: Topology, addresses: dict[str, ClusterAddresses],
-                    revision: str | None = None) -> dict[str, Any]:
-    """The IstioOperator ``istioctl install -f`` gets for this cluster."""
+                    revision: str | None = None, *, hub: str, tag: str) -> dict[str, Any]:
+    """The IstioOperator ``istioctl install -f`` gets for this cluster.
+
+    ``hub``/``tag`` name the images the plan preloaded, so no node pulls them (images.py).
+    """
     global_values: dict[str, Any] = {
         "meshID": topology.mesh_id,
         "multiCluster": {"clusterName": cluster.name},
         "network": cluster.network,
     }
-    spec: dict[str, Any] = {"values": {"global": global_values}}
+    spec: dict[str, Any] = {"hub": hub, "tag": tag, "values": {"global": global_values}}
     if cluster.role is Role.REMOTE and cluster.primary:
         spec["profile"] = "remote"
         global_values["remotePilotAddress"] = addresses[cluster.primary].east_west_address
         spec["values"]["istiodRemote"] = {"injectionPath": f"/inject/cluster/{cluster.name}/net/{cluster.network}"}
     else:
-        spec["meshConfig"] = {"trustDomain": topology.trust_domain,
-                              "defaultConfig": {"proxyMetadata": {"SECRET_TTL": WORKLOAD_CERT_TTL}}}
+        # a remote cluster's proxies are injected by its primary's istiod, with that primary's meshConfig
+        spec["meshConfig"] = {"trustDomain": topology.trust_domain, "defaultConfig": {
+            "proxyMetadata": {"SECRET_TTL": WORKLOAD_CERT_TTL, **DNS_PROXYING}}}
         if serves_remotes(cluster, topology):
             global_values["externalIstiod"] = True
     if revision:
@@ -148,32 +167,38 @@ def install_overlay(cluster: Cluster, topology: Topology, addresses: dict[str, C
 
 
 def east_west_gateway(cluster: Cluster, topology: Topology, addresses: ClusterAddresses,
-                      revision: str | None = None) -> dict[str, Any]:
-    """The east-west gateway of ``cluster``'s network, pinned to the first address of its MetalLB slice."""
+                      revision: str | None = None, *, hub: str, tag: str) -> dict[str, Any]:
+    """The east-west gateway of ``cluster``'s network, pinned to the first address of its MetalLB slice.
+
+    What Istio 1.28's ``samples/multicluster/gen-eastwest-gateway.sh --network <net>`` writes: the labels, the
+    requested network view, the Service ports named ``status-port``/``tls``/``tls-istiod``/``tls-webhook`` and
+    ``injectionTemplate: gateway``. It no longer sets ``ISTIO_META_ROUTER_MODE``: AUTO_PASSTHROUGH gateways are
+    detected by istiod (release note ``auto-auto-passthrough.yaml``). meshconf adds the MetalLB address, the
+    mesh ID and cluster name (as the multicluster guides' ``--mesh``/``--cluster`` once did) and hub/tag.
+    """
     spec: dict[str, Any] = {
         "profile": "empty",
+        "hub": hub,
+        "tag": tag,
         "components": {"ingressGateways": [{
             "name": EAST_WEST_GATEWAY,
             "enabled": True,
             "label": {"istio": "eastwestgateway", "app": EAST_WEST_GATEWAY,
                       "topology.istio.io/network": cluster.network},
             "k8s": {
-                "env": [
-                    # sni-dnat adds the clusters AUTO_PASSTHROUGH needs
-                    {"name": "ISTIO_META_ROUTER_MODE", "value": "sni-dnat"},
-                    # traffic through this gateway stays inside its network
-                    {"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": cluster.network},
-                ],
+                # traffic through this gateway should be routed inside the network
+                "env": [{"name": "ISTIO_META_REQUESTED_NETWORK_VIEW", "value": cluster.network}],
                 "serviceAnnotations": {"metallb.io/loadBalancerIPs": addresses.east_west_address},
                 "service": {"ports": [
                     {"name": "status-port", "port": 15021, "targetPort": 15021},
-                    {"name": "mtls", "port": 15443, "targetPort": 15443},
-                    {"name": "tcp-istiod", "port": 15012, "targetPort": 15012},
-                    {"name": "tcp-webhook", "port": 15017, "targetPort": 15017},
+                    {"name": "tls", "port": 15443, "targetPort": 15443},
+                    {"name": "tls-istiod", "port": 15012, "targetPort": 15012},
+                    {"name": "tls-webhook", "port": 15017, "targetPort": 15017},
                 ]},
             },
         }]},
-        "values": {"global": {"meshID": topology.mesh_id, "network": cluster.network,
+        "values": {"gateways": {"istio-ingressgateway": {"injectionTemplate": "gateway"}},
+                   "global": {"meshID": topology.mesh_id, "network": cluster.network,
                               "multiCluster": {"clusterName": cluster.name}}},
     }
     if revision:

@@ -1,9 +1,12 @@
 """The kind install plan: Istio's documented multi-cluster install as numbered steps, from the topology.
 
-One function per step, in the order Istio's guides and its own CI follow (DESIGN.md, "kind: real clusters"):
-clusters -> kubeconfigs -> load balancers -> routes -> plug-in CA -> install primaries -> east-west gateways
-and exposed services -> remote clusters -> remote secrets -> wait until synced -> probe workloads.
-``meshconf plan`` prints it; ``KindProvider.up`` runs the same steps through the runner.
+One function per step, in the order Istio's own CI follows (``prow/integ-suite-kind.sh`` ->
+``common/scripts/kind_provisioner.sh``: create the clusters in parallel, read each node's address on the
+``kind`` network, MetalLB one cluster at a time, routes between clusters of one network) and then Istio's
+multi-cluster guides (plug-in CA -> install primaries -> east-west gateways and exposed services -> remote
+clusters -> remote secrets -> wait until synced). meshconf adds a kernel check for netem, image preloading, the
+topology's link RTT (after the wait) and the probe workloads. ``meshconf plan`` prints it; ``KindProvider.up``
+runs the same steps through the runner.
 """
 
 from __future__ import annotations
@@ -15,16 +18,22 @@ from typing import Any
 
 from conformance.certs import MeshCA
 from conformance.provider import ProbeSpec
+from conformance.providers.kind import images as i
+from conformance.providers.kind import links
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
-from conformance.providers.kind.steps import Command, Manifest, Step
+from conformance.providers.kind.steps import Command, Manifest, Step, Until
 from conformance.providers.kube.probes import probe_docs, probe_workload_name
 from conformance.topology import Cluster, Role, Topology
 
-__all__ = ["SMOKE_NAMESPACE", "PlanContext", "build_plan", "context_name", "kind_config_docs", "variable"]
+__all__ = ["SMOKE_NAMESPACE", "PlanContext", "build_plan", "context_name", "delete_cluster", "kind_config_docs",
+           "link_targets", "node_variable", "teardown", "variable"]
 
 SMOKE_NAMESPACE = "meshconf-smoke"
 _ISTIOD_WAIT = "300s"
+NETEM_HINT = ("the host kernel lacks a tc module meshconf needs to emulate the link between clusters (sch_netem, "
+              "sch_prio, cls_u32): install the kernel's extra modules (e.g. `sudo apt-get install linux-modules-"
+              "extra-$(uname -r)`), then `sudo modprobe sch_netem sch_prio cls_u32`; `meshconf doctor` checks them")
 
 
 def context_name(cluster: str) -> str:
@@ -32,9 +41,14 @@ def context_name(cluster: str) -> str:
     return f"kind-{cluster}"
 
 
+def node_variable(node: str) -> str:
+    """The variable that holds a node container's address on the kind network."""
+    return f"{node.upper().replace('-', '_')}_IP"
+
+
 def variable(cluster: str) -> str:
-    """The variable that holds a cluster's control-plane address on the kind network."""
-    return f"{cluster.upper().replace('-', '_')}_API_IP"
+    """The variable that holds a cluster's control-plane (API server) address on the kind network."""
+    return node_variable(f"{cluster}-control-plane")
 
 
 @dataclass
@@ -52,10 +66,22 @@ class PlanContext:
     shipped_configs: Path | None = None
     """``kind-configs/<topology>/`` when its files are used as they are."""
     revision: str | None = None
+    image_hub: str | None = None
+    """A Docker Hub mirror (``--image-hub``); None: Docker Hub."""
+    locust_dockerfile: Path = i.LOCUST_DOCKERFILE
     addresses: dict[str, ClusterAddresses] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.addresses = cluster_addresses(self.topology, self.kind_subnet)
+
+    @property
+    def hub(self) -> str:
+        """The IstioOperator ``hub`` (the images the plan preloads)."""
+        return i.istio_hub(self.image_hub)
+
+    @property
+    def probe_image(self) -> str:
+        return i.probe_image(self.image_hub)
 
     @property
     def kubeconfig(self) -> str:
@@ -66,6 +92,11 @@ class PlanContext:
 
     def istioctl_cmd(self, cluster: str, *args: str) -> tuple[str, ...]:
         return (self.istioctl, *args, "--kubeconfig", self.kubeconfig, "--context", context_name(cluster))
+
+
+def delete_cluster(cluster: str, kubeconfig: str) -> tuple[str, ...]:
+    """``kind delete cluster`` with the run's own kubeconfig: without it kind edits the user's default one."""
+    return ("kind", "delete", "cluster", "--name", cluster, "--kubeconfig", kubeconfig)
 
 
 def kind_config_docs(topology: Topology, node_image: str = m.NODE_IMAGES[m.DEFAULT_KUBERNETES],
@@ -89,25 +120,73 @@ def create_clusters(ctx: PlanContext) -> Step:
         commands.append(Command(
             ("kind", "create", "cluster", "--name", cluster.name, "--config", manifest.shown_path,
              "--kubeconfig", ctx.kubeconfig, "--wait", "180s"),
-            cluster=cluster.name, attempts=3, before_retry=("kind", "delete", "cluster", "--name", cluster.name)))
+            cluster=cluster.name, attempts=3,
+            before_retry=delete_cluster(cluster.name, ctx.kubeconfig)))
     return Step(0, "clusters", "Create the kind clusters", "each with its own pod and service subnets; "
-                "kind writes their contexts into the run's own kubeconfig", tuple(commands), tuple(manifests),
-                parallel=True)
+                "kind writes their contexts into the run's own kubeconfig (never ~/.kube/config)", tuple(commands),
+                tuple(manifests), parallel=True)
 
 
-def rewrite_kubeconfigs(ctx: PlanContext) -> Step:
+def node_addresses(ctx: PlanContext) -> Step:
+    """kind_provisioner.sh reads each control plane's address with ``docker inspect``; meshconf reads every
+    node's (routes and link faults need the workers' too). The host's kubeconfig stays on the 127.0.0.1 port
+    kind publishes, which the host reaches on Linux and on Docker Desktop alike; the address on the kind
+    network is what the other clusters use (remote secrets' ``--server``)."""
     commands = []
     for cluster in ctx.topology.clusters:
-        commands += [
-            Command(("docker", "inspect", "-f", "{{.NetworkSettings.Networks.kind.IPAddress}}",
-                     f"{cluster.name}-control-plane"), cluster=cluster.name, capture=variable(cluster.name)),
-            Command(("kubectl", "config", "set-cluster", context_name(cluster.name),
-                     f"--server=https://${{{variable(cluster.name)}}}:6443", "--kubeconfig", ctx.kubeconfig),
-                    cluster=cluster.name),
-        ]
-    return Step(0, "kubeconfig", "Point each kubeconfig at the control-plane container on the kind network",
-                "one kubeconfig that works from the host and from the other clusters (remote secrets use it)",
+        nodes = m.node_names(cluster)
+        commands.append(Command(("kind", "get", "nodes", "--name", cluster.name), cluster=cluster.name,
+                                attempts=3, until=Until("nodes", nodes)))
+        commands += [Command(("docker", "inspect", "-f", "{{.NetworkSettings.Networks.kind.IPAddress}}", node),
+                             cluster=cluster.name, capture=node_variable(node)) for node in nodes]
+    return Step(0, "addresses", "Read every node's address on the docker kind network",
+                "routes, remote secrets and link delays use them; the host keeps kind's 127.0.0.1 kubeconfig",
                 tuple(commands))
+
+
+def kernel_check(ctx: PlanContext) -> Step:
+    """netem is a kernel module of the host (node containers share its kernel); some cloud kernels lack it.
+    A throwaway qdisc on a node's loopback loads it, or fails before anything else is installed."""
+    commands: list[Command] = []
+    if len(ctx.topology.clusters) > 1:
+        node = m.node_names(ctx.topology.clusters[0])[0]
+        cluster = ctx.topology.clusters[0].name
+        probe = links.shape(["probe"], [0.0], [["127.0.0.2/32"]], device="lo")
+        commands = [Command(("docker", "exec", node, *argv), cluster=cluster, ignore_failure=ignore,
+                            hint=None if ignore else NETEM_HINT) for argv, ignore in probe]
+        commands.append(Command(("docker", "exec", node, "tc", "qdisc", "del", "dev", "lo", "root"), cluster=cluster))
+    return Step(0, "kernel", "Check that the kernel can delay packets (tc prio, netem, u32)",
+                "the link between clusters is emulated with these; try them on a node's loopback and fail now, with "
+                "the fix, if the kernel lacks one", tuple(commands))
+
+
+def plan_images(ctx: PlanContext) -> list[i.Image]:
+    """Every image the clusters run that does not come with kind: MetalLB, Istio, the probe, Locust."""
+    return [*(i.Image(name) for name in i.METALLB_IMAGES), *i.istio_images(ctx.istio_version, ctx.image_hub),
+            i.Image(ctx.probe_image), i.locust_image(ctx.image_hub, ctx.locust_dockerfile)]
+
+
+def preload(images: Sequence[i.Image], clusters: Sequence[Cluster]) -> list[Command]:
+    """Pull (or build) each image once on the host, unless it is there, then copy it into every cluster."""
+    commands = []
+    for image in images:
+        have = ("docker", "image", "inspect", image.name)
+        if image.dockerfile is None:
+            commands.append(Command(("docker", "pull", image.name), attempts=3, skip_if=have))
+        else:
+            build_args = [arg for key, value in image.build_args for arg in ("--build-arg", f"{key}={value}")]
+            commands.append(Command(("docker", "build", "-t", image.name, *build_args, "-f", str(image.dockerfile),
+                                     str(image.dockerfile.parent)), skip_if=have))
+    commands += [Command(("kind", "load", "docker-image", *(image.name for image in images), "--name", cluster.name),
+                         cluster=cluster.name) for cluster in clusters]
+    return commands
+
+
+def load_images(ctx: PlanContext) -> Step:
+    hub = f"the Docker Hub mirror {ctx.image_hub}" if ctx.image_hub else "Docker Hub"
+    return Step(0, "images", "Pull every image once on the host and load it into every cluster",
+                f"{hub} limits pulls; `kind load docker-image` copies each image into every node, so no node "
+                "pulls it", tuple(preload(plan_images(ctx), ctx.topology.clusters)))
 
 
 def load_balancers(ctx: PlanContext) -> Step:
@@ -137,10 +216,13 @@ def routes(ctx: PlanContext) -> Step:
                 continue
             for here, there in ((one, other), (other, one)):
                 target = ctx.addresses[there.name]
-                for subnet in (target.pod_subnet, target.service_subnet):
-                    commands.append(Command(
-                        ("docker", "exec", f"{here.name}-control-plane", "ip", "route", "add", subnet, "via",
-                         f"${{{variable(there.name)}}}"), cluster=here.name))
+                # kind_provisioner.sh's connect_kind_clusters, on every node (not only the control plane):
+                # the other cluster's control plane forwards to its workers over its own kindnet routes
+                for node in m.node_names(here):
+                    for subnet in (target.pod_subnet, target.service_subnet):
+                        commands.append(Command(
+                            ("docker", "exec", node, "ip", "route", "add", subnet, "via",
+                             f"${{{variable(there.name)}}}"), cluster=here.name))
     return Step(0, "routes", "Route pod and service subnets between clusters on the same network",
                 "clusters on different networks get no routes: their traffic must use east-west gateways",
                 tuple(commands))
@@ -164,7 +246,8 @@ def _install(ctx: PlanContext, clusters: list[Cluster]) -> tuple[list[Command], 
     commands, manifests = [], []
     for cluster in clusters:
         overlay = Manifest(f"{cluster.name}/istio.yaml",
-                           (m.install_overlay(cluster, ctx.topology, ctx.addresses, ctx.revision),))
+                           (m.install_overlay(cluster, ctx.topology, ctx.addresses, ctx.revision, hub=ctx.hub,
+                                              tag=ctx.istio_version),))
         manifests.append(overlay)
         commands.append(Command(ctx.istioctl_cmd(cluster.name, "install", "-y", "-f", overlay.shown_path),
                                 cluster=cluster.name))
@@ -174,13 +257,15 @@ def _install(ctx: PlanContext, clusters: list[Cluster]) -> tuple[list[Command], 
 def install_primaries(ctx: PlanContext) -> Step:
     commands, manifests = _install(ctx, list(ctx.topology.primaries))
     return Step(0, "install", f"Install Istio {ctx.istio_version} in every primary cluster",
-                "meshID, clusterName and network per cluster; short workload cert TTL for the rotation check",
+                "meshID, clusterName and network per cluster; short workload cert TTL for the rotation check; "
+                "DNS proxying so ServiceEntry hosts resolve",
                 tuple(commands), tuple(manifests), parallel=True)
 
 
 def _gateway(ctx: PlanContext, cluster: Cluster) -> tuple[list[Command], list[Manifest]]:
     gateway = Manifest(f"{cluster.name}/eastwest-gateway.yaml",
-                       (m.east_west_gateway(cluster, ctx.topology, ctx.addresses[cluster.name], ctx.revision),))
+                       (m.east_west_gateway(cluster, ctx.topology, ctx.addresses[cluster.name], ctx.revision,
+                                            hub=ctx.hub, tag=ctx.istio_version),))
     commands = [
         Command(ctx.istioctl_cmd(cluster.name, "install", "-y", "-f", gateway.shown_path), cluster=cluster.name),
         Command(ctx.kubectl(cluster.name, "-n", "istio-system", "rollout", "status",
@@ -233,8 +318,12 @@ def remote_secrets(ctx: PlanContext) -> Step:
         for other in ctx.topology.clusters:
             if other.name == primary.name:
                 continue
+            # the run's kubeconfig points at 127.0.0.1 (the host's view); istiod in the other cluster needs the
+            # API server's address on the kind network (istioctl/pkg/multicluster/remote_secret.go warns
+            # about 127.0.0.1 and asks for --server on "Kubernetes in Docker")
             commands.append(Command(
-                ctx.istioctl_cmd(other.name, "create-remote-secret", f"--name={other.name}"),
+                ctx.istioctl_cmd(other.name, "create-remote-secret", f"--name={other.name}",
+                                 f"--server=https://${{{variable(other.name)}}}:6443"),
                 cluster=primary.name, pipe_to=ctx.kubectl(primary.name, "apply", "-f", "-")))
     return Step(0, "remote-secrets", "Give every control plane a remote secret for every other cluster",
                 "istioctl create-remote-secret piped straight into kubectl apply: the credentials are never "
@@ -243,22 +332,49 @@ def remote_secrets(ctx: PlanContext) -> Step:
 
 def wait_synced(ctx: PlanContext) -> Step:
     commands = []
+    names = ctx.topology.cluster_names
     for primary in ctx.topology.primaries:
         commands += [
             Command(ctx.kubectl(primary.name, "-n", "istio-system", "rollout", "status", "deployment/istiod",
                                 f"--timeout={_ISTIOD_WAIT}"), cluster=primary.name),
             Command(ctx.istioctl_cmd(primary.name, "remote-clusters"), cluster=primary.name, attempts=36,
-                    until="every cluster is synced"),
+                    until=Until("synced", names)),
         ]
     return Step(0, "wait", "Wait until every istiod is ready and sees every cluster",
-                "`istioctl remote-clusters` must list every cluster as synced", tuple(commands))
+                f"`istioctl remote-clusters` must list each of {', '.join(names)} as synced (remote clusters "
+                "appear only once their secrets are read)", tuple(commands))
+
+
+def link_targets(ctx: PlanContext, cluster: Cluster) -> list[str]:
+    """What "traffic to ``cluster``" is on the kind network: its nodes, pod and service subnets, MetalLB slice."""
+    addresses = ctx.addresses[cluster.name]
+    nodes = [f"${{{node_variable(node)}}}/32" for node in m.node_names(cluster)]
+    return [*nodes, addresses.pod_subnet, addresses.service_subnet, addresses.pool_cidr]
+
+
+def link_rtt(ctx: PlanContext) -> Step:
+    """The topology's ``linkRttMs`` between every pair of clusters: half of it on each side's nodes."""
+    commands = []
+    clusters = ctx.topology.clusters
+    if len(clusters) > 1:
+        for cluster in clusters:
+            others = [c for c in clusters if c.name != cluster.name]
+            names = [c.name for c in others]
+            delays = [ctx.topology.link_rtt_ms / 2] * len(others)
+            targets = [link_targets(ctx, c) for c in others]
+            for node in m.node_names(cluster):
+                commands += [Command(("docker", "exec", node, *argv), cluster=cluster.name, ignore_failure=ignore)
+                             for argv, ignore in links.shape(names, delays, targets)]
+    return Step(0, "links", f"Give the link between clusters its round trip ({ctx.topology.link_rtt_ms:g} ms)",
+                "netem delays half the round trip on each side, on traffic to the other cluster's nodes, pods, "
+                "services and load balancers; link faults change these delays", tuple(commands), parallel=True)
 
 
 def smoke_probes(ctx: PlanContext) -> Step:
     commands, manifests = [], []
     for cluster in ctx.topology.clusters:
         spec = ProbeSpec(service="smoke", namespace=SMOKE_NAMESPACE, cluster=cluster.name)
-        docs = probe_docs(spec, cluster, ctx.probe_source)
+        docs = probe_docs(spec, cluster, ctx.probe_source, image=ctx.probe_image)
         manifest = Manifest(f"{cluster.name}/smoke-probe.yaml", tuple(docs),
                             elide={"probe.py": f"<workloads/probe/probe.py, {len(ctx.probe_source.encode())} bytes>"})
         manifests.append(manifest)
@@ -268,14 +384,23 @@ def smoke_probes(ctx: PlanContext) -> Step:
                                 f"deployment/{probe_workload_name(spec)}", "--timeout=180s"), cluster=cluster.name),
         ]
     return Step(0, "probes", "Deploy a probe workload in every cluster (sidecar injected)",
-                "python:3.12-alpine with probe.py from a ConfigMap; each check deploys its own the same way",
+                f"{ctx.probe_image} with probe.py from a ConfigMap; each check deploys its own the same way",
                 tuple(commands), tuple(manifests), parallel=True)
 
 
 STEPS: tuple[Callable[[PlanContext], Step], ...] = (
-    create_clusters, rewrite_kubeconfigs, load_balancers, routes, plug_in_ca, install_primaries,
-    east_west_gateways, install_remotes, remote_secrets, wait_synced, smoke_probes,
+    create_clusters, node_addresses, kernel_check, load_images, load_balancers, routes, plug_in_ca,
+    install_primaries, east_west_gateways, install_remotes, remote_secrets, wait_synced, link_rtt, smoke_probes,
 )
+
+
+def teardown(ctx: PlanContext) -> Step:
+    """What ``down()`` (``KindProvider.cleanup``) runs at the end of the run, or ``meshconf down`` later."""
+    commands = [Command(delete_cluster(c.name, ctx.kubeconfig), cluster=c.name) for c in ctx.topology.clusters]
+    commands.append(Command(("kind", "get", "clusters")))
+    return Step(0, "teardown", "At the end (or `meshconf down RUN`): delete the clusters this run created",
+                "never clusters it did not create (--reuse); the run's state is kept until `kind get clusters` "
+                "no longer lists them, so `meshconf down` can retry", tuple(commands))
 
 
 def build_plan(ctx: PlanContext) -> list[Step]:

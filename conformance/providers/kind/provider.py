@@ -2,29 +2,45 @@
 
 ``up()`` runs the plan (``plan.py``) through the runner; everything after that (applying check YAML, probe
 workloads, the probe control port, Envoy admin, diagnostics) goes through the Kubernetes API (``kube.api``).
-Only clusters this run created are ever deleted; ``--reuse`` attaches to existing clusters of the topology's
-names and leaves them in place.
+Only clusters this run created are ever deleted, and the run's state is kept until ``kind get clusters``
+confirms they are gone (``meshconf down`` retries); ``--reuse`` attaches to existing clusters of the
+topology's names and leaves them in place.
+
+The host must reach container addresses on the docker ``kind`` network (ingress calls and load go to MetalLB
+addresses there): Linux with Docker Engine. Docker Desktop (macOS, Windows, and Docker Desktop on Linux) runs
+containers in a VM the host cannot route to, so ``up`` refuses it with one line (``meshconf doctor`` too).
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from conformance.certs import MeshCA
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, ProviderError, UsageError
+from conformance.doctor import host_reaches_containers
+from conformance.errors import ConformanceError, EnvironmentBroken, ProviderError, UsageError
 from conformance.probe import probe_source
 from conformance.provider import Feature, MeshDescription
+from conformance.providers.kind import images as i
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
 from conformance.providers.kind.diagnostics import write_diagnostics
 from conformance.providers.kind.faults import KindFaults
-from conformance.providers.kind.plan import PlanContext, build_plan, context_name, variable
+from conformance.providers.kind.plan import (
+    PlanContext,
+    build_plan,
+    context_name,
+    delete_cluster,
+    node_variable,
+    teardown,
+)
 from conformance.providers.kind.runner import Runner, SubprocessRunner, run_steps
-from conformance.providers.kind.steps import render_argv, render_plan
+from conformance.providers.kind.steps import Step, render_argv, render_plan
+from conformance.providers.kind.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
 from conformance.runstate import RunState, new_run_dir, runs_root
@@ -35,18 +51,18 @@ __all__ = ["KindProvider"]
 _REPO = Path(__file__).resolve().parents[3]
 
 
-def shipped_configs(topology: Topology, for_print: bool = False) -> Path | None:
-    """``kind-configs/<topology>/`` of the repository, if it ships configs for every cluster.
+def _shown(path: Path) -> Path:
+    """Relative to the working directory when that is shorter (what a user would type)."""
+    relative = Path(os.path.relpath(path))
+    return path if str(relative).startswith("..") else relative
 
-    ``for_print``: relative to the working directory when that is shorter (what a user would type).
-    """
+
+def shipped_configs(topology: Topology, for_print: bool = False) -> Path | None:
+    """``kind-configs/<topology>/`` of the repository, if it ships configs for every cluster."""
     folder = _REPO / "kind-configs" / topology.name
     if not all((folder / f"{c.name}.yaml").is_file() for c in topology.clusters):
         return None
-    if for_print:
-        relative = Path(os.path.relpath(folder))
-        return folder if str(relative).startswith("..") else relative
-    return folder
+    return _shown(folder) if for_print else folder
 
 
 def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: str = "istioctl",
@@ -57,7 +73,28 @@ def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: st
     shipped = None if config.kind_node_image else shipped_configs(topology, for_print)
     return PlanContext(topology, config.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
                        node_image=node_image, shipped_configs=shipped,
-                       kind_subnet=kind_subnet or DEFAULT_KIND_SUBNET, kind_subnet_known=kind_subnet is not None)
+                       kind_subnet=kind_subnet or DEFAULT_KIND_SUBNET, kind_subnet_known=kind_subnet is not None,
+                       image_hub=config.image_hub,
+                       locust_dockerfile=_shown(i.LOCUST_DOCKERFILE) if for_print else i.LOCUST_DOCKERFILE)
+
+
+def _numbered(step: Step, number: int) -> Step:
+    return Step(number, step.key, step.title, step.why, step.commands, step.manifests, step.parallel)
+
+
+def _plan_header(ctx: PlanContext) -> list[str]:
+    return [
+        f"tools: kind {m.KIND_VERSION}, node image {ctx.node_image}, istioctl {ctx.istio_version} "
+        "(downloaded into ~/.cache/meshconf/istioctl and sha256-checked unless --istioctl is given)",
+        f"images: from {'the Docker Hub mirror ' + ctx.image_hub if ctx.image_hub else 'Docker Hub'} "
+        "(--image-hub), pulled once on the host and loaded into every cluster",
+        "host: Linux with Docker Engine (ingress and load reach MetalLB addresses on the kind network; "
+        "Docker Desktop is refused)",
+        "RUN = the run directory meshconf creates (~/.local/state/meshconf/runs/kind-<id>); "
+        "${X_IP} = values captured at run time",
+        f"Nothing below has been run. Secret data is shown as <redacted: N bytes>. Verification: {NOT_RUN}; "
+        "each step says what the tests prove instead.",
+    ]
 
 
 class KindProvider(KubeMesh):
@@ -71,6 +108,7 @@ class KindProvider(KubeMesh):
         self.run_dir = run_dir
         self.runner = runner or SubprocessRunner()
         self._apis: dict[str, KubeAPI] = {}
+        self._nodes: dict[str, list[str]] = {}
         self._faults = KindFaults(self)
 
     # -- plan ----------------------------------------------------------------------------------------------
@@ -83,31 +121,37 @@ class KindProvider(KubeMesh):
             header = [
                 f"meshconf plan: provider kind, topology {topology.name}, Istio {ctx.istio_version}",
                 "clusters: " + ", ".join(f"{c.name} ({c.role}, {c.network}, {c.region}/{c.zone})"
-                                         for c in topology.clusters),
-                f"tools: kind {m.KIND_VERSION}, node image {ctx.node_image}, istioctl {ctx.istio_version} "
-                "(downloaded into ~/.cache/meshconf/istioctl and sha256-checked unless --istioctl is given)",
-                "RUN = the run directory meshconf creates (~/.local/state/meshconf/runs/kind-<id>); "
-                "${X_API_IP} = values captured at run time",
-                "Nothing below has been run. Secret data is shown as <redacted: N bytes>.",
+                                         for c in topology.clusters)
+                + f"; link round trip {topology.link_rtt_ms:g} ms",
+                *_plan_header(ctx),
             ]
-            return render_plan(header, build_plan(ctx))
+            steps = build_plan(ctx)
+            steps.append(_numbered(teardown(ctx), len(steps) + 1))
+            return render_plan(header, steps, verification=VERIFICATION)
 
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
         """The V1 install plan followed by the canary steps to ``to_version``; runs nothing."""
-        from conformance.providers.kind.upgrade import upgrade_steps
+        from conformance.providers.kind.upgrade import HELD_CONNECTIONS, upgrade_steps
 
         with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
             ca = MeshCA.create(Path(scratch))
             ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}", for_print=True)
             steps = build_plan(ctx)
             steps += upgrade_steps(ctx, to_version, f"istioctl-{to_version}", len(steps) + 1)
+            steps.append(_numbered(teardown(ctx), len(steps) + 1))
+            canary = next(s.number for s in steps if s.key == "preload")
+            restart = next(s.number for s in steps if s.key == "restart")
             header = [f"meshconf upgrade plan: provider kind, topology {topology.name}, Istio {config.istio_version} "
                       f"-> {to_version} (canary by revision)",
-                      f"before step {len(steps) - 3}: the catalogue runs on {config.istio_version} (out/before); "
-                      f"after step {len(steps)}: it runs on {to_version} (out/after), then `meshconf gate`",
-                      "istioctl-<V> = istioctl of that version (downloaded and sha256-checked). Nothing has been run."]
-            return render_plan(header, steps)
+                      f"before step {canary}: the catalogue runs on {config.istio_version} (out/before); from step "
+                      f"{canary + 1} to step {restart} {HELD_CONNECTIONS} keep-alive connections between workloads "
+                      f"that are not restarted are held across clusters (lost connections allowed: "
+                      f"{config.budgets.upgrade_connection_resets}, --budget upgrade_connection_resets)",
+                      f"after step {restart}: the catalogue runs on {to_version} (out/after), then `meshconf gate`",
+                      "istioctl-<V> = istioctl of that version (downloaded and sha256-checked).",
+                      *_plan_header(ctx)[1:]]
+            return render_plan(header, steps, verification=VERIFICATION)
 
     @classmethod
     def upgrade(cls, config: RunConfig, topology: Topology, to_version: str, out: Path,
@@ -124,6 +168,7 @@ class KindProvider(KubeMesh):
 
         if not self.config.istio_version:
             raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
+        self._check_host()
         istioctl = resolve_istioctl(self.config.istio_version, self.config.istioctl)
         existing = self._existing_clusters()
         wanted = set(self.topology.cluster_names)
@@ -137,29 +182,36 @@ class KindProvider(KubeMesh):
         state.update(provider="kind", topology=self.config.topology, istio_version=self.config.istio_version,
                      istioctl=str(istioctl), created=[] if reuse else sorted(wanted), reused=reuse, variables={})
         variables: dict[str, str] = {}
-        ctx = plan_context(self.config, self.topology, ca, istioctl=str(istioctl))
-        steps = build_plan(ctx)
+        steps = build_plan(plan_context(self.config, self.topology, ca, istioctl=str(istioctl)))
+
+        def run(keys: set[str]) -> None:
+            assert self.run_dir is not None
+            run_steps(self.runner, [s for s in steps if s.key in keys], self.run_dir, variables, say)
+
         try:
             if reuse:
                 say(f"kind: reusing clusters {', '.join(sorted(wanted))}")
                 for cluster in self.topology.cluster_names:
                     self._run(["kind", "export", "kubeconfig", "--name", cluster, "--kubeconfig",
                                str(self.run_dir / "kubeconfig")])
-                run_steps(self.runner, [s for s in steps if s.key == "kubeconfig"], self.run_dir, variables, say)
-                subnet = self._kind_subnet()
-                steps = build_plan(plan_context(self.config, self.topology, ca, str(istioctl), subnet))
-                run_steps(self.runner, [s for s in steps if s.key in ("wait", "probes")], self.run_dir, variables,
-                          say)
+                run({"addresses"})
             else:
-                run_steps(self.runner, steps[:2], self.run_dir, variables, say)
-                subnet = self._kind_subnet()
-                steps = build_plan(plan_context(self.config, self.topology, ca, str(istioctl), subnet))
-                run_steps(self.runner, steps[2:], self.run_dir, variables, say)
-            state.update(variables=variables, kind_subnet=subnet, ready=True)
+                run({"clusters", "addresses", "kernel", "images"})
+            # MetalLB slices, link targets and routes depend on the kind network's real subnet
+            subnet = self._kind_subnet()
+            steps = build_plan(plan_context(self.config, self.topology, ca, str(istioctl), subnet))
+            if reuse:
+                run({"wait", "links", "probes"})
+            else:
+                run({s.key for s in steps} - {"clusters", "addresses", "kernel", "images"})
+            state.update(variables=variables, kind_subnet=subnet, link_rtt_ms=self.topology.link_rtt_ms, ready=True)
         except BaseException:
             state.update(variables=variables)
             if not self.config.keep:
-                self.down()
+                try:
+                    self.down()
+                except ConformanceError as exc:  # the failure that brought us here is the one to report
+                    say(f"kind: cleanup after the failure did not finish: {exc}")
             raise
         say(f"kind: mesh up; run directory {self.run_dir}")
 
@@ -172,10 +224,28 @@ class KindProvider(KubeMesh):
 
     @classmethod
     def cleanup(cls, run_dir: Path, runner: Runner | None = None) -> list[int]:
-        """Delete the clusters this run created (and nothing else), then its directory. Returns no PIDs."""
+        """Delete the clusters this run created (and nothing else), then its directory. Returns no PIDs.
+
+        ``kind delete cluster`` gets the run's own kubeconfig, so the user's ``~/.kube/config`` is never edited.
+        The state is removed only once ``kind get clusters`` no longer lists any of them; otherwise it keeps
+        the clusters still there and ProviderError says to run ``meshconf down`` again.
+        """
+        runner = runner or SubprocessRunner()
         state = RunState(run_dir)
-        for cluster in state.read().get("created", []):
-            (runner or SubprocessRunner()).run(["kind", "delete", "cluster", "--name", str(cluster)])
+        created = [str(c) for c in state.read().get("created", [])]
+        for cluster in created:
+            runner.run(list(delete_cluster(cluster, str(run_dir / "kubeconfig"))))
+        if created:
+            listed = runner.run(["kind", "get", "clusters"])
+            if listed.returncode != 0:
+                raise ProviderError(f"`kind get clusters` failed after deleting {', '.join(created)}, so their "
+                                    f"deletion is unconfirmed: {(listed.stderr or listed.stdout).strip()[:200]}; "
+                                    f"run `meshconf down {run_dir}` again")
+            remaining = sorted(set(created) & {line.strip() for line in listed.stdout.splitlines()})
+            if remaining:
+                state.update(created=remaining)
+                raise ProviderError(f"kind clusters {', '.join(remaining)} still exist after `kind delete cluster`; "
+                                    f"run `meshconf down {run_dir}` to retry")
         state.remove()
         return []
 
@@ -212,6 +282,10 @@ class KindProvider(KubeMesh):
                     Feature.WORKLOAD_FAULTS, Feature.INGRESS_GATEWAY}
         if len(self.topology.clusters) > 1:
             features |= {Feature.MULTI_CLUSTER, Feature.LINK_FAULTS}
+            # only once the links step has applied the topology's round trip (netem on every node)
+            applied = RunState(self.run_dir).read().get("link_rtt_ms") if self.run_dir else None
+            if applied and float(applied) > 0:
+                features.add(Feature.LINK_RTT)
         if self.topology.multi_network:
             features.add(Feature.MULTI_NETWORK)
         if any(m.needs_east_west_gateway(c, self.topology) for c in self.topology.clusters):
@@ -237,11 +311,30 @@ class KindProvider(KubeMesh):
     def variables(self) -> dict[str, str]:
         return dict(RunState(self.run_dir).read().get("variables", {})) if self.run_dir else {}
 
-    def node_address(self, cluster: str) -> str:
-        address = self.variables().get(variable(cluster))
+    def nodes(self, cluster: str) -> list[str]:
+        """The node containers of ``cluster``, as ``kind get nodes`` lists them (workers included)."""
+        if cluster not in self._nodes:
+            listed = self._run(["kind", "get", "nodes", "--name", cluster])
+            self._nodes[cluster] = sorted(line.strip() for line in listed.splitlines() if line.strip())
+            if not self._nodes[cluster]:
+                raise EnvironmentBroken(f"`kind get nodes --name {cluster}` lists no nodes; is the cluster gone?")
+        return self._nodes[cluster]
+
+    def node_address(self, node: str) -> str:
+        """A node container's address on the kind network (recorded at ``up``, else asked from docker)."""
+        address = self.variables().get(node_variable(node))
         if not address:
-            raise EnvironmentBroken(f"the address of {cluster}'s node is not recorded; was the mesh brought up?")
+            address = self._run(["docker", "inspect", "-f", "{{.NetworkSettings.Networks.kind.IPAddress}}",
+                                 node]).strip()
+        if not address:
+            raise EnvironmentBroken(f"node {node} has no address on the docker kind network")
         return address
+
+    def link_targets(self, cluster: str) -> list[str]:
+        """Traffic "to ``cluster``": its nodes, its pod and service subnets, its MetalLB slice (plan.link_targets)."""
+        addresses = self.addresses()[cluster]
+        return [*(f"{self.node_address(node)}/32" for node in self.nodes(cluster)), addresses.pod_subnet,
+                addresses.service_subnet, addresses.pool_cidr]
 
     def addresses(self) -> dict[str, ClusterAddresses]:
         subnet = RunState(self.run_dir).read().get("kind_subnet") if self.run_dir else None
@@ -260,6 +353,13 @@ class KindProvider(KubeMesh):
         if result.returncode != 0 and not ignore_failure:
             raise ProviderError(f"`{render_argv(argv)}` failed: {(result.stderr or result.stdout).strip()[:300]}")
         return result.stdout
+
+    def _check_host(self) -> None:
+        """Refuse hosts that cannot reach container addresses (one line, before anything is created)."""
+        docker_os = self.runner.run(["docker", "info", "--format", "{{.OperatingSystem}}"]).stdout.strip()
+        reason = host_reaches_containers(platform.system(), docker_os)
+        if reason:
+            raise EnvironmentBroken(f"the kind provider cannot run here: {reason}")
 
     def _existing_clusters(self) -> set[str]:
         result = self.runner.run(["kind", "get", "clusters"])

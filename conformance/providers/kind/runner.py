@@ -58,11 +58,17 @@ class SubprocessRunner(Runner):
 
 @dataclass
 class Recorder(Runner):
-    """Records every argv; ``answers`` maps a regex on the rendered command to the stdout to give back."""
+    """Records every argv and answers from a script.
 
-    answers: Mapping[str, str] = field(default_factory=dict)
+    ``answers`` maps a regex on the rendered command to what to give back: stdout (exit 0), a Result, or a list
+    of those handed out in turn (the last one repeats). The first pattern that matches answers; anything else
+    gets exit 0 and no output.
+    """
+
+    answers: Mapping[str, str | Result | list[str | Result]] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
     stdins: list[str | None] = field(default_factory=list)
+    _turns: dict[str, int] = field(default_factory=dict)
 
     def run(self, argv: Sequence[str], stdin: str | None = None, timeout_s: float = 600.0) -> Result:
         self.calls.append(tuple(argv))
@@ -70,20 +76,36 @@ class Recorder(Runner):
         text = render_argv(argv)
         for pattern, answer in self.answers.items():
             if re.search(pattern, text):
-                return Result(0, answer, "")
+                if isinstance(answer, list):
+                    turn = self._turns.get(pattern, 0)
+                    self._turns[pattern] = turn + 1
+                    answer = answer[min(turn, len(answer) - 1)]
+                return answer if isinstance(answer, Result) else Result(0, answer, "")
         return Result(0, "", "")
 
     def rendered(self) -> list[str]:
         return [render_argv(c) for c in self.calls]
 
 
-def _all_synced(output: str) -> bool:
+def _synced(output: str, clusters: Sequence[str]) -> bool:
+    """``istioctl remote-clusters`` (istioctl/pkg/proxyconfig/clusters.go) prints ``NAME SECRET STATUS ISTIOD``,
+    one row per cluster each istiod knows; the local cluster has no secret, and remote clusters appear only
+    once istiod has read their secrets. So every expected cluster needs a row of its own that says synced;
+    rows of clusters that are still syncing, or a table with only the local cluster, do not pass."""
     rows = [line.split() for line in output.strip().splitlines()[1:] if line.strip()]
-    return bool(rows) and all("synced" in row for row in rows)
+    synced = {row[0] for row in rows if "synced" in row[1:]}
+    pending = {row[0] for row in rows if "synced" not in row[1:]}
+    return all(name in synced and name not in pending for name in clusters)
 
 
-OUTPUT_CHECKS: dict[str, Callable[[str], bool]] = {
-    "every cluster is synced": _all_synced,
+def _nodes(output: str, nodes: Sequence[str]) -> bool:
+    """``kind get nodes --name <cluster>`` prints one node name a line."""
+    return sorted(line.strip() for line in output.splitlines() if line.strip()) == sorted(nodes)
+
+
+OUTPUT_CHECKS: dict[str, Callable[[str, Sequence[str]], bool]] = {
+    "synced": _synced,
+    "nodes": _nodes,
 }
 
 
@@ -102,6 +124,9 @@ def run_command(runner: Runner, command: Command, variables: dict[str, str], run
                 say: Callable[[str], None], poll_interval_s: float = 5.0) -> None:
     """Run one command (with its pipe, capture, retries and polling); raise ProviderError on failure."""
     argv = _substitute(command.argv, variables, run_dir)
+    if command.skip_if and runner.run(_substitute(command.skip_if, variables, run_dir)).returncode == 0:
+        say(f"  (skipped: `{render_argv(command.skip_if)}` succeeded)")
+        return
     last = Result(0, "", "")
     for attempt in range(1, command.attempts + 1):
         say(f"  $ {command.render()}" + (f"  (attempt {attempt})" if attempt > 1 else ""))
@@ -109,7 +134,8 @@ def run_command(runner: Runner, command: Command, variables: dict[str, str], run
         if command.pipe_to and last.returncode == 0:
             piped = runner.run(_substitute(command.pipe_to, variables, run_dir), stdin=last.stdout)
             last = Result(piped.returncode, piped.stdout, piped.stderr)  # the secret never leaves this frame
-        ok = last.returncode == 0 and (command.until is None or OUTPUT_CHECKS[command.until](last.stdout))
+        ok = last.returncode == 0 and (command.until is None
+                                       or OUTPUT_CHECKS[command.until.check](last.stdout, command.until.args))
         if ok:
             if command.capture:
                 variables[command.capture] = last.stdout.strip()
@@ -121,8 +147,9 @@ def run_command(runner: Runner, command: Command, variables: dict[str, str], run
     if command.ignore_failure:
         return
     reason = (last.stderr or last.stdout).strip().splitlines()[-1:] or [f"exit {last.returncode}"]
-    what = f"output did not show {command.until}" if command.until and last.returncode == 0 else reason[0][:300]
-    raise ProviderError(f"`{command.render()}` failed after {command.attempts} attempt(s): {what}")
+    what = f"output did not show that {command.until}" if command.until and last.returncode == 0 else reason[0][:300]
+    hint = f"; {command.hint}" if command.hint else ""
+    raise ProviderError(f"`{command.render()}` failed after {command.attempts} attempt(s): {what}{hint}")
 
 
 def run_steps(runner: Runner, steps: Sequence[Step], run_dir: Path, variables: dict[str, str],

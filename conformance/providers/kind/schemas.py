@@ -90,6 +90,8 @@ _VALUES = _obj({
                     "externalIstiod": _BOOL, "remotePilotAddress": _STR}),
     "pilot": _obj({"env": {"type": "object"}}),
     "istiodRemote": _obj({"injectionPath": _STR}),
+    # gen-eastwest-gateway.sh: values.gateways.istio-ingressgateway.injectionTemplate
+    "gateways": _obj({"istio-ingressgateway": _obj({"injectionTemplate": _STR})}),
 })
 _MESH_CONFIG = _obj({"trustDomain": _STR, "defaultConfig": _obj({"proxyMetadata": _STR_MAP})})
 ISTIO_OPERATOR = _obj({

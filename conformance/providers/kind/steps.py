@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Command", "Manifest", "Step", "redacted", "render_argv", "render_plan"]
+__all__ = ["Command", "Manifest", "Step", "Until", "redacted", "render_argv", "render_plan"]
 
 _VARIABLE = re.compile(r"\$\{[A-Z0-9_]+\}|\$RUN")
 
@@ -46,6 +46,19 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Until:
+    """A check on a command's output (``runner.OUTPUT_CHECKS[check]``) with the values it needs."""
+
+    check: str
+    args: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        listed = ", ".join(self.args)
+        return {"synced": f"it lists {listed} as synced",
+                "nodes": f"it lists exactly the nodes {listed}"}.get(self.check, self.check)
+
+
+@dataclass(frozen=True)
 class Command:
     argv: tuple[str, ...]
     cluster: str | None = None
@@ -55,9 +68,13 @@ class Command:
     """Feed stdout into this argv instead of keeping it (the output is never logged)."""
     attempts: int = 1
     before_retry: tuple[str, ...] | None = None
-    until: str | None = None
-    """Poll (every 5 s, ``attempts`` times) until the output passes this named check."""
+    until: Until | None = None
+    """Poll (every 5 s, ``attempts`` times) until the output passes this check."""
     ignore_failure: bool = False
+    skip_if: tuple[str, ...] | None = None
+    """Not run when this command succeeds (e.g. ``docker image inspect``: the host has the image already)."""
+    hint: str | None = None
+    """How to fix a failure: appended to the error."""
 
     def render(self) -> str:
         text = render_argv(self.argv)
@@ -114,7 +131,10 @@ def _size(key: str, value: Any) -> int:
     return len(str(value).encode())
 
 
-def render_plan(header: Sequence[str], steps: Sequence[Step], show_manifests: bool = True) -> str:
+def render_plan(header: Sequence[str], steps: Sequence[Step], show_manifests: bool = True,
+                verification: Mapping[str, tuple[str, str]] | None = None) -> str:
+    """The plan as text; ``verification`` (step key -> what is verified here, what is not) adds a footer to
+    every step."""
     lines = list(header)
     for step in steps:
         lines += ["", f"Step {step.number}. {step.title}" + ("  [clusters in parallel]" if step.parallel else ""),
@@ -129,6 +149,12 @@ def render_plan(header: Sequence[str], steps: Sequence[Step], show_manifests: bo
                 notes.append(f"until {command.until}")
             if command.capture:
                 notes.append(f"output -> ${{{command.capture}}}")
+            if command.before_retry:
+                notes.append(f"before a retry: `{render_argv(command.before_retry)}`")
+            if command.skip_if:
+                notes.append(f"skipped if `{render_argv(command.skip_if)}` succeeds")
+            if command.ignore_failure:
+                notes.append("a failure is ignored")
             suffix = f"    # {'; '.join(notes)}" if notes else ""
             lines.append(f"  $ {command.render()}{suffix}")
         if not step.commands:
@@ -138,6 +164,9 @@ def render_plan(header: Sequence[str], steps: Sequence[Step], show_manifests: bo
                 lines += ["", f"  --- {manifest.shown_path}"]
                 text = yaml.safe_dump_all([redacted(d, manifest.elide) for d in manifest.docs], sort_keys=False)
                 lines += ["    " + line for line in text.rstrip().splitlines()]
+        if verification is not None:
+            verified, not_verified = verification[step.key]
+            lines += ["", f"  verified here: {verified}", f"  not verified here: {not_verified}"]
     return "\n".join(lines) + "\n"
 
 

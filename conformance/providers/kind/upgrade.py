@@ -1,9 +1,13 @@
 """The canary upgrade by revision (Istio's "Canary Upgrades" guide), as steps after the V1 install.
 
+0. Preload V2's images (pilot, proxyv2) into every cluster, as the install preloaded V1's (images.py).
 1. Install V2's control plane beside V1 as revision ``<major>-<minor>-<patch>`` (V2's istioctl).
 2. Upgrade each east-west gateway in place to that revision.
 3. Point the ``default`` revision tag at V2: namespaces labelled ``istio-injection=enabled`` now get V2 proxies.
 4. Restart the probe workloads onto V2 while continuous traffic flows between clusters (measured).
+Through steps 1-4 a client in another cluster holds keep-alive connections to a server, neither of which is
+restarted (Cilium's upgrade tests make this a gate): a canary upgrade must not reset them, and every lost
+connection counts against ``Budgets.upgrade_connection_resets`` (default 0).
 V1's control plane is left running until the kind clusters are deleted: removing it is not part of the gate.
 Topologies with remote clusters are refused: their injection and discovery point at the V1 istiod service.
 """
@@ -14,7 +18,8 @@ import json
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +27,18 @@ from typing import Any
 from conformance.certs import MeshCA
 from conformance.config import RunConfig
 from conformance.errors import UsageError
+from conformance.providers.kind import images as i
 from conformance.providers.kind import manifests as m
-from conformance.providers.kind.plan import SMOKE_NAMESPACE, PlanContext
+from conformance.providers.kind.plan import SMOKE_NAMESPACE, PlanContext, preload
 from conformance.providers.kind.steps import Command, Manifest, Step
 from conformance.topology import Role, Topology
 
-__all__ = ["revision_name", "run_upgrade", "upgrade_steps"]
+__all__ = ["HELD_CONNECTIONS", "held_connections_verdict", "revision_name", "run_upgrade", "upgrade_steps"]
+
+HELD_CONNECTIONS = 8
+"""Keep-alive connections held across clusters through the upgrade (one call a second on each)."""
+UPGRADE_NAMESPACE = "meshconf-upgrade"
+"""Where the workloads that are not restarted live (the restart step restarts only SMOKE_NAMESPACE)."""
 
 
 def revision_name(version: str) -> str:
@@ -49,7 +60,8 @@ def upgrade_steps(ctx: PlanContext, to_version: str, istioctl_to: str, first_num
     install, overlays = [], []
     for cluster in primaries:
         overlay = Manifest(f"{cluster.name}/istio-{revision}.yaml",
-                           (m.install_overlay(cluster, ctx.topology, ctx.addresses, revision),))
+                           (m.install_overlay(cluster, ctx.topology, ctx.addresses, revision, hub=ctx.hub,
+                                              tag=to_version),))
         overlays.append(overlay)
         install += [
             Command(istioctl(cluster.name, "install", "-y", "-f", overlay.shown_path), cluster=cluster.name),
@@ -61,7 +73,8 @@ def upgrade_steps(ctx: PlanContext, to_version: str, istioctl_to: str, first_num
         if not m.needs_east_west_gateway(cluster, ctx.topology):
             continue
         gateway = Manifest(f"{cluster.name}/eastwest-gateway-{revision}.yaml",
-                           (m.east_west_gateway(cluster, ctx.topology, ctx.addresses[cluster.name], revision),))
+                           (m.east_west_gateway(cluster, ctx.topology, ctx.addresses[cluster.name], revision,
+                                                hub=ctx.hub, tag=to_version),))
         gateway_manifests.append(gateway)
         gateways += [
             Command(istioctl(cluster.name, "install", "-y", "-f", gateway.shown_path), cluster=cluster.name),
@@ -79,6 +92,9 @@ def upgrade_steps(ctx: PlanContext, to_version: str, istioctl_to: str, first_num
                                 "--timeout=300s"), cluster=cluster.name),
         ]
     steps = [
+        Step(0, "preload", f"Pull Istio {to_version}'s images once and load them into every cluster",
+             "as the install did for the first version: no node pulls from the registry",
+             tuple(preload(i.istio_images(to_version, ctx.image_hub), ctx.topology.clusters))),
         Step(0, "canary", f"Install Istio {to_version} beside {ctx.istio_version} as revision {revision}",
              "two control planes side by side; proxies stay on the old one until restarted",
              tuple(install), tuple(overlays), parallel=True),
@@ -87,21 +103,27 @@ def upgrade_steps(ctx: PlanContext, to_version: str, istioctl_to: str, first_num
         Step(0, "tag", f"Point the default revision tag at {revision}",
              "istio-injection=enabled namespaces now get the new proxies", tuple(tags)),
         Step(0, "restart", f"Restart the probe workloads onto {to_version} under continuous traffic",
-             "meshconf counts errors and measures p99 of the traffic flowing meanwhile", tuple(restarts)),
+             f"meshconf counts errors and measures p99 of the traffic flowing meanwhile; the {HELD_CONNECTIONS} "
+             f"connections held since the canary step (workloads in {UPGRADE_NAMESPACE}, not restarted) must "
+             "survive", tuple(restarts)),
     ]
-    return [Step(first_number + i, s.key, s.title, s.why, s.commands, s.manifests, s.parallel)
-            for i, s in enumerate(steps)]
+    return [Step(first_number + n, s.key, s.title, s.why, s.commands, s.manifests, s.parallel)
+            for n, s in enumerate(steps)]
 
 
 # -- running it ---------------------------------------------------------------------------------------------
 
+Catalogue = Callable[[RunConfig, Path, Path, Callable[[str], None]], Path]
 
-def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Path,
-                say: Callable[[str], None]) -> int:
+
+def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Path, say: Callable[[str], None],
+                *, provider: Any = None, istioctl_to: Path | None = None, catalogue: Catalogue | None = None) -> int:
     """Install V1, run the catalogue, canary-upgrade to V2 under traffic, run the catalogue again, gate.
 
-    Writes ``out/before/``, ``out/after/`` (full reports), ``out/upgrade.json`` (traffic during the upgrade
-    against its budgets) and ``out/gate.txt``. Returns the exit code: 1 on any regression or budget overrun.
+    Writes ``out/before/``, ``out/after/`` (full reports), ``out/upgrade.json`` (traffic and held connections
+    during the upgrade against their budgets) and ``out/gate.txt``. Returns the exit code: 1 on any regression
+    or budget overrun. ``provider`` (a KindProvider, not yet up), ``istioctl_to`` and ``catalogue`` are seams
+    for tests; by default they are a new KindProvider, V2's verified istioctl and ``meshconf run --attach``.
     """
     from conformance.gate import compare_reports, load_report, render_gate
     from conformance.provider import ProbeSpec
@@ -110,19 +132,35 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
     from conformance.providers.kind.runner import run_steps
     from conformance.runstate import RunState
 
-    provider = KindProvider(replace(config, keep=False), topology)
+    provider = provider or KindProvider(replace(config, keep=False), topology)
+    run_catalogue = catalogue or _catalogue
     provider.up(progress=say)
     try:
         assert provider.run_dir is not None
-        before = _catalogue(config, provider.run_dir, out / "before", say)
+        before = run_catalogue(config, provider.run_dir, out / "before", say)
         state = RunState(provider.run_dir).read()
         ctx = plan_context(config, topology, MeshCA.load(provider.run_dir / "ca"), str(state["istioctl"]),
                            state.get("kind_subnet"))
-        steps = upgrade_steps(ctx, to_version, str(resolve_istioctl(to_version)), 1)
+        steps = upgrade_steps(ctx, to_version, str(istioctl_to or resolve_istioctl(to_version)), 1)
         variables = dict(state.get("variables", {}))
-        run_steps(provider.runner, steps[:-1], provider.run_dir, variables, say)
-        source = provider.deploy_probe(ProbeSpec(service="traffic", namespace="meshconf-upgrade",
-                                                 cluster=topology.clusters[0].name))
+        run_steps(provider.runner, steps[:1], provider.run_dir, variables, say)  # preload: before the clock
+
+        # held connections: a client and a server in different clusters, in a namespace nothing restarts
+        first, last = topology.clusters[0].name, topology.clusters[-1].name
+        held_server = provider.deploy_probe(ProbeSpec(service="held", namespace=UPGRADE_NAMESPACE, cluster=last))
+        held_client = provider.deploy_probe(ProbeSpec(service="holder", namespace=UPGRADE_NAMESPACE, cluster=first))
+        hold_ms = int(min(config.timeouts.upgrade_hold_s, 590.0) * 1000)
+        held_request = {"url": held_server.url(), "concurrency": HELD_CONNECTIONS, "rate": HELD_CONNECTIONS,
+                        "duration_ms": hold_ms, "max_duration_ms": min(hold_ms + 10_000, 600_000), "body_limit": 0,
+                        "timeout_ms": int(config.timeouts.call_timeout_s * 1000)}
+        held: list[Any] = []
+        holding = threading.Thread(target=lambda: held.append(provider.forward(held_client, held_request)),
+                                   daemon=True)
+        held_until = time.monotonic() + hold_ms / 1000
+        holding.start()
+        run_steps(provider.runner, steps[1:-1], provider.run_dir, variables, say)
+
+        source = provider.deploy_probe(ProbeSpec(service="traffic", namespace=UPGRADE_NAMESPACE, cluster=first))
         url = f"http://smoke.{SMOKE_NAMESPACE}.svc.cluster.local:8080/"
         answers: list[Any] = []
         request = {"url": url, "rate": 20, "duration_ms": 240_000, "max_duration_ms": 300_000, "summary": True,
@@ -130,20 +168,47 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
         traffic = threading.Thread(target=lambda: answers.append(provider.forward(source, request)), daemon=True)
         traffic.start()
         run_steps(provider.runner, steps[-1:], provider.run_dir, variables, say)
+        covered = time.monotonic() <= held_until  # the held connections outlived every upgrade step
         traffic.join()
+        holding.join()
         during = _traffic_verdict(answers[0] if answers else {}, config)
-        (out / "upgrade.json").write_text(json.dumps({"from": config.istio_version, "to": to_version, **during},
-                                                     indent=2) + "\n")
-        after = _catalogue(replace(config, istio_version=to_version), provider.run_dir, out / "after", say)
+        connections = held_connections_verdict(held[0] if held else {}, HELD_CONNECTIONS,
+                                               config.budgets.upgrade_connection_resets, covered)
+        (out / "upgrade.json").write_text(json.dumps({"from": config.istio_version, "to": to_version, **during,
+                                                      "heldConnections": connections}, indent=2) + "\n")
+        after = run_catalogue(replace(config, istio_version=to_version), provider.run_dir, out / "after", say)
         rows = compare_reports(load_report(before), load_report(after))
         text = render_gate(load_report(before), load_report(after), rows)
         (out / "gate.txt").write_text(text)
         say(text.rstrip())
         say(f"during the upgrade: {during['errors']} errors of {during['calls']} calls, p99 {during['p99Ms']} ms "
             f"({'within' if during['withinBudget'] else 'OVER'} budget)")
-        return 1 if any(r.regression for r in rows) or not during["withinBudget"] else 0
+        say(f"held connections: {connections['lost']} of {connections['held']} lost (budget "
+            f"{connections['budget']}; {'within' if connections['withinBudget'] else 'OVER'} budget)"
+            + ("" if covered else "; they ended before the upgrade did: raise --timeout upgrade_hold_s"))
+        return 1 if (any(r.regression for r in rows) or not during["withinBudget"]
+                     or not connections["withinBudget"]) else 0
     finally:
         provider.down()
+
+
+def held_connections_verdict(answer: Mapping[str, Any], held: int, budget: int, covered: bool) -> dict[str, Any]:
+    """How many of the ``held`` keep-alive connections of a probe ``/forward`` answer (per-call records) were
+    lost: the probe keeps one connection per slot and opens a new one only when the old one failed, timed out or
+    was closed by the other side, so every connection beyond ``held``, and every connection a call failed on,
+    is a connection the upgrade took down."""
+    calls: Sequence[Mapping[str, Any]] = answer.get("calls") or []
+    opened = {int(c.get("connection") or 0) for c in calls} - {0}
+    failed_on = {int(c.get("connection") or 0) for c in calls if c.get("error")} - {0}
+    lost = max(len(opened) - held, len(failed_on))
+    errors: dict[str, int] = {}
+    for call in calls:
+        if call.get("error"):
+            errors[str(call["error"])] = errors.get(str(call["error"]), 0) + 1
+    failed = sum(1 for c in calls if c.get("error") or not 200 <= int(c.get("status") or 0) < 300)
+    return {"held": held, "calls": len(calls), "connectionsOpened": len(opened), "lost": lost,
+            "failedCalls": failed, "errors": errors, "budget": budget, "coveredUpgrade": covered,
+            "withinBudget": bool(calls) and covered and lost <= budget}
 
 
 def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
@@ -155,8 +220,9 @@ def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str],
 
 
 def _traffic_verdict(answer: Mapping[str, Any], config: RunConfig) -> dict[str, Any]:
+    # the probe counts a call without a response as status 0 in "statuses" (and by error in "errors")
     statuses = {int(k): int(v) for k, v in (answer.get("statuses") or {}).items()}
-    calls = sum(statuses.values()) + sum(int(v) for v in (answer.get("errors") or {}).values())
+    calls = sum(statuses.values())
     ok = sum(v for k, v in statuses.items() if 200 <= k < 300)
     latencies = sorted(int(v) for v in answer.get("latenciesUs") or [])
     p99_ms = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] / 1000 if latencies else 0.0

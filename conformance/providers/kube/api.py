@@ -3,7 +3,8 @@
 Everything the kind and existing providers do at run time goes through here: server-side apply of YAML
 documents, waits on Deployments, the pod proxy to a probe's control port, exec into the ``istio-proxy``
 container for Envoy admin, logs and events for diagnostics. The client is imported when a KubeAPI is made,
-so nothing else in meshconf needs it. Secrets are only ever listed by name, never read.
+so nothing else in meshconf needs it. Secrets are only ever listed as metadata (names, annotations), never
+read. An exec or port-forward gets an ApiClient of its own, so one KubeAPI serves several threads.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from conformance.errors import ProviderError, TimeoutExpired, UsageError
 from conformance.istio import doc_ref
+from conformance.providers.kube.podhttp import post_through_proxy, through_port_forward
 
 __all__ = ["FIELD_MANAGER", "KubeAPI", "Pod"]
 
@@ -48,6 +50,9 @@ class KubeAPI:
         self.context = context
         self.kubeconfig = kubeconfig
         self._configuration = kubernetes.client.Configuration()
+        # No proxy from the environment for any call (recent clients read HTTPS_PROXY, older ones do not; httpx
+        # would): only a kubeconfig's proxy-url, which load_kube_config sets below, for GET, POST and websockets.
+        self._configuration.proxy = None
         try:
             kubernetes.config.load_kube_config(config_file=str(kubeconfig) if kubeconfig else None, context=context,
                                                client_configuration=self._configuration, persist_config=False)
@@ -59,6 +64,8 @@ class KubeAPI:
         self.apps = kubernetes.client.AppsV1Api(self._api)
         self._dynamic: Any = None
         self._errors = (kubernetes.client.exceptions.ApiException,)
+        self.transport = "proxy"
+        """How probe control calls reach pods: ``proxy`` (API server pod proxy) or ``port-forward``."""
 
     # -- reading -------------------------------------------------------------------------------------------
 
@@ -86,11 +93,62 @@ class KubeAPI:
                 return None
             raise ProviderError(f"{self.context}: read deployment {namespace}/{name}: {exc.reason}") from None
 
-    def secret_names(self, namespace: str, label_selector: str = "") -> list[str]:
-        """Names only: meshconf never reads secret data."""
-        items = self._call(lambda: self.core.list_namespaced_secret(namespace, label_selector=label_selector),
-                           f"list secrets in {namespace}")
-        return sorted(str(s.metadata.name) for s in items.items)
+    def secret_metadata(self, namespace: str, label_selector: str) -> list[tuple[str, dict[str, str]]] | None:
+        """(name, annotations) of the Secrets ``label_selector`` picks, or None if RBAC forbids listing them.
+
+        A metadata-only list (``as=PartialObjectMetadataList``): the API server sends no secret data at all.
+        """
+        accept = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        try:
+            response = self.core.list_namespaced_secret(namespace, label_selector=label_selector,
+                                                        _headers={"Accept": accept}, _preload_content=False,
+                                                        _request_timeout=15)
+        except self._errors as exc:
+            if getattr(exc, "status", None) == 403:
+                return None
+            raise ProviderError(f"{self.context}: list secrets in {namespace}: {exc.status} {exc.reason}") from None
+        items = json.loads(response.data).get("items") or []
+        return sorted((str(item["metadata"]["name"]), dict(item["metadata"].get("annotations") or {}))
+                      for item in items)
+
+    def deployments(self, namespace: str, selector: Mapping[str, str]) -> list[Any]:
+        """The Deployments ``selector`` picks (e.g. every istiod: ``app=istiod``, any revision)."""
+        label_selector = ",".join(f"{k}={v}" for k, v in selector.items())
+        found = self._call(lambda: self.apps.list_namespaced_deployment(namespace, label_selector=label_selector),
+                           f"list deployments {label_selector} in {namespace}")
+        return list(found.items)
+
+    def config_map_data(self, namespace: str, name: str) -> dict[str, str] | None:
+        """A ConfigMap's data, or None if it does not exist or RBAC forbids reading it."""
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace, _request_timeout=15)
+        except self._errors as exc:
+            if getattr(exc, "status", None) in (403, 404):
+                return None
+            raise ProviderError(f"{self.context}: read configmap {namespace}/{name}: {exc.reason}") from None
+        return dict(found.data or {})
+
+    def node_labels(self) -> list[dict[str, str]] | None:
+        """Every node's labels, or None if RBAC forbids listing nodes."""
+        try:
+            found = self.core.list_node(_request_timeout=15)
+        except self._errors as exc:
+            if getattr(exc, "status", None) == 403:
+                return None
+            raise ProviderError(f"{self.context}: list nodes: {exc.status} {exc.reason}") from None
+        return [dict(n.metadata.labels or {}) for n in found.items]
+
+    def read_object(self, doc: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The live object ``doc`` names (kind, namespace, name), or None if there is none."""
+        resource = self._resource(doc)
+        meta = doc.get("metadata") or {}
+        try:
+            found = self._dyn().get(resource, name=meta.get("name"), namespace=meta.get("namespace"))
+        except self._errors as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise ProviderError(f"{self.context}: read {doc_ref(doc)}: {exc.reason}") from None
+        return dict(found.to_dict())
 
     def namespaces(self, prefix: str) -> list[str]:
         items = self._call(lambda: self.core.list_namespace(), "list namespaces")
@@ -192,65 +250,62 @@ class KubeAPI:
 
     def proxy(self, namespace: str, pod: str, port: int, method: str, path: str,
               body: Mapping[str, Any] | None = None, timeout_s: float = 60.0) -> Any:
-        """Call ``pod:port`` through the API server's pod proxy and return its JSON answer.
+        """Call ``pod:port`` from this machine and return its JSON answer, through :attr:`transport`.
 
-        GET uses the client's ``connect_get_namespaced_pod_proxy_with_path``. The generated POST method takes
-        no request body, so a POST goes to the same pod-proxy endpoint with this context's credentials.
+        ``proxy``: the API server's pod proxy (GET with the client's ``connect_get_namespaced_pod_proxy_with_path``;
+        the generated POST takes no body, so a POST goes to the same endpoint through httpx). ``port-forward``:
+        one HTTP request over a port-forward through the kubelet (``podhttp.py``).
         """
         target = f"{pod}:{port}"
-        if method.upper() == "GET":
+        if self.transport == "port-forward":
+            text = through_port_forward(self._own_core(), self.context, namespace, pod, port, method, path, body,
+                                        timeout_s)
+        elif method.upper() == "GET":
             # raw body: the generated client would otherwise turn the JSON into a Python repr string
             response = self._call(lambda: self.core.connect_get_namespaced_pod_proxy_with_path(
                 target, namespace, path.lstrip("/"), _request_timeout=timeout_s, _preload_content=False),
                 f"GET {path} on {namespace}/{target}")
             text = response.data.decode() if isinstance(response.data, bytes) else str(response.data)
         else:
-            text = self._post_proxy(namespace, target, path, body or {}, timeout_s)
+            text = post_through_proxy(self._configuration, self.context, namespace, target, path, body or {},
+                                      timeout_s)
         try:
             return json.loads(text)
         except ValueError:
             raise ProviderError(f"{namespace}/{target} {path} did not answer JSON: {str(text)[:200]}") from None
 
-    def _post_proxy(self, namespace: str, target: str, path: str, body: Mapping[str, Any], timeout_s: float) -> str:
-        import ssl
-
-        import httpx
-
-        cfg = self._configuration
-        headers = {"Content-Type": "application/json"}
-        token = cfg.get_api_key_with_prefix("BearerToken") or cfg.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
-        tls: ssl.SSLContext | bool = False
-        if cfg.verify_ssl:
-            tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
-            if cfg.cert_file:
-                tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-        elif cfg.cert_file:
-            tls = ssl.create_default_context()
-            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
-            tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-        url = f"{cfg.host}/api/v1/namespaces/{namespace}/pods/{target}/proxy/{path.lstrip('/')}"
-        try:
-            with httpx.Client(verify=tls, timeout=timeout_s) as http:
-                response = http.post(url, content=json.dumps(body), headers=headers)
-        except httpx.HTTPError as exc:
-            raise ProviderError(f"{self.context}: POST {path} on {namespace}/{target}: {exc}") from None
-        if response.status_code != 200:
-            raise ProviderError(f"{self.context}: POST {path} on {namespace}/{target} answered "
-                                f"{response.status_code}: {response.text[:200]}")
-        return response.text
+    def pod_text(self, namespace: str, pod: str, port: int, path: str, transport: str,
+                 timeout_s: float = 15.0) -> str:
+        """GET ``path`` on ``pod:port`` through ``transport`` and return the body as text (for preflight)."""
+        if transport == "port-forward":
+            return through_port_forward(self._own_core(), self.context, namespace, pod, port, "GET", path, None,
+                                        timeout_s)
+        target = f"{pod}:{port}"
+        response = self._call(lambda: self.core.connect_get_namespaced_pod_proxy_with_path(
+            target, namespace, path.lstrip("/"), _request_timeout=timeout_s, _preload_content=False),
+            f"GET {path} on {namespace}/{target} through the API server's pod proxy")
+        return response.data.decode() if isinstance(response.data, bytes) else str(response.data)
 
     def exec(self, namespace: str, pod: str, container: str, command: Sequence[str]) -> str:
-        """Run ``command`` in a container and return its output (``kubectl exec`` through the client)."""
+        """Run ``command`` in a container and return its output (``kubectl exec`` through the client).
+
+        ``kubernetes.stream.stream`` swaps its ApiClient's ``call_api`` for a websocket while it runs, so an exec
+        gets an ApiClient of its own: other threads keep using this KubeAPI meanwhile.
+        """
         from kubernetes.stream import stream
 
-        return str(self._call(lambda: stream(self.core.connect_get_namespaced_pod_exec, pod, namespace,
+        core = self._own_core()
+        return str(self._call(lambda: stream(core.connect_get_namespaced_pod_exec, pod, namespace,
                                              container=container, command=list(command), stderr=True, stdin=False,
                                              stdout=True, tty=False),
                               f"exec {' '.join(command)} in {namespace}/{pod}/{container}"))
 
     # -- plumbing ------------------------------------------------------------------------------------------
+
+    def _own_core(self) -> Any:
+        """A CoreV1Api on a new ApiClient (same configuration) for one websocket call."""
+        kubernetes = _client()
+        return kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(self._configuration))
 
     def _dyn(self) -> Any:
         if self._dynamic is None:

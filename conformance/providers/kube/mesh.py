@@ -21,7 +21,7 @@ from conformance.istio import ISTIO_KINDS, validate_document
 from conformance.probe import probe_source
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
 from conformance.providers.kube.api import KubeAPI, Pod
-from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_workload_name
+from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_image, probe_workload_name
 from conformance.topology import Cluster, Topology
 
 __all__ = ["KubeMesh"]
@@ -46,6 +46,10 @@ class KubeMesh(abc.ABC):
     def clusters(self) -> Sequence[Cluster]:
         return self.topology.clusters
 
+    def revision_for(self, cluster: str) -> str | None:
+        """The istiod revision probe namespaces in ``cluster`` are labelled for (None: ``istio-injection``)."""
+        return None
+
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         """Validate Istio documents offline, then server-side apply them in each cluster.
 
@@ -64,7 +68,8 @@ class KubeMesh(abc.ABC):
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
         cluster = self.topology.cluster(spec.cluster)
         api = self.api(cluster.name)
-        api.apply(probe_docs(spec, cluster, probe_source().read_text()))
+        api.apply(probe_docs(spec, cluster, probe_source().read_text(), image=probe_image(self.config.image_hub),
+                             revision=self.revision_for(cluster.name)))
         return self.handle(spec, api.wait_rollout(spec.namespace, probe_workload_name(spec), self.probe_wait_s))
 
     def handle(self, spec: ProbeSpec, pods: Sequence[Pod]) -> ProbeHandle:

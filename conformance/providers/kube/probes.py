@@ -16,7 +16,8 @@ from typing import Any
 from conformance.provider import DATA_PORT, ProbeSpec
 from conformance.topology import Cluster
 
-__all__ = ["CONTROL_PORT", "PROBE_CONFIGMAP", "PROBE_IMAGE", "namespace_doc", "probe_docs", "probe_workload_name"]
+__all__ = ["CONTROL_PORT", "PROBE_CONFIGMAP", "PROBE_IMAGE", "namespace_doc", "probe_docs", "probe_image",
+           "probe_workload_name"]
 
 PROBE_IMAGE = "python:3.12-alpine"
 CONTROL_PORT = 15100
@@ -25,20 +26,31 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "meshconf"}
 _PROBE_UID = 1000  # never 1337: Istio's proxy uid bypasses capture
 
 
+def probe_image(hub: str | None = None) -> str:
+    """The stock Python image the probe runs in: Docker Hub's, or a Docker Hub mirror's (``--image-hub``)."""
+    return f"{hub}/library/{PROBE_IMAGE}" if hub else PROBE_IMAGE
+
+
 def probe_workload_name(spec: ProbeSpec) -> str:
     """The Deployment of a probe workload: ``<service>-<version>``."""
     return f"{spec.service}-{spec.version}"
 
 
-def namespace_doc(name: str, injection: bool = True, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    """A namespace meshconf owns; ``injection`` labels it ``istio-injection=enabled``."""
+def namespace_doc(name: str, injection: bool = True, labels: dict[str, str] | None = None,
+                  revision: str | None = None) -> dict[str, Any]:
+    """A namespace meshconf owns. ``injection`` labels it ``istio-injection=enabled`` (the default revision or
+    the ``default`` tag), or ``istio.io/rev=<revision>`` for a revisioned control plane (Istio's "Canary
+    Upgrades": a namespace must not carry both labels)."""
     all_labels = {**MANAGED_BY, **(labels or {})}
-    if injection:
+    if injection and revision:
+        all_labels["istio.io/rev"] = revision
+    elif injection:
         all_labels["istio-injection"] = "enabled"
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": all_labels}}
 
 
-def probe_docs(spec: ProbeSpec, cluster: Cluster, probe_source: str, image: str = PROBE_IMAGE) -> list[dict[str, Any]]:
+def probe_docs(spec: ProbeSpec, cluster: Cluster, probe_source: str, image: str = PROBE_IMAGE,
+               revision: str | None = None) -> list[dict[str, Any]]:
     """Every manifest of one probe workload, in apply order (namespace first)."""
     namespace = spec.namespace
     name = probe_workload_name(spec)
@@ -79,7 +91,7 @@ def probe_docs(spec: ProbeSpec, cluster: Cluster, probe_source: str, image: str 
     if spec.zone:
         pod_spec["nodeSelector"] = {"topology.kubernetes.io/zone": spec.zone}
     return [
-        namespace_doc(namespace),
+        namespace_doc(namespace, revision=revision),
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": spec.account, "namespace": namespace, "labels": dict(MANAGED_BY)}},
         {"apiVersion": "v1", "kind": "ConfigMap",
