@@ -85,7 +85,7 @@ def test_istio_declares_no_transition_rules() -> None:
 
 
 def test_every_suite_manifest_passes_the_rules() -> None:
-    variables = {"namespace": "n", "external_address": "127.0.0.1"}
+    variables = {"namespace": "n", "external_address": "127.0.0.1", "near_region": "region1", "far_region": "region2"}
     checked = 0
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         for doc in yaml.safe_load_all(string.Template(path.read_text()).substitute(variables)):
