@@ -11,6 +11,8 @@ SAMPLE = 1000
 """Calls per caller in the measured sample (the share's tolerance shrinks with its square root)."""
 POLL = 200
 """Calls per caller in each poll while the rule takes effect."""
+CONCURRENCY = 10
+"""Calls in flight at once: a sample takes seconds even when a share of it crosses a slow link."""
 Z = 4.42
 """How many binomial standard deviations a measured share may stray from the set one: a conformant mesh
 fails the check by chance once in 100,000 samples. (Envoy picks a locality by weight with a scheduler that
@@ -61,9 +63,13 @@ def test_failover_locality_distribute(scenario: Scenario) -> None:
 
     for cluster, shares in set_shares(docs, regions).items():
         client = clients[cluster]
-        scenario.await_convergence(lambda c=client: scenario.call(c, server, count=POLL, attach=False),  # type: ignore[misc]
+
+        def calls(count: int, attach: bool = True) -> CallResult:
+            return scenario.call(client, server, count=count, concurrency=CONCURRENCY, attach=attach)  # noqa: B023
+
+        scenario.await_convergence(lambda: calls(POLL, attach=False),
                                    lambda result, s=shares: answered_in_shares(result, s))  # type: ignore[misc]
-        sample = scenario.call(client, server, count=SAMPLE)
+        sample = calls(SAMPLE)
         for target, pct in shares.items():
             served = 100.0 * sum(1 for r in sample.responses if r.ok and r.cluster == target) / len(sample)
             scenario.measure(f"calls from {cluster} answered by {target} (set: {pct}%)", round(served, 1), "%",
