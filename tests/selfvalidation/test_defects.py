@@ -74,6 +74,7 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.SIDECAR_OVER_IN_CLUSTER_BUDGET: _catch("latency-in-cluster-budget"),
     Defect.DISTRIBUTE_IGNORED: _catch("failover-locality-distribute"),
     Defect.FAILOVER_PRIORITY_IGNORED: _catch("failover-priority-labels"),
+    Defect.PLAINTEXT_XFCC_TRUSTED: _catch("mtls-permissive-accepts-both"),
 }
 ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
 """One self-validation run per row: a defect, on a topology, and the checks that must fail."""

@@ -43,6 +43,7 @@ class Defect(StrEnum):
     SIDECAR_OVER_IN_CLUSTER_BUDGET = "sidecar-over-in-cluster-budget"
     DISTRIBUTE_IGNORED = "distribute-ignored"
     FAILOVER_PRIORITY_IGNORED = "failover-priority-ignored"
+    PLAINTEXT_XFCC_TRUSTED = "plaintext-xfcc-trusted"
 
     @property
     def description(self) -> str:
@@ -80,6 +81,8 @@ DESCRIPTIONS: dict[Defect, str] = {
                                            "in-cluster p99 budget)",
     Defect.DISTRIBUTE_IGNORED: "localityLbSetting.distribute is ignored: no locality weights are set",
     Defect.FAILOVER_PRIORITY_IGNORED: "localityLbSetting.failoverPriority is ignored: priorities follow locality only",
+    Defect.PLAINTEXT_XFCC_TRUSTED: "sidecars pass a plaintext caller's own x-forwarded-client-cert to the app (a "
+                                   "forged identity)",
 }
 
 

@@ -57,7 +57,7 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], plaintext: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": f"inbound_0.0.0.0_{port}",
         "route_config": {
@@ -84,6 +84,8 @@ def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]]) -> dict[str
     }
     if Defect.NO_CLIENT_CERT_FORWARDING in view.defects:
         config["forward_client_cert_details"] = "SANITIZE"
+    elif plaintext and Defect.PLAINTEXT_XFCC_TRUSTED in view.defects:
+        config["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
     else:
         config["forward_client_cert_details"] = "APPEND_FORWARD"
         config["set_current_client_cert_details"] = {"subject": True, "dns": True, "uri": True}
@@ -106,13 +108,13 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
                 "name": f"{pod_ip}_{port}_mtls",
                 "filter_chain_match": match,
                 "transport_socket": downstream_mtls(source, view.trust_root),
-                "filters": [_hcm(view, port, rbac)],
+                "filters": [_hcm(view, port, rbac, plaintext=False)],
             })
         if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
             chains.append({
                 "name": f"{pod_ip}_{port}_plaintext",
                 "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"},
-                "filters": [_hcm(view, port, rbac)],
+                "filters": [_hcm(view, port, rbac, plaintext=True)],
             })
     return {
         "name": "virtualInbound",
