@@ -35,6 +35,7 @@ __all__ = [
     "expect_all_refused",
     "expect_all_status",
     "expect_answered_by",
+    "expect_answered_by_version",
     "expect_error_rate_within",
     "expect_failover",
     "expect_fails_fast",
@@ -182,6 +183,20 @@ def expect_answered_by(result: CallResult, clusters: Iterable[str]) -> None:
         raise AssertionError(
             f"expected answers only from {', '.join(sorted(allowed))}; {len(wrong)} of {len(result)} came "
             f"from {wrong[0].cluster}\n{result.summary()}"
+        )
+
+
+@expectation
+def expect_answered_by_version(result: CallResult, versions: Iterable[str]) -> None:
+    """Every call was answered by a workload of one of ``versions`` (its ``version`` label)."""
+    __tracebackhide__ = True
+    allowed = set(versions)
+    expect_all(result, Outcome.OK)
+    wrong = [r for r in result.responses if r.version not in allowed]
+    if wrong:
+        raise AssertionError(
+            f"expected answers only from version {', '.join(sorted(allowed))}; {len(wrong)} of {len(result)} "
+            f"came from {wrong[0].version} in {wrong[0].cluster}\n{result.summary()}"
         )
 
 

@@ -11,7 +11,11 @@ def test_mtls_permissive_accepts_both(scenario: Scenario) -> None:
 
     scenario.apply("mtls-permissive-accepts-both.yaml")
 
-    scenario.await_convergence(lambda: scenario.call(outsider, server, count=5), expect_no_peer_identity)
+    # a plaintext caller cannot claim an identity: Envoy drops the XFCC it sends (Istio's inbound chains use
+    # APPEND_FORWARD, which trusts the header only over mTLS; listener_inbound.go buildSidecarInboundHTTPOpts)
+    forged = {"x-forwarded-client-cert": f"By={scenario.spiffe_id('server')};URI={scenario.spiffe_id('frontend')}"}
+    scenario.await_convergence(lambda: scenario.call(outsider, server, count=5, headers=forged),
+                               expect_no_peer_identity)
     scenario.await_convergence(
         lambda: scenario.call(client, server, count=5),
         lambda result: expect_peer_identity(result, scenario.spiffe_id("frontend")),

@@ -40,3 +40,9 @@ def versions(result: CallResult) -> set[str]:
 def share(result: CallResult, clusters: Iterable[str]) -> float:
     wanted = set(clusters)
     return sum(1 for r in result.responses if r.cluster in wanted) / max(1, len(result))
+
+
+def no_retries(namespace: str, host: str = "server") -> dict[str, Any]:
+    """A VirtualService that turns retries off for ``host``: the client sees exactly what the mesh does."""
+    return doc("VirtualService", host, namespace,
+               {"hosts": [host], "http": [{"route": [{"destination": {"host": host}}], "retries": {"attempts": 0}}]})

@@ -1,4 +1,10 @@
-"""Outlier detection and locality load balancing on real Envoy, as Istio documents them."""
+"""Locality load balancing on real Envoy, as Istio applies it.
+
+Istio's behaviour followed: ``pilot/pkg/networking/core/loadbalancer/loadbalancer.go``
+(``ApplyLocalityLoadBalancer``: ``distribute`` weights; ``failoverPriority`` per endpoint; ``failover``) and
+``pilot/pkg/networking/core/cluster_traffic_policy.go`` (``applyLocalityLoadBalancer``: failover only with
+outlier detection).
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
-from tests.integration.mesh import call, doc, eventually, share
+from tests.integration.mesh import call, doc, eventually, no_retries, share
 
 pytestmark = pytest.mark.integration
 
@@ -51,6 +57,8 @@ def _rule(namespace: str, locality: dict[str, Any] | None, outlier: dict[str, An
     if locality is not None:
         policy["loadBalancer"] = {"localityLbSetting": locality}
     return doc("DestinationRule", "server", namespace, {"host": "server", "trafficPolicy": policy})
+
+
 
 
 def _namespace() -> str:
@@ -107,6 +115,20 @@ def test_distribute_sets_locality_weights(mesh3: LocalProvider) -> None:
     mesh3.delete_namespace(ns)
 
 
+def test_distribute_applies_without_outlier_detection(mesh3: LocalProvider) -> None:
+    """Only failover needs outlier detection; ``distribute`` sets locality weights either way."""
+    ns = _namespace()
+    client = mesh3.deploy_probe(ProbeSpec("client", ns, "east"))
+    west = mesh3.deploy_probe(ProbeSpec("server", ns, "west"))
+    mesh3.deploy_probe(ProbeSpec("server", ns, "north"))
+    distribute = {"distribute": [{"from": "region1/*", "to": {"region2/*": 80, "region3/*": 20}}]}
+    mesh3.apply([_rule(ns, distribute, outlier=None)], ALL)
+    result = call(mesh3, client, west.url(), 200)
+    # 80% of 200 calls; 0.65-0.92 is more than five binomial standard deviations (2.8 points) either side
+    assert 0.65 <= share(result, ["west"]) <= 0.92, result.summary()
+    mesh3.delete_namespace(ns)
+
+
 def test_failover_priority_labels(mesh3: LocalProvider) -> None:
     ns = _namespace()
     client = mesh3.deploy_probe(ProbeSpec("client", ns, "east"))
@@ -116,6 +138,36 @@ def test_failover_priority_labels(mesh3: LocalProvider) -> None:
     mesh3.apply([_rule(ns, rule)], ALL)
     result = call(mesh3, client, west.url(), 30)
     assert {r.version for r in result.responses} == {"v2"}, result.summary()
+    mesh3.delete_namespace(ns)
+
+
+def test_failover_priority_is_per_endpoint_not_per_locality(mesh3: LocalProvider) -> None:
+    """Two pods in the client's own zone, v1 and v2: only the one with the client's version is preferred."""
+    ns = _namespace()
+    client = mesh3.deploy_probe(ProbeSpec("client", ns, "east", zone="zone1", version="v1"))
+    same = mesh3.deploy_probe(ProbeSpec("server", ns, "east", zone="zone1", version="v1"))
+    mesh3.deploy_probe(ProbeSpec("server", ns, "east", zone="zone1", version="v2"))
+    mesh3.apply([_rule(ns, {"failoverPriority": ["version"]})], ALL)
+    result = call(mesh3, client, same.url(), 40)
+    assert {r.version for r in result.responses} == {"v1"}, result.summary()
+    mesh3.delete_namespace(ns)
+
+
+def test_failover_priority_then_failover_region(mesh3: LocalProvider) -> None:
+    """failoverPriority first, then within it the ``failover`` order: north (the named region) before west,
+    and when north fails, west's v1 before the client's own region's v2."""
+    ns = _namespace()
+    client = mesh3.deploy_probe(ProbeSpec("client", ns, "east", zone="zone1", version="v1"))
+    mesh3.deploy_probe(ProbeSpec("server", ns, "east", zone="zone1", version="v2"))
+    mesh3.deploy_probe(ProbeSpec("server", ns, "west", version="v1"))
+    north = mesh3.deploy_probe(ProbeSpec("server", ns, "north", version="v1"))
+    setting = {"failoverPriority": ["version"], "failover": [{"from": "region1", "to": "region3"}]}
+    mesh3.apply([_rule(ns, setting), no_retries(ns)], ALL)
+    first = call(mesh3, client, north.url(), 30)
+    assert first.clusters() == {"north": 30}, first.summary()
+    mesh3.faults.set_mode(north, status=503)
+    moved = eventually(lambda: call(mesh3, client, north.url(), 10), lambda r: r.statuses() == {200: 10})
+    assert moved.clusters() == {"west": 10} and {r.version for r in moved.responses} == {"v1"}, moved.summary()
     mesh3.delete_namespace(ns)
 
 

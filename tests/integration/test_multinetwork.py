@@ -97,3 +97,27 @@ def test_link_latency_and_cut(mesh: LocalProvider) -> None:
         mesh.faults.reset()
     assert call(mesh, client, remote.url(), 3).statuses() == {200: 3}
     mesh.delete_namespace(ns)
+
+
+def test_failover_priority_sees_only_cluster_and_network_on_a_gateway_endpoint(mesh: LocalProvider) -> None:
+    """ep_filters.go EndpointsByNetworkFilter: the east-west gateway endpoint that stands in for cluster2's
+    pods carries only ``topology.istio.io/cluster`` and ``topology.istio.io/network`` (AugmentLabels(nil, ...)),
+    so failoverPriority on ``version`` cannot match cluster2's v1 through it: it shares the lowest priority
+    with cluster1's v2; on the network label, cluster1 comes first."""
+    ns = f"mn-{secrets.token_hex(3)}"
+    client = mesh.deploy_probe(ProbeSpec("client", ns, "cluster1", version="v1"))
+    local = mesh.deploy_probe(ProbeSpec("server", ns, "cluster1", version="v2"))
+    mesh.deploy_probe(ProbeSpec("server", ns, "cluster2", version="v1"))
+
+    def rule(priority: list[str]) -> dict[str, object]:
+        return doc("DestinationRule", "server", ns, {"host": "server", "trafficPolicy": {
+            "outlierDetection": {"consecutive5xxErrors": 3}, "loadBalancer": {
+                "localityLbSetting": {"failoverPriority": priority}}}})
+
+    mesh.apply([rule(["version"])], CLUSTERS)
+    spread = call(mesh, client, local.url(), 60)
+    assert set(spread.clusters()) == {"cluster1", "cluster2"}, spread.summary()
+    mesh.apply([rule(["topology.istio.io/network"])], CLUSTERS)
+    own_network = call(mesh, client, local.url(), 30)
+    assert own_network.clusters() == {"cluster1": 30}, own_network.summary()
+    mesh.delete_namespace(ns)

@@ -8,7 +8,10 @@ mesh drains within ``DRAIN_TIME_S``), so the row must hold within that time, not
 
 from __future__ import annotations
 
+import json
 import secrets
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -143,3 +146,139 @@ def test_destination_rule_tls_overrides_auto_mtls(local_mesh: LocalProvider, wor
         assert all(r.status == 503 for r in result.responses), result.summary()
     finally:
         local_mesh.delete([strict, plain], ["cluster1", "cluster2"])
+
+
+# -- what Istio's inbound listener does with XFCC and with TLS that is not a sidecar's ---------------------
+
+
+def _apply_and_settle(mesh: LocalProvider, docs: list[dict[str, Any]]) -> None:
+    mesh.apply(docs, ["cluster1", "cluster2"])
+    time.sleep(DRAIN_TIME_S + 0.5)  # connections kept alive from an earlier test drain to the new chains
+
+
+def _inbound_chains(mesh: LocalProvider, server: ProbeHandle) -> dict[str, dict[str, Any]]:
+    dump = json.loads(mesh.proxy_admin(server, "/config_dump?resource=dynamic_listeners"))
+    for entry in dump["configs"]:
+        listener = entry["active_state"]["listener"]
+        if listener["name"] == "virtualInbound":
+            return {chain["name"]: chain for chain in listener["filter_chains"]}
+    raise AssertionError("the sidecar has no virtualInbound listener")
+
+
+@pytest.mark.parametrize("mode", ["STRICT", "PERMISSIVE", "DISABLE"])
+def test_every_inbound_chain_handles_xfcc_as_istio(local_mesh: LocalProvider, workloads: Workloads,
+                                                   mode: str) -> None:
+    """listener_inbound.go buildSidecarInboundHTTPOpts: APPEND_FORWARD and subject/URI/DNS, on every chain."""
+    policy = _policy(workloads.namespace, {"mtls": {"mode": mode}})
+    _apply_and_settle(local_mesh, [policy])
+    try:
+        chains = _inbound_chains(local_mesh, workloads.server)
+        assert chains, "no inbound filter chains"
+        for name, chain in chains.items():
+            hcm = chain["filters"][0]["typed_config"]
+            assert hcm["forward_client_cert_details"] == "APPEND_FORWARD", name
+            assert hcm["set_current_client_cert_details"] == {"subject": True, "uri": True, "dns": True}, name
+    finally:
+        local_mesh.delete([policy], ["cluster1", "cluster2"])
+
+
+def test_a_plaintext_caller_cannot_forge_an_identity(local_mesh: LocalProvider, workloads: Workloads) -> None:
+    """On a plaintext connection Envoy removes the caller's XFCC (APPEND_FORWARD only appends over mTLS)."""
+    forged = {"x-forwarded-client-cert": "By=spiffe://cluster.local/ns/x/sa/y;URI=spiffe://cluster.local/ns/x/sa/admin"}
+    result = ProbeClient(local_mesh, 2, 30).call(workloads.plaintext, workloads.server.url(), 3, headers=forged)
+    assert result.statuses() == {200: 3}, result.summary()
+    assert all("x-forwarded-client-cert" not in r.request_headers for r in result.responses), result.summary()
+
+
+def _tls_hello(address: str, alpn: list[str]) -> str:
+    """Open TLS 1.3 (no client certificate) to ``address``: "handshake" when the server completed a handshake
+    (it presented its certificate; without a client certificate it refuses the request afterwards), "closed"
+    when the server closed the connection without one (no filter chain matched)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(alpn)
+    host, port = address.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        try:
+            with context.wrap_socket(raw) as tls:
+                return "handshake" if tls.getpeercert(binary_form=True) else "closed"
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            return "closed"
+
+
+@pytest.mark.parametrize(
+    ("mode", "alpn", "expected"),
+    [
+        ("PERMISSIVE", ["istio-peer-exchange", "istio"], "handshake"),
+        ("PERMISSIVE", ["istio-http/1.1"], "handshake"),
+        ("PERMISSIVE", ["h2", "http/1.1"], "closed"),
+        ("PERMISSIVE", [], "closed"),
+        ("STRICT", ["h2", "http/1.1"], "handshake"),
+        ("DISABLE", ["istio-peer-exchange", "istio"], "closed"),
+    ],
+    ids=["permissive-sidecar-alpn", "permissive-istio-http", "permissive-plain-https", "permissive-no-alpn",
+         "strict-any-tls", "disable-no-tls"],
+)
+def test_which_tls_reaches_the_mtls_chain(local_mesh: LocalProvider, workloads: Workloads, mode: str,
+                                          alpn: list[str], expected: str) -> None:
+    """filterchain_options.go, for an HTTP port (every probe port is named http*): PERMISSIVE terminates only TLS
+    that offers one of Istio's ALPN values (allIstioMtlsALPNs); other TLS matches no chain, so the connection
+    is closed (Istio passes such TLS through to the app only on ports of protocol TCP or unnamed); STRICT
+    terminates any TLS; DISABLE has only a plaintext chain."""
+    policy = _policy(workloads.namespace, {"mtls": {"mode": mode}})
+    _apply_and_settle(local_mesh, [policy])
+    try:
+        address = f"{workloads.server.instances[0].address}:8080"
+        assert _tls_hello(address, alpn) == expected
+    finally:
+        local_mesh.delete([policy], ["cluster1", "cluster2"])
+
+
+# -- PeerAuthentication edge cases, as Istio reads them --------------------------------------------------
+
+
+def test_namespace_wide_port_level_mtls_is_refused(local_mesh: LocalProvider, workloads: Workloads) -> None:
+    """pkg/config/validation ValidatePeerAuthentication (and the CRD rule "portLevelMtls requires selector")."""
+    for selector in ({}, {"selector": {"matchLabels": {}}}):
+        policy = _policy(workloads.namespace, {**selector, "mtls": {"mode": "STRICT"},
+                                               "portLevelMtls": {"9090": {"mode": "DISABLE"}}})
+        try:
+            with pytest.raises(ManifestError, match="mesh/namespace peer authentication cannot have port level mTLS"):
+                local_mesh.apply([policy], ["cluster1"])
+        finally:
+            local_mesh.delete([policy], ["cluster1"])  # in case it was accepted
+
+
+def test_empty_match_labels_is_a_namespace_policy(local_mesh: LocalProvider, workloads: Workloads) -> None:
+    """policy_applier.go ComposePeerAuthentication: a selector without labels is namespace-level, so the
+    workload policy still wins over it even though it is older."""
+    empty = {**_policy(workloads.namespace, {"selector": {"matchLabels": {}}, "mtls": {"mode": "DISABLE"}}),
+             "metadata": {"name": "empty", "namespace": workloads.namespace}}
+    strict = _policy(workloads.namespace, {**WORKLOAD, "mtls": {"mode": "STRICT"}})
+    local_mesh.apply([empty], ["cluster1", "cluster2"])
+    _apply_and_settle(local_mesh, [strict])
+    try:
+        refused = ProbeClient(local_mesh, 2, 30).call(workloads.plaintext, workloads.server.url(), 3)
+        assert refused.statuses() == {0: 3}, refused.summary()
+    finally:
+        local_mesh.delete([empty, strict], ["cluster1", "cluster2"])
+
+
+def test_a_selector_in_the_root_namespace_is_ignored(local_mesh: LocalProvider) -> None:
+    """ComposePeerAuthentication takes a root-namespace policy with a selector neither as mesh- nor as
+    workload-level: it changes nothing."""
+    namespace = f"pa-root-{secrets.token_hex(3)}"
+    marker = {"pa-root": secrets.token_hex(3)}
+    server = local_mesh.deploy_probe(ProbeSpec("server", namespace, "cluster1", labels=marker))
+    outsider = local_mesh.deploy_probe(ProbeSpec("outsider", namespace, "cluster1", in_mesh=False))
+    policy = {**_policy("istio-system", {"selector": {"matchLabels": marker}, "mtls": {"mode": "STRICT"}}),
+              "metadata": {"name": f"root-{marker['pa-root']}", "namespace": "istio-system"}}
+    local_mesh.apply([policy], ["cluster1", "cluster2"])
+    try:
+        served = ProbeClient(local_mesh, 2, 30).call(outsider, server.url(), 3)
+        assert served.statuses() == {200: 3}, served.summary()
+    finally:
+        local_mesh.delete([policy], ["cluster1", "cluster2"])
+        local_mesh.delete_namespace(namespace)

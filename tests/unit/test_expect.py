@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from conformance.convergence import await_convergence
-from conformance.expect import Nonconformance, expect_all_ok, expect_peer_identity, expect_within_budget
+from conformance.expect import (
+    Nonconformance,
+    expect_all_ok,
+    expect_answered_by_version,
+    expect_peer_identity,
+    expect_within_budget,
+)
 from conformance.probe import CallResult, Response
 from conformance.report.conformance import CheckResult, RunReport
 
@@ -52,3 +58,14 @@ def test_the_report_says_what_a_failed_check_failed_on(tmp_path: Path) -> None:
     assert checks["a-b"]["failedOn"] == {"expectation": "expect_all_ok", "precondition": True}
     assert "failedOn" not in checks["c-d"]
     assert "failed on precondition `expect_all_ok`" in report.markdown()
+
+
+def test_answered_by_version_names_the_wrong_version() -> None:
+    def answered(*versions: str) -> CallResult:
+        return CallResult("client", "http://server/", tuple(
+            Response(status=200, latency_us=100, echo={"cluster": "cluster1", "version": v}) for v in versions))
+
+    expect_answered_by_version(answered("v1", "v1"), ["v1"])
+    with pytest.raises(Nonconformance, match="1 of 2 came from v2 in cluster1") as failure:
+        expect_answered_by_version(answered("v1", "v2"), ["v1"])
+    assert failure.value.expectation == "expect_answered_by_version"

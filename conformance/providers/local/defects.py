@@ -34,6 +34,16 @@ class Defect(StrEnum):
     ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
     IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
     NO_CONNECTION_REUSE = "no-connection-reuse"
+    PORT_LEVEL_MTLS_IGNORED = "port-level-mtls-ignored"
+    DENY_AFTER_ALLOW = "deny-after-allow"
+    PATH_PREFIX_MATCHES_BARE_PREFIX = "path-prefix-matches-bare-prefix"
+    FAILBACK_SLOW = "failback-slow"
+    CONNECT_TIMEOUT_IGNORED = "connect-timeout-ignored"
+    SIDECAR_OVER_OVERHEAD_BUDGET = "sidecar-over-overhead-budget"
+    SIDECAR_OVER_IN_CLUSTER_BUDGET = "sidecar-over-in-cluster-budget"
+    DISTRIBUTE_IGNORED = "distribute-ignored"
+    FAILOVER_PRIORITY_IGNORED = "failover-priority-ignored"
+    PLAINTEXT_XFCC_TRUSTED = "plaintext-xfcc-trusted"
 
     @property
     def description(self) -> str:
@@ -60,6 +70,19 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
     Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
     Defect.NO_CONNECTION_REUSE: "proxies open a new upstream connection (TCP + mTLS handshakes) for every request",
+    Defect.PORT_LEVEL_MTLS_IGNORED: "PeerAuthentication portLevelMtls is ignored: every port gets the workload's mode",
+    Defect.DENY_AFTER_ALLOW: "DENY is evaluated after ALLOW: a request an ALLOW policy admits is never denied",
+    Defect.PATH_PREFIX_MATCHES_BARE_PREFIX: "an authorization path rule /p/* also matches the bare prefix /p",
+    Defect.FAILBACK_SLOW: "outlier detection ejects a host for three times its baseEjectionTime",
+    Defect.CONNECT_TIMEOUT_IGNORED: "connectionPool.tcp.connectTimeout is ignored: connects wait Istio's default 10 s",
+    Defect.SIDECAR_OVER_OVERHEAD_BUDGET: "every sidecar delays each inbound request by 6 ms (just over the 5 ms "
+                                         "overhead budget)",
+    Defect.SIDECAR_OVER_IN_CLUSTER_BUDGET: "every sidecar delays each inbound request by 12 ms (just over the 10 ms "
+                                           "in-cluster p99 budget)",
+    Defect.DISTRIBUTE_IGNORED: "localityLbSetting.distribute is ignored: no locality weights are set",
+    Defect.FAILOVER_PRIORITY_IGNORED: "localityLbSetting.failoverPriority is ignored: priorities follow locality only",
+    Defect.PLAINTEXT_XFCC_TRUSTED: "sidecars pass a plaintext caller's own x-forwarded-client-cert to the app (a "
+                                   "forged identity)",
 }
 
 

@@ -20,6 +20,8 @@ from typing import Any
 from conformance.errors import UnsupportedError
 from conformance.istio import doc_ref
 from conformance.providers.local.translate.authz import validate_authorization_policy
+from conformance.providers.local.translate.destination import validate_destination_rule
+from conformance.providers.local.translate.mtls import validate_peer_authentication
 
 __all__ = ["SUPPORTED", "Pattern", "check_supported"]
 
@@ -119,6 +121,8 @@ SUPPORTED: dict[str, dict[str, Any]] = {
 }
 _ADMISSION: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "AuthorizationPolicy": validate_authorization_policy,
+    "DestinationRule": validate_destination_rule,
+    "PeerAuthentication": validate_peer_authentication,
 }
 
 

@@ -217,6 +217,17 @@ CASES = [
          ((OTHER, 200), (PLAINTEXT, 200)), frozenset({Defect.IGNORE_PRINCIPAL_RULES})),
     Case("defect-ignore-principal-rules-keeps-namespaces", (_ap(_allow(_from(namespaces=["ns"]))),),
          ((STRANGER, 403),), frozenset({Defect.IGNORE_PRINCIPAL_RULES})),
+    Case("defect-deny-after-allow",
+         (_ap(_allow(_from(principals=[FRONTEND]), _to(paths=["/open"])), name="a"),
+          _ap(_deny(_to(paths=["/private/*", "/open"])), name="d")),
+         ((Request(path="/private/x"), 200), (Request(peer=OTHER.peer, path="/private/x"), 403),
+          (Request(peer=OTHER.peer, path="/open"), 200), (OTHER, 403), (ME, 200)),
+         frozenset({Defect.DENY_AFTER_ALLOW})),
+    Case("defect-deny-after-allow-without-allow-denies", (_ap(_deny(_to(paths=["/private/*"]))),),
+         ((Request(path="/private/x"), 403), (ME, 200)), frozenset({Defect.DENY_AFTER_ALLOW})),
+    Case("defect-path-prefix-matches-bare-prefix", (_ap(_deny(_to(paths=["/admin/*"]))),),
+         ((Request(path="/admin/x"), 403), (Request(path="/admin"), 403), (Request(path="/administrator"), 200)),
+         frozenset({Defect.PATH_PREFIX_MATCHES_BARE_PREFIX})),
 ]
 
 

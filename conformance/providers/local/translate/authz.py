@@ -19,6 +19,7 @@ kept-alive ones once Envoy has drained them (``--drain-strategy immediate``, wit
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -59,10 +60,14 @@ def rbac_filters(store: ConfigStore, workload: Workload, trust_domain: str,
     deny = [p for p in policies if _action(p) == "DENY" and Defect.IGNORE_AUTHZ_DENY not in defects]
     allow = [p for p in policies if _action(p) == "ALLOW" and Defect.IGNORE_AUTHZ_ALLOW not in defects]
     translator = _Translator(trust_domain, defects)
-    return {
+    filters = {
         DENY_FILTER: _filter("DENY", deny, translator),
         ALLOW_FILTER: _filter("ALLOW", allow, translator),
     }
+    if Defect.DENY_AFTER_ALLOW in defects and "rules" in filters[ALLOW_FILTER] and "rules" in filters[DENY_FILTER]:
+        rules = filters[DENY_FILTER]["rules"]
+        rules["policies"] = _unless_allowed(rules["policies"], filters[ALLOW_FILTER]["rules"]["policies"])
+    return filters
 
 
 def _action(policy: Resource) -> str:
@@ -77,6 +82,25 @@ def _filter(action: str, policies: list[Resource], translator: _Translator) -> d
             rbac_policies.update(translator.policies(policy, action))
         config["rules"] = {"action": action, "policies": rbac_policies}
     return config
+
+
+def _unless_allowed(deny: dict[str, Any], allow: dict[str, Any]) -> dict[str, Any]:
+    """The deny-after-allow defect: a deny rule holds only for requests that no allow rule admits. An Envoy
+    policy matches when one of its permissions and one of its principals match, so NOT(allow rule) is NOT its
+    principals OR NOT its permissions: one deny policy per choice, for every allow rule (2^n policies)."""
+    allowed = list(allow.values())
+    out: dict[str, Any] = {}
+    for name, rule in deny.items():
+        for i, choice in enumerate(itertools.product((PRINCIPALS, PERMISSIONS), repeat=len(allowed))):
+            not_principals = [PRINCIPALS.negate(PRINCIPALS.any_of(a["principals"]))
+                              for a, side in zip(allowed, choice, strict=True) if side is PRINCIPALS]
+            not_permissions = [PERMISSIONS.negate(PERMISSIONS.any_of(a["permissions"]))
+                               for a, side in zip(allowed, choice, strict=True) if side is PERMISSIONS]
+            out[f"{name}-unless-allowed[{i}]"] = {
+                "permissions": [PERMISSIONS.all_of([p, *not_permissions]) for p in rule["permissions"]],
+                "principals": [PRINCIPALS.all_of([p, *not_principals]) for p in rule["principals"]],
+            }
+    return out
 
 
 def _policy_name(policy: Resource, index: int) -> str:
@@ -102,7 +126,10 @@ class _Side:
         return {self.or_key: {self.list_key: items}}
 
     def never(self) -> Matcher:
-        return {self.not_key: {"any": True}}
+        return self.negate({"any": True})
+
+    def negate(self, item: Matcher) -> Matcher:
+        return {self.not_key: item}
 
     def field(self, make: Callable[[str], Matcher], values: Iterable[str] | None,
               not_values: Iterable[str] | None) -> list[Matcher]:
@@ -204,7 +231,7 @@ class _Translator:
         return [
             *PERMISSIONS.field(_host, operation.get("hosts"), operation.get("notHosts")),
             *PERMISSIONS.field(_method, operation.get("methods"), operation.get("notMethods")),
-            *PERMISSIONS.field(_path, operation.get("paths"), operation.get("notPaths")),
+            *PERMISSIONS.field(self._path, operation.get("paths"), operation.get("notPaths")),
             *PERMISSIONS.field(_port, operation.get("ports"), operation.get("notPorts")),
         ]
 
@@ -222,6 +249,13 @@ class _Translator:
         }
         # support.py admits only these keys, so anything else is a bug here, not bad input
         return found[key]
+
+    def _path(self, value: str) -> Matcher:
+        """Istio: ``/p/*`` is the prefix ``/p/`` (matcher.StringMatcher), so it never matches ``/p`` itself."""
+        matcher = {"url_path": {"path": _string(value)}}
+        if Defect.PATH_PREFIX_MATCHES_BARE_PREFIX in self.defects and value.endswith("/*") and len(value) > 2:
+            return PERMISSIONS.any_of([matcher, {"url_path": {"path": {"exact": value[:-2]}}}])
+        return matcher
 
     def _principal(self, value: str) -> Matcher:
         """``cluster.local/ns/a/sa/b`` (Istio drops ``spiffe://``); ``cluster.local`` means this trust domain."""
@@ -256,8 +290,6 @@ def _method(value: str) -> Matcher:
     return {"header": _header(":method", value)}
 
 
-def _path(value: str) -> Matcher:
-    return {"url_path": {"path": _string(value)}}
 
 
 def _port(value: str) -> Matcher:

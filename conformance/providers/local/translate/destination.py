@@ -3,8 +3,11 @@
 Istio semantics: the client namespace's rule wins over the service namespace's, which wins over the root
 namespace's; an exact host over a wildcard; the oldest rule within a namespace. A subset's trafficPolicy
 replaces the top-level one field by field (tls, outlierDetection, loadBalancer, connectionPool).
+Traffic policy fields become Envoy cluster fields as Istio's ``pilot/pkg/networking/core/cluster_traffic_policy.go``
+sets them (``applyOutlierDetection``, ``applyConnectionPool``, ``applyLocalityLoadBalancer``): a field the
+rule leaves out is left out of the cluster too, so Envoy's own default applies, as it does under Istio.
 Locality failover is only in effect when outlier detection is set, because without it Envoy would never
-notice that local endpoints failed (Istio does the same).
+notice that local endpoints failed; ``distribute`` applies without it (Istio does the same).
 """
 
 from __future__ import annotations
@@ -12,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from conformance.errors import ManifestError
+from conformance.istio import doc_ref
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.model import ROOT_NAMESPACE, Resource
 from conformance.providers.local.translate.context import MeshView, normalize_host
+from conformance.providers.local.translate.endpoints import LocalityLb
 
 __all__ = [
     "apply_traffic_policy",
@@ -22,6 +28,7 @@ __all__ = [
     "locality_policy",
     "subset_policy",
     "subsets",
+    "validate_destination_rule",
 ]
 
 _POLICY_FIELDS = ("tls", "outlierDetection", "loadBalancer", "connectionPool")
@@ -67,6 +74,10 @@ def subset_policy(rule: Resource | None, subset: str) -> dict[str, Any]:
     return policy
 
 
+_ENVOY_BASE_EJECTION_S = 30.0
+"""Envoy's default ``base_ejection_time`` (what a rule without ``baseEjectionTime`` gets, under Istio too)."""
+
+
 def _seconds(duration: str | None, default: float) -> float:
     """Istio durations: ``1s``, ``500ms``, ``1m``, ``1.5s``."""
     if not duration:
@@ -104,7 +115,7 @@ def apply_traffic_policy(cluster: dict[str, Any], policy: Mapping[str, Any], def
     thresholds = cluster["circuit_breakers"]["thresholds"][0]
     if "maxConnections" in tcp:
         thresholds["max_connections"] = int(tcp["maxConnections"])
-    if "connectTimeout" in tcp:
+    if "connectTimeout" in tcp and Defect.CONNECT_TIMEOUT_IGNORED not in defects:
         cluster["connect_timeout"] = duration(tcp["connectTimeout"], 10)
     if "http1MaxPendingRequests" in http:
         thresholds["max_pending_requests"] = int(http["http1MaxPendingRequests"])
@@ -117,31 +128,98 @@ def apply_traffic_policy(cluster: dict[str, Any], policy: Mapping[str, Any], def
     elif "maxRequestsPerConnection" in http:
         requests_per_connection(cluster, int(http["maxRequestsPerConnection"]))
     outlier = policy.get("outlierDetection")
-    if outlier and Defect.NO_OUTLIER_DETECTION not in defects:
-        detection: dict[str, Any] = {
-            "interval": duration(outlier.get("interval"), 10),
-            "base_ejection_time": duration(outlier.get("baseEjectionTime"), 30),
-            "max_ejection_percent": int(outlier.get("maxEjectionPercent", 10)),
-            "enforcing_success_rate": 0,
-        }
-        if "consecutive5xxErrors" in outlier:
-            detection["consecutive_5xx"] = int(outlier["consecutive5xxErrors"])
-            detection["enforcing_consecutive_5xx"] = 100 if int(outlier["consecutive5xxErrors"]) else 0
-        else:
-            detection["enforcing_consecutive_5xx"] = 0
-        if "consecutiveGatewayErrors" in outlier:
-            detection["consecutive_gateway_failure"] = int(outlier["consecutiveGatewayErrors"])
-            detection["enforcing_consecutive_gateway_failure"] = 100
-        cluster["outlier_detection"] = detection
+    if outlier is not None and Defect.NO_OUTLIER_DETECTION not in defects:
+        cluster["outlier_detection"] = outlier_detection(outlier, defects)
         # Istio: panic mode only below minHealthPercent (default 0: never)
         cluster["common_lb_config"]["healthy_panic_threshold"] = {"value": float(outlier.get("minHealthPercent", 0))}
 
 
-def locality_policy(view: MeshView, policy: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The localityLbSetting in effect, or None (off: no outlier detection, or disabled)."""
-    if not policy.get("outlierDetection") or Defect.NO_OUTLIER_DETECTION in view.defects:
+def outlier_detection(outlier: Mapping[str, Any], defects: frozenset[Defect]) -> dict[str, Any]:
+    """Istio's ``applyOutlierDetection``: success-rate ejection off; each consecutive-errors detector that the
+    rule names is enforced (100%) unless its count is 0; what the rule leaves out keeps Envoy's default, so
+    without ``consecutive5xxErrors`` Envoy's consecutive-5xx detector (5 errors, enforced) stays on."""
+    detection: dict[str, Any] = {"enforcing_success_rate": 0}
+    for field, count, enforcing in (
+        ("consecutive5xxErrors", "consecutive_5xx", "enforcing_consecutive_5xx"),
+        ("consecutiveGatewayErrors", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure"),
+    ):
+        if field in outlier:
+            detection[count] = int(outlier[field])
+            detection[enforcing] = 100 if int(outlier[field]) > 0 else 0
+    if "interval" in outlier:
+        detection["interval"] = duration(outlier["interval"], 10)
+    ejection = _seconds(outlier.get("baseEjectionTime"), _ENVOY_BASE_EJECTION_S)
+    if Defect.FAILBACK_SLOW in defects:
+        detection["base_ejection_time"] = duration(f"{3 * ejection}s", 0)
+    elif "baseEjectionTime" in outlier:
+        detection["base_ejection_time"] = duration(outlier["baseEjectionTime"], _ENVOY_BASE_EJECTION_S)
+    if int(outlier.get("maxEjectionPercent", 0)) > 0:
+        detection["max_ejection_percent"] = int(outlier["maxEjectionPercent"])
+    return detection
+
+
+def locality_policy(view: MeshView, policy: Mapping[str, Any]) -> LocalityLb | None:
+    """The localityLbSetting in effect (Istio's ``GetLocalityLbSetting``), or None when it is disabled."""
+    if Defect.NO_LOCALITY_PRIORITY in view.defects:
         return None
-    setting = dict((policy.get("loadBalancer") or {}).get("localityLbSetting") or {})
-    if setting.get("enabled") is False or Defect.NO_LOCALITY_PRIORITY in view.defects:
+    lb = policy.get("loadBalancer") or {}
+    # without one in the rule, the mesh default applies: meshConfig.localityLbSetting {enabled: true}
+    setting = dict(lb.get("localityLbSetting") or {"enabled": True})
+    if setting.get("enabled") is False:
         return None
-    return setting
+    if Defect.DISTRIBUTE_IGNORED in view.defects:
+        setting.pop("distribute", None)
+    if Defect.FAILOVER_PRIORITY_IGNORED in view.defects:
+        setting.pop("failoverPriority", None)
+    failover = policy.get("outlierDetection") is not None and Defect.NO_OUTLIER_DETECTION not in view.defects
+    return LocalityLb(setting, failover)
+
+
+_TOPOLOGY_LABELS = ("topology.kubernetes.io/region", "topology.kubernetes.io/zone", "topology.istio.io/subzone")
+
+
+def validate_destination_rule(doc: Mapping[str, Any]) -> None:
+    """Raise ManifestError where Istio's validating webhook refuses a DestinationRule's traffic policy
+    (``validateTrafficPolicy``, ``ValidateLocalityLbSetting`` in pkg/config/validation), naming the field."""
+    spec = doc.get("spec") or {}
+    ref = doc_ref(doc)
+    policies = [("spec.trafficPolicy", spec.get("trafficPolicy"))]
+    policies += [(f"spec.subsets[{i}].trafficPolicy", (s or {}).get("trafficPolicy"))
+                 for i, s in enumerate(spec.get("subsets") or [])]
+    for path, policy in policies:
+        if policy is None:
+            continue
+        if not policy:
+            raise ManifestError(f"{ref}: {path}: traffic policy must have at least one field "
+                                "(Istio's validation refuses it)")
+        setting = (policy.get("loadBalancer") or {}).get("localityLbSetting")
+        if setting:
+            _validate_locality_lb(ref, f"{path}.loadBalancer.localityLbSetting", setting)
+
+
+def _validate_locality_lb(ref: str, path: str, setting: Mapping[str, Any]) -> None:
+    def fail(reason: str) -> ManifestError:
+        return ManifestError(f"{ref}: {path}: {reason} (Istio's validation refuses it)")
+
+    failover = setting.get("failover") or []
+    if setting.get("distribute") and failover:
+        raise fail("can not simultaneously specify 'distribute' and 'failover'")
+    if failover:
+        for label in setting.get("failoverPriority") or []:
+            if label in _TOPOLOGY_LABELS:
+                raise fail(f"can not simultaneously set 'failover' and topology label '{label}' in "
+                           "'failover_priority'")
+    for rule in setting.get("distribute") or []:
+        weights = [int(w) for w in (rule.get("to") or {}).values()]
+        if any(w <= 0 or w > 100 for w in weights):
+            raise fail("locality weight must be in range [1, 100]")
+        if sum(weights) != 100:
+            raise fail(f"total locality weight {sum(weights)} != 100")
+    for rule in failover:
+        source, target = str(rule.get("from", "")), str(rule.get("to", ""))
+        if source == target:
+            raise fail("locality lb failover settings must specify different regions")
+        if "/" in source or "/" in target:
+            raise fail("locality lb failover only specify region")
+        if "*" in source or "*" in target:
+            raise fail("locality lb failover region should not contain '*' wildcard")

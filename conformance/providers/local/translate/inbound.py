@@ -1,9 +1,15 @@
 """A sidecar's inbound side: the ``virtualInbound`` listener and the ``inbound|<port>||`` clusters.
 
 The listener binds the pod IP on 15006 and on every service port (what iptables capture does in a pod) and
-picks a filter chain by destination port and, under PERMISSIVE, by whether the caller speaks TLS. The mTLS
-chain requires a client certificate chaining to the mesh root and tells the app who called
-(``x-forwarded-client-cert``). Authorization runs in two RBAC filters (DENY, then ALLOW),
+picks a filter chain by destination port and transport, as Istio's ``pilot/pkg/networking/core/
+filterchain_options.go`` does for a port whose protocol is HTTP (every probe port is named ``http*``):
+STRICT has one chain for TLS; PERMISSIVE one for TLS that offers one of Istio's ALPN values (a sidecar's
+mTLS) and one for plaintext, so TLS without them matches no chain and the connection is closed; DISABLE
+one for plaintext. The mTLS chain requires a client certificate chaining to the mesh root. Every chain's
+HTTP connection manager handles ``x-forwarded-client-cert`` as Istio's inbound one does
+(``buildSidecarInboundHTTPOpts`` in listener_inbound.go): APPEND_FORWARD with the peer certificate's
+subject, URI and DNS SANs. On a plaintext connection Envoy removes any XFCC the caller sent, so the app
+sees an identity only from mTLS. Authorization runs in two RBAC filters (DENY, then ALLOW),
 inline in the listener; a policy change re-creates the filter chains, and Envoy drains the old ones at once
 (``--drain-strategy immediate``), so kept-alive connections see the new policy within the drain time.
 """
@@ -23,14 +29,24 @@ from conformance.providers.local.translate.tls import downstream_mtls
 __all__ = ["RBAC_FILTERS", "inbound_clusters", "inbound_listener", "pass_through_rbac"]
 
 _HCM = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+ISTIO_MTLS_ALPN = ["istio", "istio-peer-exchange", "istio-http/1.0", "istio-http/1.1", "istio-h2"]
+"""Istio's ``allIstioMtlsALPNs`` (listener.go): what a PERMISSIVE HTTP port's mTLS chain matches."""
 RBAC_FILTERS = ("istio.rbac.deny", "istio.rbac.allow")
 """Names of the two RBAC filters, in evaluation order."""
 _RBAC_TYPE = "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"
-SLOW_SIDECAR_DELAY = "0.020s"
-_SLOW = {"name": "envoy.filters.http.fault", "typed_config": any_config(
-    "envoy.extensions.filters.http.fault.v3.HTTPFault",
-    delay={"fixed_delay": SLOW_SIDECAR_DELAY, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
-)}
+SIDECAR_DELAYS = {
+    Defect.SLOW_SIDECAR: "0.020s",
+    Defect.SIDECAR_OVER_OVERHEAD_BUDGET: "0.006s",
+    Defect.SIDECAR_OVER_IN_CLUSTER_BUDGET: "0.012s",
+}
+"""Latency defects: how long every sidecar delays each inbound request."""
+
+
+def _delays(defects: frozenset[Defect]) -> list[dict[str, Any]]:
+    return [{"name": "envoy.filters.http.fault", "typed_config": any_config(
+        "envoy.extensions.filters.http.fault.v3.HTTPFault",
+        delay={"fixed_delay": delay, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
+    )} for defect, delay in SIDECAR_DELAYS.items() if defect in defects]
 
 
 def _socket(address: str, port: int) -> dict[str, Any]:
@@ -41,7 +57,7 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _hcm(view: MeshView, port: int, mtls: bool, rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], plaintext: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": f"inbound_0.0.0.0_{port}",
         "route_config": {
@@ -58,7 +74,7 @@ def _hcm(view: MeshView, port: int, mtls: bool, rbac: dict[str, dict[str, Any]])
         },
         "http_filters": [
             *({"name": name, "typed_config": rbac[name]} for name in RBAC_FILTERS),
-            *([_SLOW] if Defect.SLOW_SIDECAR in view.defects else []),
+            *_delays(view.defects),
             {"name": "envoy.filters.http.router",
              "typed_config": any_config("envoy.extensions.filters.http.router.v3.Router")},
         ],
@@ -66,11 +82,13 @@ def _hcm(view: MeshView, port: int, mtls: bool, rbac: dict[str, dict[str, Any]])
         # Istio's default path normalization (meshConfig pathNormalization BASE): RBAC sees /a/../b as /b
         "normalize_path": True,
     }
-    if mtls and Defect.NO_CLIENT_CERT_FORWARDING not in view.defects:
+    if Defect.NO_CLIENT_CERT_FORWARDING in view.defects:
+        config["forward_client_cert_details"] = "SANITIZE"
+    elif plaintext and Defect.PLAINTEXT_XFCC_TRUSTED in view.defects:
+        config["forward_client_cert_details"] = "ALWAYS_FORWARD_ONLY"
+    else:
         config["forward_client_cert_details"] = "APPEND_FORWARD"
         config["set_current_client_cert_details"] = {"subject": True, "dns": True, "uri": True}
-    else:
-        config["forward_client_cert_details"] = "SANITIZE"
     return {"name": "envoy.filters.network.http_connection_manager", "typed_config": any_config(_HCM, **config)}
 
 
@@ -83,20 +101,20 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
     for port in workload.spec.ports:
         mode = peer_mtls_mode(view.store, workload, port, view.defects)
         if mode in (MtlsMode.STRICT, MtlsMode.PERMISSIVE):
+            match: dict[str, Any] = {"destination_port": port, "transport_protocol": "tls"}
+            if mode is MtlsMode.PERMISSIVE:
+                match["application_protocols"] = ISTIO_MTLS_ALPN
             chains.append({
                 "name": f"{pod_ip}_{port}_mtls",
-                "filter_chain_match": {"destination_port": port, "transport_protocol": "tls"},
+                "filter_chain_match": match,
                 "transport_socket": downstream_mtls(source, view.trust_root),
-                "filters": [_hcm(view, port, True, rbac)],
+                "filters": [_hcm(view, port, rbac, plaintext=False)],
             })
         if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
-            match: dict[str, Any] = {"destination_port": port}
-            if mode is MtlsMode.PERMISSIVE:
-                match["transport_protocol"] = "raw_buffer"
             chains.append({
                 "name": f"{pod_ip}_{port}_plaintext",
-                "filter_chain_match": match,
-                "filters": [_hcm(view, port, False, rbac)],
+                "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"},
+                "filters": [_hcm(view, port, rbac, plaintext=True)],
             })
     return {
         "name": "virtualInbound",

@@ -81,7 +81,7 @@ def destinations(view: MeshView) -> list[Destination]:
         ports = tuple(int(p["number"]) for p in entry.spec.get("ports") or [])
         external = entry.spec.get("location", "MESH_EXTERNAL") == "MESH_EXTERNAL"
         endpoints = tuple(
-            Endpoint(str(e["address"]), 0, _entry_locality(e), mtls=False)
+            Endpoint(str(e["address"]), 0, _entry_locality(e, view.cluster.name), mtls=False)
             for e in entry.spec.get("endpoints") or []
         )
         for host in entry.spec.get("hosts") or []:
@@ -90,9 +90,11 @@ def destinations(view: MeshView) -> list[Destination]:
     return found
 
 
-def _entry_locality(endpoint: Mapping[str, Any]) -> Locality:
+def _entry_locality(endpoint: Mapping[str, Any], cluster: str) -> Locality:
+    """A ServiceEntry endpoint belongs to the config's cluster (Istio's serviceentry registry does the same)."""
     region, _, zone = str(endpoint.get("locality", "")).partition("/")
-    return Locality(region, zone.split("/")[0], "", str(endpoint.get("network", "")), endpoint.get("labels") or {})
+    return Locality(region, zone.split("/")[0], cluster, str(endpoint.get("network", "")),
+                    endpoint.get("labels") or {})
 
 
 def _base_cluster(name: str) -> dict[str, Any]:
@@ -140,16 +142,16 @@ def destination_clusters(view: MeshView, proxy: Locality, client_namespace: str,
             cluster = _base_cluster(name)
             cluster.update(_transport(view, destination, policy, port, subset, source))
             apply_traffic_policy(cluster, policy, view.defects)
-            setting = locality_policy(view, policy)
-            if uses_locality_weights(setting, proxy):
+            locality = locality_policy(view, policy)
+            if uses_locality_weights(locality):
                 cluster["common_lb_config"]["locality_weighted_lb_config"] = {}
             if destination.members:
                 members = service_endpoints(view, proxy, destination.members, port, labels)
             else:
                 members = [Endpoint(e.address, e.port or port, e.locality, e.mtls, e.weight, destination.host)
                            for e in destination.entry_endpoints
-                           if all(e.locality.labels.get(k) == v for k, v in labels.items())]
-            cluster["load_assignment"] = load_assignment(name, members, proxy, setting)
+                           if all(e.istio_labels().get(k) == v for k, v in labels.items())]
+            cluster["load_assignment"] = load_assignment(name, members, proxy, locality)
             clusters.append(cluster)
     return clusters
 
