@@ -84,8 +84,15 @@ def test_istio_declares_no_transition_rules() -> None:
     assert not with_old_self, f"pass the stored document as validate_document(doc, old) for {with_old_self}"
 
 
+class _SuiteVariables(dict[str, str]):
+    """A check's ${variables}: regions (``region1``, ``near_region``...) become a region, others a name."""
+
+    def __missing__(self, key: str) -> str:
+        return "region1" if "region" in key else "x"
+
+
 def test_every_suite_manifest_passes_the_rules() -> None:
-    variables = {"namespace": "n", "external_address": "127.0.0.1", "near_region": "region1", "far_region": "region2"}
+    variables = _SuiteVariables(namespace="n", external_address="127.0.0.1")
     checked = 0
     for path in sorted((ROOT / "suites").rglob("*.yaml")):
         for doc in yaml.safe_load_all(string.Template(path.read_text()).substitute(variables)):
