@@ -5,18 +5,25 @@ the first worker to get there brings it up (under a file lock) and every other w
 clients of one control API. The controller (the process that started pytest) tears it down at the end
 and writes the run-level reports from the results every worker sent it.
 
-Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any other error is *broken*.
-``meshconf run`` exits 0 (all passed), 1 (a check failed), 3 (none failed, something broke).
+``meshconf run`` brings the mesh up itself and hands it over in the session directory
+(``MESHCONF_SESSION_DIR``, holding ``meshconf-mesh.json``); it tears it down itself too.
+
+Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any other error is *broken*. A
+check that did not pass while something underneath it died (a sidecar someone killed) is *broken*, naming the
+dead process. When the mesh cannot come up, or is lost mid-run, that is one event: one message, recorded
+once, and every check not yet run is broken with it in one line. ``meshconf run`` exits 0 (all passed),
+1 (a check failed), 3 (none failed, something broke).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
@@ -25,15 +32,25 @@ from typing import Any, cast
 
 import pytest
 
-from conformance import __version__
 from conformance.check import CheckInfo, check_id_for_file, check_info
 from conformance.config import RunConfig
-from conformance.errors import EXIT_ENVIRONMENT, EXIT_NON_CONFORMANT, EXIT_OK, ConformanceError, EnvironmentBroken
+from conformance.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_NON_CONFORMANT,
+    EXIT_OK,
+    BringUpFailed,
+    ConformanceError,
+    EnvironmentBroken,
+    EnvironmentLost,
+    PreflightFailed,
+)
 from conformance.locks import file_lock
+from conformance.preflight import OUT_DIRS, OUT_FILES, check_out, preflight
 from conformance.provider import MeshProvider
-from conformance.providers import attach_provider, create_provider, release_provider
+from conformance.providers import attach_provider, create_provider, release_provider, validate_provider
+from conformance.redact import redact_tree
 from conformance.report.allure import label_check, write_run_files
-from conformance.report.conformance import CheckResult, measurement_from_dict, write_reports
+from conformance.report.conformance import CheckResult, measurement_from_dict, run_metadata, write_reports
 from conformance.scenario import Scenario
 from conformance.topology import load_topology
 
@@ -41,6 +58,10 @@ __all__ = ["scenario"]
 
 _CONFIG = pytest.StashKey[RunConfig]()
 _SHARED = pytest.StashKey[Path]()
+SESSION_DIR_ENV = "MESHCONF_SESSION_DIR"
+"""Set by ``meshconf run``: the session directory it made (and removes), with the mesh it brought up."""
+_ONE_LINE = (PreflightFailed, BringUpFailed, EnvironmentLost)
+"""Errors that are the same for every check they stop: shown as one line, never as a traceback."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -70,6 +91,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the markers @check sets, also for suites outside this repository (no pyproject.toml of ours there)
+    config.addinivalue_line("markers", "check: a conformance check (set by @check)")
+    config.addinivalue_line("markers", "serial: a check that never runs beside another one")
     try:
         run_config = RunConfig.build(
             profile=config.getoption("--mesh-profile"),
@@ -89,12 +113,32 @@ def pytest_configure(config: pytest.Config) -> None:
             reuse=config.getoption("--mesh-reuse"),
             kind_node_image=config.getoption("--kind-node-image"),
         )
+        validate_provider(run_config, load_topology(run_config.topology))
     except ConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_CONFIG] = run_config
     if not hasattr(config, "workerinput"):
-        config.stash[_SHARED] = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
-        config.pluginmanager.register(RunCollector(config, run_config), "meshconf-run-collector")
+        given = os.environ.get(SESSION_DIR_ENV)
+        config.stash[_SHARED] = Path(given) if given else Path(tempfile.mkdtemp(prefix="meshconf-session-"))
+        config.pluginmanager.register(RunCollector(config, run_config, owns_shared=not given),
+                                      "meshconf-run-collector")
+        _stop_on_sigterm()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (CI cancelling a job, ``timeout``) stops the session like Ctrl-C does: the running check is
+    interrupted, the reports of those that finished are written, the mesh is torn down. Only where nobody
+    else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -134,31 +178,54 @@ def _controller_pid(config: pytest.Config) -> int:
 
 @pytest.fixture(scope="session")
 def mesh(pytestconfig: pytest.Config) -> MeshProvider:
-    """The mesh under test, up for the whole session (brought up on first use)."""
+    """The mesh under test, up for the whole session: the one ``meshconf run`` (or ``--mesh-attach``) names,
+    or brought up here on first use."""
     run_config = pytestconfig.stash[_CONFIG]
     topology = load_topology(run_config.topology)
     attach = pytestconfig.getoption("--mesh-attach")
-    if attach:
-        return attach_provider(run_config, topology, Path(attach))
     shared = _shared_dir(pytestconfig)
     pointer = shared / "meshconf-mesh.json"
     with file_lock(shared / "meshconf-mesh.lock"):
         if pointer.exists():
             data = json.loads(pointer.read_text())
             if data.get("error"):
-                raise EnvironmentBroken(data["error"])
+                raise BringUpFailed(data["error"])
             return attach_provider(run_config, topology, Path(data["run_dir"]))
-        provider = create_provider(run_config, topology)
+        if attach:
+            provider = attach_provider(run_config, topology, Path(attach))
+            pointer.write_text(json.dumps({"run_dir": attach, "description": _describe(provider), "owner": "attach"}))
+            return provider
         try:
+            check_out(run_config.out)
+            preflight(run_config, topology)
+            provider = create_provider(run_config, topology)
             # a kept mesh must outlive this session; otherwise it stops when the session's process does
             owner = None if run_config.keep else _controller_pid(pytestconfig)
             provider.up(owner_pid=owner, progress=_progress(pytestconfig))
         except ConformanceError as exc:
-            pointer.write_text(json.dumps({"error": str(exc)}))
-            raise
+            message = bring_up_failure(exc, run_config.out)
+            pointer.write_text(json.dumps({"error": message}))
+            raise BringUpFailed(message) from None
         run_dir = getattr(provider, "run_dir", None)
         pointer.write_text(json.dumps({"run_dir": str(run_dir), "description": _describe(provider)}))
         return provider
+
+
+def bring_up_failure(exc: ConformanceError, out: Path) -> str:
+    """The one message of a mesh that did not come up; its bring-up log, if it has one, is kept (redacted) in
+    ``out/diagnostics/bring-up/`` and the message says where."""
+    message = str(exc) if isinstance(exc, PreflightFailed) else f"the mesh did not come up: {exc}"
+    log = getattr(exc, "log", None)
+    if log:
+        path = out / "diagnostics" / "bring-up" / "mesh.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(log)
+            redact_tree([path])
+            message += f" (bring-up log: {path})"
+        except OSError as error:
+            message += f" (its log could not be kept in {path}: {error.strerror or error})"
+    return message
 
 
 def _progress(config: pytest.Config) -> Any:
@@ -173,14 +240,17 @@ def _progress(config: pytest.Config) -> Any:
     return say
 
 
+def _session_mesh(config: pytest.Config) -> dict[str, Any]:
+    """The session's ``meshconf-mesh.json``: the mesh's run directory and description, or its error."""
+    try:
+        data: dict[str, Any] = json.loads((_shared_dir(config) / "meshconf-mesh.json").read_text())
+        return data
+    except (OSError, ValueError):
+        return {}
+
+
 def _describe(provider: MeshProvider) -> dict[str, Any]:
-    description = provider.describe()
-    return {
-        "provider": description.provider, "topology": description.topology,
-        "implementation": description.implementation, "meshVersion": description.mesh_version,
-        "proxyVersion": description.proxy_version, "kubernetesVersion": description.kubernetes_version,
-        **{k: v for k, v in description.details.items()},
-    }
+    return provider.describe().as_dict()
 
 
 # -- a check -------------------------------------------------------------------------------------------------
@@ -192,12 +262,15 @@ def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Sc
     info = check_info(request.node)
     if info is None:
         raise EnvironmentBroken(f"{request.node.nodeid} uses `scenario` but is not declared with @check(...)")
+    lost = _shared_dir(request.config) / "meshconf-lost.json"
+    if lost.exists():  # an earlier check found the environment gone: do not try again, say why at once
+        raise EnvironmentLost(json.loads(lost.read_text())["error"])
     missing = sorted(str(f) for f in info.features - mesh.features())
     if missing:
         pytest.skip(f"requires {', '.join(missing)}; provider {mesh.name} "
                     f"({request.config.stash[_CONFIG].topology}) lacks it")
     run_config = request.config.stash[_CONFIG]
-    label_check(info, _describe(mesh))
+    label_check(info, _session_mesh(request.config).get("description") or _describe(mesh))
     with _serial_lock(request.config, info):
         current = Scenario(mesh, info, run_config, request.node.path.parent,
                            load_lock=_shared_dir(request.config) / "meshconf-load.lock")
@@ -219,11 +292,38 @@ def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A check that did not pass while something underneath it died is broken, not failed: ask the provider
+    (its answer names the dead process and its last output), and raise that instead."""
+    try:
+        return (yield)
+    except Exception as exc:
+        current = item.stash.get(_SCENARIO, None)
+        if current is None or isinstance(exc, _ONE_LINE):
+            raise
+        try:
+            problems = current.mesh.environment_problems([current.namespace])
+        except EnvironmentLost as lost:
+            raise lost from exc
+        except ConformanceError:
+            raise exc from None
+        if problems:
+            raise EnvironmentBroken("not a verdict: the environment broke underneath the check: "
+                                    + "; ".join(problems)) from exc
+        raise
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report: pytest.TestReport = yield
     info = check_info(item)
     if info is None:
         return report
+    if call.excinfo is not None and call.excinfo.errisinstance(_ONE_LINE):
+        error = call.excinfo.value
+        report.longrepr = str(error)
+        if isinstance(error, EnvironmentLost):
+            _record_lost(item.config, str(error))
     status = _status(report, call)
     report.user_properties.append(("meshconf.check", info.as_dict()))
     report.user_properties.append(("meshconf.status", status))
@@ -242,6 +342,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def _record_lost(config: pytest.Config, error: str) -> None:
+    shared = _shared_dir(config)
+    with file_lock(shared / "meshconf-mesh.lock"):
+        lost = shared / "meshconf-lost.json"
+        if not lost.exists():
+            lost.write_text(json.dumps({"error": error}))
+
+
 def _status(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
     if report.skipped:
         return "skipped"
@@ -258,7 +366,8 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
     dest = item.config.stash[_CONFIG].out / "diagnostics" / info.id
     try:
         files = current.mesh.diagnostics(dest, [current.namespace])
-    except ConformanceError as exc:
+        redact_tree([dest])  # logs and dumps copy text meshconf does not control
+    except (ConformanceError, OSError) as exc:
         allure.attach(f"could not collect diagnostics: {exc}", name="diagnostics",
                       attachment_type=allure.attachment_type.TEXT)
         return
@@ -276,11 +385,15 @@ class RunCollector:
     """On the controller: gathers every check's result (xdist forwards workers' reports here), writes the
     run's reports, tears the mesh down, and sets the exit code."""
 
-    def __init__(self, config: pytest.Config, run_config: RunConfig) -> None:
+    def __init__(self, config: pytest.Config, run_config: RunConfig, owns_shared: bool = True) -> None:
         self.config = config
         self.run_config = run_config
         self.results: dict[str, CheckResult] = {}
         self.started = time.time()
+        self.owns_shared = owns_shared
+        """False when ``meshconf run`` made the session directory (it removes it, and tears the mesh down)."""
+        self.finished: set[str] = set()
+        """Checks whose teardown reported: an interrupted check never gets there, and is not reported."""
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props: dict[str, Any] = dict(report.user_properties) if report.user_properties else {}
@@ -294,6 +407,8 @@ class RunCollector:
                 id=info["id"], area=info["area"], description=info["description"], status="passed",
                 duration_s=0.0, nodeid=report.nodeid, severity=info["severity"],
             )
+        if report.when == "teardown":
+            self.finished.add(report.nodeid)
         result.duration_s += report.duration
         result.measurements += [measurement_from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
                                 if k == "meshconf.measurement"]
@@ -309,45 +424,60 @@ class RunCollector:
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         shared = _shared_dir(self.config)
-        pointer = shared / "meshconf-mesh.json"
-        mesh_info: dict[str, Any] = json.loads(pointer.read_text()) if pointer.exists() else {}
-        results = list(self.results.values())
+        mesh_info = _session_mesh(self.config)
+        results = [r for r in self.results.values() if r.nodeid in self.finished]
+        stopped = sorted(r.id for r in self.results.values() if r.nodeid not in self.finished)
+        error = mesh_info.get("error") or _lost(shared)
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            error = (f"interrupted: {len(results)} check(s) finished"
+                     + (f", stopped while running: {', '.join(stopped)}" if stopped else "")
+                     + (f"; {error}" if error else ""))
+        written = True
         try:
-            if results:
-                self._write_reports(mesh_info, results)
+            if (results or error) and not self.config.option.collectonly:
+                written = self._write_reports(mesh_info, results, error)
         finally:
-            if mesh_info.get("run_dir") and not self.run_config.keep and not self.config.getoption("--mesh-attach"):
+            managed = mesh_info.get("owner") is not None or self.config.getoption("--mesh-attach")
+            if mesh_info.get("run_dir") and not self.run_config.keep and not managed:
                 release_provider(self.run_config, load_topology(self.run_config.topology), Path(mesh_info["run_dir"]))
-            shutil.rmtree(shared, ignore_errors=True)
+            if self.owns_shared:
+                shutil.rmtree(shared, ignore_errors=True)
         if results and exitstatus in (0, 1):
             statuses = {r.status for r in results}
             session.exitstatus = (EXIT_NON_CONFORMANT if "failed" in statuses
                                   else EXIT_ENVIRONMENT if "broken" in statuses else EXIT_OK)
+        if not written and session.exitstatus != pytest.ExitCode.INTERRUPTED:
+            session.exitstatus = EXIT_ENVIRONMENT  # no report is no verdict
 
-    def _write_reports(self, mesh_info: dict[str, Any], results: list[CheckResult]) -> None:
-        description = mesh_info.get("description") or {
-            "provider": self.run_config.provider, "topology": self.run_config.topology}
-        started = dt.datetime.fromtimestamp(self.started, dt.UTC)
-        settings = self.run_config.as_dict()
-        run = {
-            **description,
-            "meshconfVersion": __version__,
-            "defects": list(self.run_config.defects),
-            "started": started.isoformat(timespec="seconds"),
-            "durationSeconds": round(time.time() - self.started, 1),
-            "runId": started.strftime("%Y%m%dT%H%M%SZ"),
-            "budgets": settings["budgets"],
-            "timeouts": settings["timeouts"],
-            "load": settings["load"],
-        }
-        write_reports(self.run_config.out, run, results)
-        alluredir = self.config.getoption("allure_report_dir", None)
-        if alluredir:
-            write_run_files(Path(alluredir), run)
+    def _write_reports(self, mesh_info: dict[str, Any], results: list[CheckResult], error: str | None) -> bool:
+        """Write the run's reports; on an OSError (a full disk) say so in one line and return False."""
+        run = run_metadata(self.run_config, mesh_info.get("description"), self.started, error)
+        out = self.run_config.out
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        try:
+            write_reports(out, run, results)
+            alluredir = self.config.getoption("allure_report_dir", None)
+            if alluredir:
+                write_run_files(Path(alluredir), run)
+            # the last word on secrets: whatever was attached or dumped during the run is scrubbed
+            redact_tree([out / name for name in (*OUT_DIRS, *OUT_FILES) if (out / name).exists()])
+        except OSError as exc:
+            line = f"meshconf: error: the reports could not be written in {out}/: {exc.strerror or exc}"
+            if reporter is not None:
+                reporter.write_line(line)
+            else:
+                print(line, file=sys.stderr)
+            return False
         if reporter is not None:
-            reporter.write_line(f"meshconf: reports in {self.run_config.out}/ (conformance-report.json, .md)")
+            reporter.write_line(f"meshconf: reports in {out}/ (conformance-report.json, .md)")
+        return True
 
+
+def _lost(shared: Path) -> str | None:
+    try:
+        return str(json.loads((shared / "meshconf-lost.json").read_text())["error"])
+    except (OSError, ValueError, KeyError):
+        return None
 
 _RANK = {"passed": 0, "skipped": 1, "failed": 2, "broken": 3}
 

@@ -49,6 +49,29 @@ class ExistingProvider(KubeMesh):
             self._apis[cluster] = self._api_factory(self.contexts[cluster])
         return self._apis[cluster]
 
+    @classmethod
+    def validate(cls, config: RunConfig, topology: Topology) -> None:
+        cls(config, topology)  # one --context per cluster
+
+    @classmethod
+    def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        """Before anything is created: every context answers (one line for each that does not), then the
+        checks ``up()`` makes (Istio installed and ready, remote secrets), which stop at the first problem."""
+        provider = cls(config, topology)
+        problems = []
+        for cluster in topology.cluster_names:
+            try:
+                provider.api(cluster).server_version()
+            except EnvironmentBroken as exc:
+                problems.append(str(exc))
+        if problems:
+            return problems
+        try:
+            preflight(topology, {c: provider.api(c) for c in topology.cluster_names})
+        except EnvironmentBroken as exc:
+            return [str(exc)]
+        return []
+
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:

@@ -62,6 +62,8 @@ class Supervisor:
     def __init__(self, run_dir: Path, on_change: Callable[[list[dict[str, object]]], None]) -> None:
         self.run_dir = run_dir
         self._children: dict[str, Child] = {}
+        self._killed: set[str] = set()
+        """Children killed on purpose (a fault a check asked for): their death is not a casualty."""
         self._lock = threading.Lock()
         self._on_change = on_change
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from one thread that lives as
@@ -86,6 +88,7 @@ class Supervisor:
             raise ProviderError(f"cannot start {kind} {name}: {exc}") from None
         child = Child(name, kind, process, log)
         with self._lock:
+            self._killed.discard(name)
             self._children[name] = child
             self._persist()
         return child
@@ -107,9 +110,16 @@ class Supervisor:
     def kill(self, name: str) -> None:
         """SIGKILL a child (a crash, not a shutdown); it stays recorded until stopped."""
         child = self._children.get(name)
+        self._killed.add(name)
         if child is not None and child.running():
             child.process.kill()
             child.process.wait(5)
+
+    def casualties(self) -> list[Child]:
+        """Children that are no longer running although nobody here stopped or killed them: someone else did,
+        or they crashed."""
+        with self._lock:
+            return [c for name, c in self._children.items() if name not in self._killed and not c.running()]
 
     def stop_all(self, timeout_s: float = 10.0) -> None:
         with self._lock:
