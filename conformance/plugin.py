@@ -365,8 +365,7 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
 
     dest = item.config.stash[_CONFIG].out / "diagnostics" / info.id
     try:
-        files = current.mesh.diagnostics(dest, [current.namespace])
-        redact_tree([dest])  # logs and dumps copy text meshconf does not control
+        files = collect_diagnostics(current.mesh, dest, [current.namespace])
     except (ConformanceError, OSError) as exc:
         allure.attach(f"could not collect diagnostics: {exc}", name="diagnostics",
                       attachment_type=allure.attachment_type.TEXT)
@@ -376,6 +375,14 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
         allure.attach.file(str(summary), name="diagnostics: mesh state", attachment_type=allure.attachment_type.JSON)
     allure.attach("\n".join(str(f) for f in files), name=f"diagnostics written to {dest}",
                   attachment_type=allure.attachment_type.TEXT)
+
+
+def collect_diagnostics(mesh: MeshProvider, dest: Path, namespaces: list[str]) -> list[Path]:
+    """The provider's diagnostics of ``namespaces`` in ``dest``, scrubbed of secrets: logs and dumps copy text
+    meshconf does not control (``conformance.redact``)."""
+    files = mesh.diagnostics(dest, namespaces)
+    redact_tree([dest])
+    return files
 
 
 # -- the controller's view of the run -----------------------------------------------------------------------

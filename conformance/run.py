@@ -27,7 +27,6 @@ Failing well is the point of doing it here rather than inside pytest:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import json
 import os
@@ -52,6 +51,7 @@ from conformance.errors import (
     PreflightFailed,
     UsageError,
 )
+from conformance.lifetime import die_with_parent
 from conformance.provider import MeshProvider
 from conformance.topology import Topology
 
@@ -59,7 +59,6 @@ __all__ = ["RunPlan", "collect_checks", "execute"]
 
 _PYTEST_EXIT = {0: 0, 1: 1, 2: EXIT_ENVIRONMENT, 3: EXIT_ENVIRONMENT, 4: EXIT_USAGE, 5: EXIT_USAGE}
 """pytest's exit codes as meshconf's (2, interrupted, is a signal only when one was received here)."""
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +161,7 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
             return _session(plan, signals, provider)
         except RunInterrupted as stop:
             say(f"meshconf: {stop}: the mesh was still coming up; tearing down what was started")
-            _not_run(plan, checks, f"interrupted by {stop} while the mesh was coming up", started, say, quiet=True)
+            _not_run(plan, [], f"interrupted by {stop} while the mesh was coming up", started, say)
             return EXIT_SIGNAL_BASE + stop.signum
         except UsageError:
             raise
@@ -192,7 +191,7 @@ def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> 
             args.append(f"--mesh-attach={plan.attach}")
         env = {**os.environ, "MESHCONF_SESSION_DIR": str(shared)}
         signals.pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env, start_new_session=True,
-                                          preexec_fn=_interrupt_with_parent)
+                                          preexec_fn=die_with_parent(signal.SIGINT))
         code = _wait(signals, config.timeouts.teardown_s)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
@@ -237,14 +236,9 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # start_new_session: pytest's group id is its PID
 
 
-def _interrupt_with_parent() -> None:  # in the child, between fork and exec
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-
-
-def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: float, say: Callable[[str], None],
-             quiet: bool = False) -> int:
-    """The report of a run in which no check could start: every selected check broken with ``reason``."""
+def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: float,
+             say: Callable[[str], None]) -> int:
+    """The report of a run in which no check could start: every check in ``checks`` broken with ``reason``."""
     from conformance.report.conformance import not_run, run_metadata, write_reports
 
     out = plan.config.out
@@ -253,7 +247,7 @@ def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: 
     except OSError as exc:
         say(f"meshconf: error: the report could not be written in {out}/: {exc.strerror or exc}")
         return EXIT_ENVIRONMENT
-    if not quiet:
+    if checks:
         which = "the selected check is" if len(checks) == 1 else f"all {len(checks)} selected checks are"
         say(f"meshconf: no check ran; {which} broken with that reason in {out / 'conformance-report.json'} (and .md)")
     return EXIT_ENVIRONMENT

@@ -9,7 +9,6 @@ it checks the process's command line still names the run directory (PIDs are reu
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,18 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.errors import ProviderError
+from conformance.lifetime import die_with_parent
 
 __all__ = ["Child", "Supervisor", "process_alive", "stop_pid"]
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the state file still lets `meshconf down` clean up
-        pass
 
 
 @dataclass
@@ -79,7 +70,7 @@ class Supervisor:
             with open(log, "ab") as out:
                 return subprocess.Popen(
                     list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent, env=env, cwd=self.run_dir,
+                    preexec_fn=die_with_parent(), env=env, cwd=self.run_dir,
                 )
 
         try:

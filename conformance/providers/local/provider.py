@@ -126,11 +126,11 @@ class LocalProvider:
                 return data
             if data.get("error") or process.poll() is not None:
                 reason = data.get("error") or _tail(log)
-                raise BringUpFailed(f"the local mesh did not start: {reason}", log=_read(log))
+                raise BringUpFailed(f"the local mesh did not start: {reason}", log=_logs(self.run_dir))
             if time.monotonic() > deadline:
                 raise BringUpFailed(
                     f"the local mesh did not start within {self.config.timeouts.mesh_up_s:.0f}s "
-                    f"(raise it with --timeout mesh_up_s=...); log: {_tail(log)}", log=_read(log))
+                    f"(raise it with --timeout mesh_up_s=...); log: {_tail(log)}", log=_logs(self.run_dir))
             time.sleep(0.05)
 
     @classmethod
@@ -363,11 +363,16 @@ def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:
     return probe.instances[index % len(probe.instances)]
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return None
+def _logs(run_dir: Path, lines: int = 200) -> str:
+    """The mesh process's log and the last lines of every Envoy's and probe's, one after the other."""
+    parts = []
+    for path in [run_dir / "mesh.log", *sorted(p for p in run_dir.rglob("*.log") if p.name != "mesh.log")]:
+        try:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        parts.append(f"==> {path.relative_to(run_dir)} <==\n" + "\n".join(text))
+    return "\n\n".join(parts) + "\n"
 
 
 def _daemon_alive(run_dir: Path, data: dict[str, Any]) -> bool:
