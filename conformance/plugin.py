@@ -192,7 +192,11 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
                 raise BringUpFailed(data["error"])
             return attach_provider(run_config, topology, Path(data["run_dir"]))
         if attach:
-            provider = attach_provider(run_config, topology, Path(attach))
+            try:
+                provider = attach_provider(run_config, topology, Path(attach))
+            except ConformanceError as exc:
+                pointer.write_text(json.dumps({"error": str(exc)}))
+                raise BringUpFailed(str(exc)) from None
             pointer.write_text(json.dumps({"run_dir": attach, "description": _describe(provider), "owner": "attach"}))
             return provider
         try:
@@ -306,7 +310,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         except EnvironmentLost as lost:
             raise lost from exc
         except ConformanceError:
-            raise exc from None
+            problems = []  # cannot tell: the check's own outcome stands
         if problems:
             raise EnvironmentBroken("not a verdict: the environment broke underneath the check: "
                                     + "; ".join(problems)) from exc

@@ -106,12 +106,12 @@ class Signals:
                 signal.signal(sig, handler)
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        self.count += 1
-        self.first = self.first or signum
         name = signal.Signals(signum).name
-        if self.tearing_down:
+        if self.tearing_down:  # the checks are over: nothing to stop, and the tear-down must finish
             self.say(f"meshconf: {name}: still tearing the mesh down (bounded); it will not be left behind")
             return
+        self.count += 1
+        self.first = self.first or signum
         if self.pytest is not None and self.pytest.poll() is None:
             if self.count == 1:
                 self.say(f"meshconf: {name}: stopping the running checks, then writing the report of those that "
@@ -140,6 +140,9 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
                 if signals.first is not None:  # pytest caught it while collecting
                     raise RunInterrupted(signals.first)
             if plan.attach is not None:
+                from conformance.providers import attach_provider
+
+                attach_provider(config, plan.topology, plan.attach)  # is it there, before pytest starts?
                 return _session(plan, signals, None)
             from conformance.preflight import preflight
 
@@ -151,6 +154,11 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
             say(f"meshconf: preflight for --provider {exc.provider} failed; nothing was started:")
             for problem in exc.problems:
                 say(f"  {problem}")
+            return _not_run(plan, checks, str(exc), started, say)
+        except UsageError:
+            raise
+        except ConformanceError as exc:  # e.g. the mesh to attach to is not there
+            say(f"meshconf: error: {exc}")
             return _not_run(plan, checks, str(exc), started, say)
         provider: MeshProvider | None = None
         try:
@@ -193,12 +201,14 @@ def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> 
         signals.pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env, start_new_session=True,
                                           preexec_fn=die_with_parent(signal.SIGINT))
         code = _wait(signals, config.timeouts.teardown_s)
+        signals.tearing_down = True  # from here on a signal changes nothing: the checks are over
     finally:
         shutil.rmtree(shared, ignore_errors=True)
     if signals.first is None:
         if provider is not None and config.keep:
             run_dir = getattr(provider, "run_dir", None)
-            print(f"meshconf: mesh kept: meshconf run --attach {run_dir}   (tear it down: meshconf down {run_dir})")
+            signals.say(f"meshconf: mesh kept: meshconf run --attach {run_dir}   (tear it down: meshconf down "
+                        f"{run_dir})")
         return _PYTEST_EXIT.get(code, code)
     if not signals.skipped_report:
         from conformance.report.conformance import read_report, record_run_error, run_metadata
