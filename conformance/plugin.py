@@ -19,25 +19,21 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from conformance.check import CheckInfo, check_id_for_file, check_info
+from conformance.collector import RunCollector
 from conformance.config import RunConfig
 from conformance.errors import (
-    EXIT_ENVIRONMENT,
-    EXIT_NON_CONFORMANT,
-    EXIT_OK,
     BringUpFailed,
     ConformanceError,
     EnvironmentBroken,
@@ -45,21 +41,26 @@ from conformance.errors import (
     PreflightFailed,
 )
 from conformance.locks import file_lock
-from conformance.preflight import OUT_DIRS, OUT_FILES, check_out, preflight
+from conformance.preflight import check_out, preflight
 from conformance.provider import MeshProvider
-from conformance.providers import attach_provider, create_provider, release_provider, validate_provider
+from conformance.providers import attach_provider, create_provider, validate_provider
 from conformance.redact import redact_tree
-from conformance.report.allure import label_check, write_run_files
-from conformance.report.conformance import CheckResult, measurement_from_dict, run_metadata, write_reports
+from conformance.report.allure import label_check
 from conformance.scenario import Scenario
+from conformance.session import (
+    SESSION_DIR_ENV,
+    SHARED,
+    bring_up_failure,
+    lost_reason,
+    record_lost,
+    session_mesh,
+    shared_dir,
+)
 from conformance.topology import load_topology
 
 __all__ = ["scenario"]
 
 _CONFIG = pytest.StashKey[RunConfig]()
-_SHARED = pytest.StashKey[Path]()
-SESSION_DIR_ENV = "MESHCONF_SESSION_DIR"
-"""Set by ``meshconf run``: the session directory it made (and removes), with the mesh it brought up."""
 _ONE_LINE = (PreflightFailed, BringUpFailed, EnvironmentLost)
 """Errors that are the same for every check they stop: shown as one line, never as a traceback."""
 
@@ -119,7 +120,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_CONFIG] = run_config
     if not hasattr(config, "workerinput"):
         given = os.environ.get(SESSION_DIR_ENV)
-        config.stash[_SHARED] = Path(given) if given else Path(tempfile.mkdtemp(prefix="meshconf-session-"))
+        config.stash[SHARED] = Path(given) if given else Path(tempfile.mkdtemp(prefix="meshconf-session-"))
         config.pluginmanager.register(RunCollector(config, run_config, owns_shared=not given),
                                       "meshconf-run-collector")
         _stop_on_sigterm()
@@ -158,18 +159,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- the session mesh ------------------------------------------------------------------------------------
 
 
-def _shared_dir(config: pytest.Config) -> Path:
-    """A directory every xdist worker of this session shares with the controller."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        return Path(workerinput["meshconf_shared"])
-    return config.stash[_SHARED]
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: tell each worker where the session's shared directory is."""
-    node.workerinput["meshconf_shared"] = str(_shared_dir(node.config))
+    node.workerinput["meshconf_shared"] = str(shared_dir(node.config))
 
 
 def _controller_pid(config: pytest.Config) -> int:
@@ -183,7 +176,7 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
     run_config = pytestconfig.stash[_CONFIG]
     topology = load_topology(run_config.topology)
     attach = pytestconfig.getoption("--mesh-attach")
-    shared = _shared_dir(pytestconfig)
+    shared = shared_dir(pytestconfig)
     pointer = shared / "meshconf-mesh.json"
     with file_lock(shared / "meshconf-mesh.lock"):
         if pointer.exists():
@@ -215,23 +208,6 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
         return provider
 
 
-def bring_up_failure(exc: ConformanceError, out: Path) -> str:
-    """The one message of a mesh that did not come up; its bring-up log, if it has one, is kept (redacted) in
-    ``out/diagnostics/bring-up/`` and the message says where."""
-    message = str(exc) if isinstance(exc, PreflightFailed) else f"the mesh did not come up: {exc}"
-    log = getattr(exc, "log", None)
-    if log:
-        path = out / "diagnostics" / "bring-up" / "mesh.log"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(log)
-            redact_tree([path])
-            message += f" (bring-up log: {path})"
-        except OSError as error:
-            message += f" (its log could not be kept in {path}: {error.strerror or error})"
-    return message
-
-
 def _progress(config: pytest.Config) -> Any:
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
@@ -242,15 +218,6 @@ def _progress(config: pytest.Config) -> Any:
             print(message, file=sys.stderr, flush=True)
 
     return say
-
-
-def _session_mesh(config: pytest.Config) -> dict[str, Any]:
-    """The session's ``meshconf-mesh.json``: the mesh's run directory and description, or its error."""
-    try:
-        data: dict[str, Any] = json.loads((_shared_dir(config) / "meshconf-mesh.json").read_text())
-        return data
-    except (OSError, ValueError):
-        return {}
 
 
 def _describe(provider: MeshProvider) -> dict[str, Any]:
@@ -266,18 +233,18 @@ def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Sc
     info = check_info(request.node)
     if info is None:
         raise EnvironmentBroken(f"{request.node.nodeid} uses `scenario` but is not declared with @check(...)")
-    lost = _shared_dir(request.config) / "meshconf-lost.json"
-    if lost.exists():  # an earlier check found the environment gone: do not try again, say why at once
-        raise EnvironmentLost(json.loads(lost.read_text())["error"])
+    lost = lost_reason(request.config)
+    if lost:  # an earlier check found the environment gone: do not try again, say why at once
+        raise EnvironmentLost(lost)
     missing = sorted(str(f) for f in info.features - mesh.features())
     if missing:
         pytest.skip(f"requires {', '.join(missing)}; provider {mesh.name} "
                     f"({request.config.stash[_CONFIG].topology}) lacks it")
     run_config = request.config.stash[_CONFIG]
-    label_check(info, _session_mesh(request.config).get("description") or _describe(mesh))
+    label_check(info, session_mesh(request.config).get("description") or _describe(mesh))
     with _serial_lock(request.config, info):
         current = Scenario(mesh, info, run_config, request.node.path.parent,
-                           load_lock=_shared_dir(request.config) / "meshconf-load.lock")
+                           load_lock=shared_dir(request.config) / "meshconf-load.lock")
         request.node.stash[_SCENARIO] = current
         try:
             yield current
@@ -291,7 +258,7 @@ _SCENARIO = pytest.StashKey[Scenario]()
 @contextmanager
 def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
     """Serial checks run alone: they take the lock exclusively, every other check takes it shared."""
-    with file_lock(_shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
+    with file_lock(shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
         yield
 
 
@@ -327,7 +294,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         error = call.excinfo.value
         report.longrepr = str(error)
         if isinstance(error, EnvironmentLost):
-            _record_lost(item.config, str(error))
+            record_lost(item.config, str(error))
     status = _status(report, call)
     report.user_properties.append(("meshconf.check", info.as_dict()))
     report.user_properties.append(("meshconf.status", status))
@@ -344,14 +311,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if status in ("failed", "broken"):
             _collect_diagnostics(item, current, info)
     return report
-
-
-def _record_lost(config: pytest.Config, error: str) -> None:
-    shared = _shared_dir(config)
-    with file_lock(shared / "meshconf-mesh.lock"):
-        lost = shared / "meshconf-lost.json"
-        if not lost.exists():
-            lost.write_text(json.dumps({"error": error}))
 
 
 def _status(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
@@ -392,112 +351,4 @@ def collect_diagnostics(mesh: MeshProvider, dest: Path, namespaces: list[str]) -
 # -- the controller's view of the run -----------------------------------------------------------------------
 
 
-class RunCollector:
-    """On the controller: gathers every check's result (xdist forwards workers' reports here), writes the
-    run's reports, tears the mesh down, and sets the exit code."""
 
-    def __init__(self, config: pytest.Config, run_config: RunConfig, owns_shared: bool = True) -> None:
-        self.config = config
-        self.run_config = run_config
-        self.results: dict[str, CheckResult] = {}
-        self.started = time.time()
-        self.owns_shared = owns_shared
-        """False when ``meshconf run`` made the session directory (it removes it, and tears the mesh down)."""
-        self.finished: set[str] = set()
-        """Checks whose teardown reported: an interrupted check never gets there, and is not reported."""
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props: dict[str, Any] = dict(report.user_properties) if report.user_properties else {}
-        if "meshconf.check" not in props:
-            return
-        info = props["meshconf.check"]
-        status = str(props["meshconf.status"])
-        result = self.results.get(report.nodeid)
-        if result is None:
-            result = self.results[report.nodeid] = CheckResult(
-                id=info["id"], area=info["area"], description=info["description"], status="passed",
-                duration_s=0.0, nodeid=report.nodeid, severity=info["severity"],
-            )
-        if report.when == "teardown":
-            self.finished.add(report.nodeid)
-        result.duration_s += report.duration
-        result.measurements += [measurement_from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
-                                if k == "meshconf.measurement"]
-        if report.when == "teardown" and status == "broken" and result.status == "failed":
-            return  # a failed check whose cleanup also broke is still a non-conformance
-        if _RANK[status] > _RANK[result.status]:
-            result.status = status
-            result.message = _message(report)
-            failed_on = cast(dict[str, Any], props.get("meshconf.failed_on") or {})
-            result.expectation = failed_on.get("expectation")
-            result.precondition = bool(failed_on.get("precondition"))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        shared = _shared_dir(self.config)
-        mesh_info = _session_mesh(self.config)
-        results = [r for r in self.results.values() if r.nodeid in self.finished]
-        stopped = sorted(r.id for r in self.results.values() if r.nodeid not in self.finished)
-        error = mesh_info.get("error") or _lost(shared)
-        if exitstatus == pytest.ExitCode.INTERRUPTED:
-            error = (f"interrupted: {len(results)} check(s) finished"
-                     + (f", stopped while running: {', '.join(stopped)}" if stopped else "")
-                     + (f"; {error}" if error else ""))
-        written = True
-        try:
-            if (results or error) and not self.config.option.collectonly:
-                written = self._write_reports(mesh_info, results, error)
-        finally:
-            managed = mesh_info.get("owner") is not None or self.config.getoption("--mesh-attach")
-            if mesh_info.get("run_dir") and not self.run_config.keep and not managed:
-                release_provider(self.run_config, load_topology(self.run_config.topology), Path(mesh_info["run_dir"]))
-            if self.owns_shared:
-                shutil.rmtree(shared, ignore_errors=True)
-        if results and exitstatus in (0, 1):
-            statuses = {r.status for r in results}
-            session.exitstatus = (EXIT_NON_CONFORMANT if "failed" in statuses
-                                  else EXIT_ENVIRONMENT if "broken" in statuses else EXIT_OK)
-        if not written and session.exitstatus != pytest.ExitCode.INTERRUPTED:
-            session.exitstatus = EXIT_ENVIRONMENT  # no report is no verdict
-
-    def _write_reports(self, mesh_info: dict[str, Any], results: list[CheckResult], error: str | None) -> bool:
-        """Write the run's reports; on an OSError (a full disk) say so in one line and return False."""
-        run = run_metadata(self.run_config, mesh_info.get("description"), self.started, error)
-        out = self.run_config.out
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        try:
-            write_reports(out, run, results)
-            alluredir = self.config.getoption("allure_report_dir", None)
-            if alluredir:
-                write_run_files(Path(alluredir), run)
-            # the last word on secrets: whatever was attached or dumped during the run is scrubbed
-            redact_tree([out / name for name in (*OUT_DIRS, *OUT_FILES) if (out / name).exists()])
-        except OSError as exc:
-            line = f"meshconf: error: the reports could not be written in {out}/: {exc.strerror or exc}"
-            if reporter is not None:
-                reporter.write_line(line)
-            else:
-                print(line, file=sys.stderr)
-            return False
-        if reporter is not None:
-            reporter.write_line(f"meshconf: reports in {out}/ (conformance-report.json, .md)")
-        return True
-
-
-def _lost(shared: Path) -> str | None:
-    try:
-        return str(json.loads((shared / "meshconf-lost.json").read_text())["error"])
-    except (OSError, ValueError, KeyError):
-        return None
-
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "broken": 3}
-
-
-def _message(report: pytest.TestReport) -> str | None:
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2]).removeprefix("Skipped: ")
-    if report.failed:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        text = crash.message if crash is not None else str(report.longrepr)
-        return text.removeprefix("conformance.expect.Nonconformance: ")[:4000]
-    return None

@@ -174,7 +174,7 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
         except UsageError:
             raise
         except ConformanceError as exc:
-            from conformance.plugin import bring_up_failure
+            from conformance.session import bring_up_failure
 
             message = bring_up_failure(exc, config.out)
             say(f"meshconf: error: {message}")
