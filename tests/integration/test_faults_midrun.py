@@ -88,21 +88,34 @@ def test_dead_sidecar_and_dead_mesh_break_checks_with_one_reason(tmp_path: Path)
     assert processes_mentioning(str(runs)) == []
 
 
+def _problems(mesh: LocalProvider, namespace: str) -> list[str]:
+    """A kill is delivered asynchronously: give the death a moment to show."""
+    deadline = time.monotonic() + 10
+    while not (problems := mesh.environment_problems([namespace])) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return problems
+
+
 def test_a_fault_the_check_asked_for_is_no_environment_problem(local_mesh: LocalProvider) -> None:
     namespace = "meshconf-faults-midrun"
+    assert local_mesh.run_dir is not None
     try:
         asked = local_mesh.deploy_probe(ProbeSpec("asked", namespace, "cluster1"))
         other = local_mesh.deploy_probe(ProbeSpec("other", namespace, "cluster1"))
         local_mesh.faults.kill(asked)
         assert local_mesh.environment_problems([namespace]) == []
-        assert local_mesh.run_dir is not None
         processes = RunState(local_mesh.run_dir).read()["processes"]
         os.kill(next(p["pid"] for p in processes if p["name"] == f"{other.instances[0].name}/probe"), signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while not (problems := local_mesh.environment_problems([namespace])) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        problems = _problems(local_mesh, namespace)
         assert len(problems) == 1, problems
         assert problems[0].startswith(f"{other.instances[0].name} (namespace {namespace}, cluster cluster1): its probe")
         assert local_mesh.environment_problems(["meshconf-elsewhere"]) == []
     finally:
         local_mesh.delete_namespace(namespace)
+    # a gateway is under every check: its death is every check's problem (and the last thing this mesh sees)
+    gateway = next(p for p in RunState(local_mesh.run_dir).read()["processes"]
+                   if p["name"] == "istio-ingressgateway.cluster1/envoy")
+    os.kill(gateway["pid"], signal.SIGKILL)
+    assert _problems(local_mesh, "meshconf-elsewhere") == [
+        f"istio-ingressgateway.cluster1 (ingress gateway of cluster cluster1): its Envoy (pid {gateway['pid']}) was "
+        "killed by signal 9 (SIGKILL), and meshconf did not stop it; its last output: (no output)"]

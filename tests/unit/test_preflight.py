@@ -12,13 +12,15 @@ import pytest
 
 from conformance.config import RunConfig
 from conformance.doctor import Finding
-from conformance.errors import EnvironmentBroken, PreflightFailed, UsageError
+from conformance.errors import EnvironmentBroken, PreflightFailed, ProviderError, UsageError
 from conformance.preflight import MIN_OUT_FREE_MB, check_out, preflight
 from conformance.providers import preflight_provider, validate_provider
+from conformance.providers.existing import ExistingProvider
 from conformance.providers.kind.preflight import version_problems
 from conformance.providers.local.addresses import claim_slot, free_slots
 from conformance.providers.local.preflight import _envoy
 from conformance.topology import load_topology
+from tests.kind.test_existing import FakeAPI
 
 TOPOLOGY = load_topology("multi-primary")
 
@@ -152,3 +154,30 @@ def test_kind_preflight_reports_what_doctor_finds_missing(monkeypatch: pytest.Mo
 
     assert kind_preflight(config, TOPOLOGY) == [  # type: ignore[arg-type]
         "docker daemon not reachable: start Docker; see `meshconf doctor --provider kind`"]
+
+
+# -- existing -------------------------------------------------------------------------------------------------------
+
+
+class Unreachable(FakeAPI):
+    def server_version(self) -> str:
+        raise ProviderError(f"context {self.context}: API server unreachable (connection refused)")
+
+
+def test_existing_preflight_names_every_context_that_does_not_answer() -> None:
+    apis = {"a": Unreachable("a"), "b": Unreachable("b")}
+    config = RunConfig.build(provider="existing", contexts=["a", "b"])
+    provider = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
+    assert provider.readiness_problems() == ["context a: API server unreachable (connection refused)",
+                                             "context b: API server unreachable (connection refused)"]
+
+
+def test_existing_preflight_then_checks_istio() -> None:
+    apis = {"a": FakeAPI("a", secrets=("cluster2",)), "b": FakeAPI("b", istiod=False)}
+    config = RunConfig.build(provider="existing", contexts=["a", "b"])
+    provider = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
+    problems = provider.readiness_problems()
+    assert len(problems) == 1 and problems[0].startswith("context b: Istio is not installed")
+    apis["b"] = FakeAPI("b", secrets=("cluster1",))
+    healthy = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
+    assert healthy.readiness_problems() == []

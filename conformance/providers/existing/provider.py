@@ -55,19 +55,21 @@ class ExistingProvider(KubeMesh):
 
     @classmethod
     def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        return cls(config, topology).readiness_problems()
+
+    def readiness_problems(self) -> list[str]:
         """Before anything is created: every context answers (one line for each that does not), then the
         checks ``up()`` makes (Istio installed and ready, remote secrets), which stop at the first problem."""
-        provider = cls(config, topology)
         problems = []
-        for cluster in topology.cluster_names:
+        for cluster in self.topology.cluster_names:
             try:
-                provider.api(cluster).server_version()
+                self.api(cluster).server_version()
             except EnvironmentBroken as exc:
                 problems.append(str(exc))
         if problems:
             return problems
         try:
-            preflight(topology, {c: provider.api(c) for c in topology.cluster_names})
+            preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names})
         except EnvironmentBroken as exc:
             return [str(exc)]
         return []
