@@ -84,8 +84,8 @@ class RunInterrupted(KeyboardInterrupt):
 class Signals:
     """SIGINT / SIGTERM during a run: what each does depends on the phase (see the module's table)."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say = say
+    def __init__(self, tell: Callable[[str], None]) -> None:
+        self.tell = tell
         self.first: int | None = None
         self.count = 0
         self.pytest: subprocess.Popen[bytes] | None = None
@@ -108,30 +108,31 @@ class Signals:
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
         if self.tearing_down:  # the checks are over: nothing to stop, and the tear-down must finish
-            self.say(f"meshconf: {name}: still tearing the mesh down (bounded); it will not be left behind")
+            self.tell(f"meshconf: {name}: still tearing the mesh down (bounded); it will not be left behind")
             return
         self.count += 1
         self.first = self.first or signum
         if self.pytest is not None and self.pytest.poll() is None:
             if self.count == 1:
-                self.say(f"meshconf: {name}: stopping the running checks, then writing the report of those that "
+                self.tell(f"meshconf: {name}: stopping the running checks, then writing the report of those that "
                          "finished and tearing the mesh down (signal again to skip the report)")
                 _signal_group(self.pytest.pid, signal.SIGINT)
             elif not self.skipped_report:
                 self.skipped_report = True
-                self.say(f"meshconf: {name} again: skipping the report; tearing the mesh down")
+                self.tell(f"meshconf: {name} again: skipping the report; tearing the mesh down")
                 _signal_group(self.pytest.pid, signal.SIGKILL)
             return
         if self.pytest is None:
             raise RunInterrupted(signum)
 
 
-def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
-    """Run the plan; return the exit code. Raises UsageError (exit 2) for what is wrong before anything starts."""
-    say = say or (lambda line: print(line, flush=True))
+def execute(plan: RunPlan) -> int:
+    """Run the plan; return the exit code. Raises UsageError (exit 2) for what is wrong before anything starts.
+
+    Progress goes to stdout; meshconf's own notices and errors to stderr."""
     started = time.time()
     config = plan.config
-    signals = Signals(say)
+    signals = Signals(tell)
     with signals.installed():
         try:
             try:
@@ -148,18 +149,18 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
 
             preflight(config, plan.topology)
         except RunInterrupted as stop:
-            say(f"meshconf: {stop}: stopped before anything started")
+            tell(f"meshconf: {stop}: stopped before anything started")
             return EXIT_SIGNAL_BASE + stop.signum
         except PreflightFailed as exc:
-            say(f"meshconf: preflight for --provider {exc.provider} failed; nothing was started:")
+            tell(f"meshconf: preflight for --provider {exc.provider} failed; nothing was started:")
             for problem in exc.problems:
-                say(f"  {problem}")
-            return _not_run(plan, checks, str(exc), started, say)
+                tell(f"  {problem}")
+            return _not_run(plan, checks, str(exc), started)
         except UsageError:
             raise
         except ConformanceError as exc:  # e.g. the mesh to attach to is not there
-            say(f"meshconf: error: {exc}")
-            return _not_run(plan, checks, str(exc), started, say)
+            tell(f"meshconf: error: {exc}")
+            return _not_run(plan, checks, str(exc), started)
         provider: MeshProvider | None = None
         try:
             from conformance.providers import create_provider
@@ -168,8 +169,8 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
             provider.up(owner_pid=None if config.keep else os.getpid(), progress=say)
             return _session(plan, signals, provider)
         except RunInterrupted as stop:
-            say(f"meshconf: {stop}: the mesh was still coming up; tearing down what was started")
-            _not_run(plan, [], f"interrupted by {stop} while the mesh was coming up", started, say)
+            tell(f"meshconf: {stop}: the mesh was still coming up; tearing down what was started")
+            _not_run(plan, [], f"interrupted by {stop} while the mesh was coming up", started)
             return EXIT_SIGNAL_BASE + stop.signum
         except UsageError:
             raise
@@ -177,8 +178,8 @@ def execute(plan: RunPlan, say: Callable[[str], None] | None = None) -> int:
             from conformance.session import bring_up_failure
 
             message = bring_up_failure(exc, config.out)
-            say(f"meshconf: error: {message}")
-            return _not_run(plan, checks, message, started, say)
+            tell(f"meshconf: error: {message}")
+            return _not_run(plan, checks, message, started)
         finally:
             signals.tearing_down = True
             if provider is not None and not config.keep:
@@ -207,7 +208,7 @@ def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> 
     if signals.first is None:
         if provider is not None and config.keep:
             run_dir = getattr(provider, "run_dir", None)
-            signals.say(f"meshconf: mesh kept: meshconf run --attach {run_dir}   (tear it down: meshconf down "
+            say(f"meshconf: mesh kept: meshconf run --attach {run_dir}   (tear it down: meshconf down "
                         f"{run_dir})")
         return _PYTEST_EXIT.get(code, code)
     if not signals.skipped_report:
@@ -219,9 +220,9 @@ def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> 
                  else f"interrupted by {signals.name} before any check finished")
         try:
             record_run_error(config.out, run_metadata(config, None, time.time()), error)
-            signals.say(f"meshconf: {error}; report in {config.out / 'conformance-report.json'}")
+            signals.tell(f"meshconf: {error}; report in {config.out / 'conformance-report.json'}")
         except OSError as exc:
-            signals.say(f"meshconf: error: the report could not be written in {config.out}/: {exc.strerror or exc}")
+            signals.tell(f"meshconf: error: the report could not be written in {config.out}/: {exc.strerror or exc}")
     return EXIT_SIGNAL_BASE + signals.first
 
 
@@ -236,7 +237,7 @@ def _wait(signals: Signals, stop_s: float) -> int:
         if signals.first is not None and deadline is None:
             deadline = time.monotonic() + stop_s
         if deadline is not None and time.monotonic() > deadline and not signals.skipped_report:
-            signals.say(f"meshconf: pytest did not stop within {stop_s:.0f}s; killing it (no report)")
+            signals.tell(f"meshconf: pytest did not stop within {stop_s:.0f}s; killing it (no report)")
             signals.skipped_report = True
             _signal_group(child.pid, signal.SIGKILL)
 
@@ -246,8 +247,17 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)  # start_new_session: pytest's group id is its PID
 
 
-def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: float,
-             say: Callable[[str], None]) -> int:
+def say(line: str) -> None:
+    """Progress, on stdout."""
+    print(line, flush=True)
+
+
+def tell(line: str) -> None:
+    """meshconf's own notices and errors, on stderr."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: float) -> int:
     """The report of a run in which no check could start: every check in ``checks`` broken with ``reason``."""
     from conformance.report.conformance import not_run, run_metadata, write_reports
 
@@ -255,11 +265,11 @@ def _not_run(plan: RunPlan, checks: list[dict[str, Any]], reason: str, started: 
     try:
         write_reports(out, run_metadata(plan.config, None, started, reason), not_run(checks, reason))
     except OSError as exc:
-        say(f"meshconf: error: the report could not be written in {out}/: {exc.strerror or exc}")
+        tell(f"meshconf: error: the report could not be written in {out}/: {exc.strerror or exc}")
         return EXIT_ENVIRONMENT
     if checks:
         which = "the selected check is" if len(checks) == 1 else f"all {len(checks)} selected checks are"
-        say(f"meshconf: no check ran; {which} broken with that reason in {out / 'conformance-report.json'} (and .md)")
+        tell(f"meshconf: no check ran; {which} broken with that reason in {out / 'conformance-report.json'} (and .md)")
     return EXIT_ENVIRONMENT
 
 

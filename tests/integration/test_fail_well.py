@@ -122,7 +122,7 @@ def test_envoy_that_does_not_run_fails_preflight(tmp_path: Path) -> None:
     lines = _lines(done)
     assert len(lines) <= 5, lines
     assert "Traceback" not in done.stdout + done.stderr
-    assert "Envoy /bin/false does not run: `/bin/false --version` exited with 1" in done.stdout
+    assert "Envoy /bin/false does not run: `/bin/false --version` exited with 1" in done.stderr
     _all_broken_with(out, ALL_CHECKS, "preflight for --provider local failed")
     _started_nothing(tmp_path)
 
