@@ -11,13 +11,13 @@ Failing well is the point of doing it here rather than inside pytest:
   while               a signal
   ==================  ==========================================================================================
   checking, preflight stops the run; nothing was started
-  bringing it up      interrupts ``up()``, which undoes what it started; the report says so; exit
+  bringing it up      interrupts ``up()``, which undoes what it started; the report says so
   checks running      is passed on as SIGINT to pytest's whole process group (its controller and every xdist
                       worker, as Ctrl-C in a terminal would): the running checks stop and clean up, the report
                       of those that finished is written (``run.error`` says it was interrupted); then the mesh
                       is torn down and the run directory removed. The wait is bounded (``teardown_s``).
   a second one        kills pytest's process group at once, skipping the report; the mesh is still torn down
-  tearing down        is noted and ignored: the tear-down is bounded and must finish
+  after the checks    is noted and ignored: the tear-down is bounded and must finish
   ==================  ==========================================================================================
 
   pytest runs in its own session, so a terminal's Ctrl-C reaches only this process, which decides; if this
