@@ -1,7 +1,8 @@
 """The ``meshconf`` command.
 
 Exit codes (every command): 0 success / every check passed; 1 a check found the mesh non-conformant;
-2 usage or configuration error (nothing was started); 3 the environment broke (no verdict); 130 interrupted.
+2 usage or configuration error (nothing was started); 3 the environment broke (no verdict); 128 + N stopped by
+signal N (130 Ctrl-C / SIGINT, 143 SIGTERM). Every error is one line on stderr.
 """
 
 from __future__ import annotations
@@ -12,14 +13,36 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from conformance.config import RunConfig
-from conformance.errors import EXIT_ENVIRONMENT, EXIT_USAGE, ConformanceError, UsageError
+from conformance.errors import (
+    EXIT_ENVIRONMENT,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+    ConformanceError,
+    PreflightFailed,
+    UsageError,
+)
 
 __all__ = ["main"]
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + 2  # SIGINT
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is meshconf's own one line (exit 2), not the whole usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _workers(value: str) -> str:
+    """``-n``: a number of pytest-xdist workers, or ``auto`` / ``logical`` (xdist's own choices)."""
+    if value in ("auto", "logical") or (value.isdigit() and int(value) <= 512):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r} is not a number of workers (0 runs in this process; 1, 2, ... "
+                                     "or auto)")
 
 
 def _suites_dir() -> Path:
@@ -45,10 +68,11 @@ def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="meshconf",
         description="End-to-end conformance suite for Istio multi-cluster service meshes.",
-        epilog="Exit codes: 0 passed, 1 non-conformant, 2 usage error, 3 environment broken, 130 interrupted.",
+        epilog="Exit codes: 0 passed, 1 non-conformant, 2 usage error, 3 environment broken, 130 / 143 stopped by "
+               "SIGINT / SIGTERM.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -57,8 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_mesh_options(run)
     _add_cluster_options(run)
     run.add_argument("--out", default="out", help="reports and diagnostics directory (default: out)")
-    run.add_argument("-n", "--workers", default="0",
-                     help="pytest-xdist workers (0: run in this process; checks are parallel-safe)")
+    run.add_argument("-n", "--workers", default="0", type=_workers,
+                     help="pytest-xdist workers (0: one pytest process; checks are parallel-safe)")
     run.add_argument("-k", dest="select", default=None, help="only checks matching this pytest -k expression")
     run.add_argument("--keep", action="store_true", help="leave the mesh running afterwards (see meshconf down)")
     run.add_argument("--attach", default=None, metavar="RUN_DIR", help="use a mesh started by `meshconf up`")
@@ -94,63 +118,71 @@ def _config(args: argparse.Namespace, **extra: Any) -> RunConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pytest
-
-    config = _config(args, out=args.out, keep=args.keep or None)
+    from conformance.preflight import check_out
+    from conformance.providers import validate_provider
+    from conformance.run import RunPlan, execute
     from conformance.topology import load_topology
 
-    load_topology(config.topology)  # a bad topology is a usage error before pytest starts
+    config = _config(args, out=args.out, keep=args.keep or None)
+    topology = load_topology(config.topology)  # a bad topology is a usage error before anything starts
+    validate_provider(config, topology)  # so is a setting only the provider understands (e.g. a defect name)
     suites = Path(args.suites) if args.suites else _suites_dir()
     if not suites.is_dir():
         raise UsageError(f"no suites directory at {suites}; pass --suites DIR")
     out = config.out
-    pytest_args = [
-        str(suites), f"--mesh-out={out}", f"--alluredir={out / 'allure-results'}",
-        f"--junitxml={out / 'junit.xml'}", "-p", "no:locust", "-p", "no:cacheprovider", "-rfEs",
-    ]
+    check_out(out)
+    selection = [str(suites), "-p", "no:locust"]
     for flag, value in (("--mesh-provider", args.provider), ("--mesh-topology", args.topology),
-                        ("--mesh-profile", args.profile), ("--envoy-binary", args.envoy_binary),
-                        ("--mesh-attach", args.attach)):
+                        ("--mesh-profile", args.profile), ("--envoy-binary", args.envoy_binary)):
         if value:
-            pytest_args.append(f"{flag}={value}")
-    pytest_args += [f"--mesh-defect={d}" for d in args.mesh_defect]
-    pytest_args += [f"--mesh-budget={b}" for b in args.budget]
-    pytest_args += [f"--mesh-timeout={t}" for t in args.timeout]
-    pytest_args += [f"--mesh-load={x}" for x in args.load]
-    pytest_args += _cluster_pytest_args(args)
+            selection.append(f"{flag}={value}")
+    selection += [f"--mesh-out={out}"]
+    selection += [f"--mesh-defect={d}" for d in args.mesh_defect]
+    selection += [f"--mesh-budget={b}" for b in args.budget]
+    selection += [f"--mesh-timeout={t}" for t in args.timeout]
+    selection += [f"--mesh-load={x}" for x in args.load]
+    selection += _cluster_pytest_args(args)
     if args.keep:
-        pytest_args.append("--mesh-keep")
+        selection.append("--mesh-keep")
     if args.select:
-        pytest_args += ["-k", args.select]
-    if str(args.workers) not in ("0", ""):
-        pytest_args += ["-n", str(args.workers)]
+        selection += ["-k", args.select]
     extra = list(args.pytest_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    pytest_args += extra
+    selection += extra
+    session = [f"--alluredir={out / 'allure-results'}", f"--junitxml={out / 'junit.xml'}", "-p", "no:cacheprovider",
+               "-rfEs"]
+    if str(args.workers) not in ("0", ""):
+        session += ["-n", str(args.workers)]
     _clear_previous(out)
     print(f"meshconf: provider {config.provider}, topology {config.topology}, out {out}/"
           + (f", defects {', '.join(config.defects)}" if config.defects else ""), flush=True)
-    code = int(pytest.main(pytest_args))
-    return {0: 0, 1: 1, 2: EXIT_INTERRUPTED, 3: EXIT_ENVIRONMENT, 4: EXIT_USAGE, 5: EXIT_USAGE}.get(code, code)
+    plan = RunPlan(config, topology, selection, session, Path(args.attach) if args.attach else None)
+    return execute(plan)
 
 
 def _clear_previous(out: Path) -> None:
     """Old results would mix into this run's Allure report: remove the files meshconf writes, nothing else."""
     import shutil
 
-    for name in ("allure-results", "diagnostics", "load"):
+    from conformance.preflight import OUT_DIRS, OUT_FILES
+
+    for name in OUT_DIRS:
         shutil.rmtree(out / name, ignore_errors=True)
-    for name in ("junit.xml", "conformance-report.json", "conformance-report.md"):
+    for name in OUT_FILES:
         (out / name).unlink(missing_ok=True)
 
 
 def _up(args: argparse.Namespace) -> int:
-    from conformance.providers import create_provider
+    from conformance.preflight import preflight
+    from conformance.providers import create_provider, validate_provider
     from conformance.topology import load_topology
 
     config = _config(args)
-    provider = create_provider(config, load_topology(config.topology))
+    topology = load_topology(config.topology)
+    validate_provider(config, topology)
+    preflight(config, topology)
+    provider = create_provider(config, topology)
     provider.up(progress=lambda line: print(line, flush=True))
     run_dir = getattr(provider, "run_dir", None)
     print(f"mesh is up. Run checks against it:  meshconf run --attach {run_dir}")
@@ -410,6 +442,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except PreflightFailed as exc:
+        print(f"meshconf: error: preflight for --provider {exc.provider} failed; nothing was started:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return exc.exit_code
     except ConformanceError as exc:
         print(f"meshconf: error: {exc}", file=sys.stderr)
         return exc.exit_code

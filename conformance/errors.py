@@ -13,6 +13,10 @@ Two kinds of outcome are never mixed:
     │   └── ManifestError            a YAML document is invalid (names the document and the field)
     │       └── UnsupportedError     valid Istio, but this provider cannot honour that field
     └── EnvironmentBroken            the environment failed; exit 3
+        ├── PreflightFailed          the machine or clusters cannot host the run (one line per problem, with a fix)
+        ├── BringUpFailed            the mesh did not come up (carries the bring-up log, if there is one)
+        ├── EnvironmentLost          the environment itself is gone mid-run (e.g. the local mesh process died):
+        │                            every check that has not run yet is broken with the same reason
         ├── ProviderError            a provider operation failed (names the operation and the object)
         │   └── ConfigNotApplied     Envoy rejected or never loaded a config write
         ├── TimeoutExpired           a wait ran out; carries the last state seen and a hint
@@ -29,11 +33,14 @@ if TYPE_CHECKING:
     from conformance.load.result import LoadResult
 
 __all__ = [
+    "BringUpFailed",
     "ConfigNotApplied",
     "ConformanceError",
     "EnvironmentBroken",
+    "EnvironmentLost",
     "LoadShortfall",
     "ManifestError",
+    "PreflightFailed",
     "ProviderError",
     "TimeoutExpired",
     "UnsupportedError",
@@ -44,6 +51,8 @@ EXIT_OK = 0
 EXIT_NON_CONFORMANT = 1
 EXIT_USAGE = 2
 EXIT_ENVIRONMENT = 3
+EXIT_SIGNAL_BASE = 128
+"""A run stopped by signal N exits 128 + N, as a shell reports it: 130 for SIGINT (Ctrl-C), 143 for SIGTERM."""
 
 
 class ConformanceError(Exception):
@@ -70,6 +79,31 @@ class EnvironmentBroken(ConformanceError):
     """The environment under test failed, so no conformance verdict can be given."""
 
     exit_code = EXIT_ENVIRONMENT
+
+
+class PreflightFailed(EnvironmentBroken):
+    """The machine (or the clusters) cannot host the run; nothing was started. ``problems``: one line each,
+    saying what is wrong and how to fix it."""
+
+    def __init__(self, provider: str, problems: list[str]) -> None:
+        super().__init__(f"preflight for --provider {provider} failed: " + "; ".join(problems))
+        self.provider = provider
+        self.problems = problems
+
+
+class BringUpFailed(EnvironmentBroken):
+    """The mesh did not come up (and what was started of it is torn down). ``log``: the bring-up's own log
+    text, when the provider has one, for the caller to keep where the user will look (it is about to go with
+    the run directory)."""
+
+    def __init__(self, message: str, log: str | None = None) -> None:
+        super().__init__(message)
+        self.log = log
+
+
+class EnvironmentLost(EnvironmentBroken):
+    """The environment under test is gone (the local mesh process died, a cluster vanished): no check can run
+    on it any more, so every remaining check is broken with this one reason instead of trying."""
 
 
 class ProviderError(EnvironmentBroken):

@@ -5,42 +5,64 @@ the first worker to get there brings it up (under a file lock) and every other w
 clients of one control API. The controller (the process that started pytest) tears it down at the end
 and writes the run-level reports from the results every worker sent it.
 
-Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any other error is *broken*.
-``meshconf run`` exits 0 (all passed), 1 (a check failed), 3 (none failed, something broke).
+``meshconf run`` brings the mesh up itself and hands it over in the session directory
+(``MESHCONF_SESSION_DIR``, holding ``meshconf-mesh.json``); it tears it down itself too.
+
+Outcomes: an AssertionError in a check (raised by ``expect_*``) is *failed*; any other error is *broken*. A
+check that did not pass while something underneath it died (a sidecar someone killed) is *broken*, naming the
+dead process. When the mesh cannot come up, or is lost mid-run, that is one event: one message, recorded
+once, and every check not yet run is broken with it in one line. ``meshconf run`` exits 0 (all passed),
+1 (a check failed), 3 (none failed, something broke).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import shutil
+import signal
 import sys
 import tempfile
-import time
+import threading
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from conformance import __version__
 from conformance.check import CheckInfo, check_id_for_file, check_info
+from conformance.collector import RunCollector
 from conformance.config import RunConfig
-from conformance.errors import EXIT_ENVIRONMENT, EXIT_NON_CONFORMANT, EXIT_OK, ConformanceError, EnvironmentBroken
+from conformance.errors import (
+    BringUpFailed,
+    ConformanceError,
+    EnvironmentBroken,
+    EnvironmentLost,
+    PreflightFailed,
+)
 from conformance.locks import file_lock
+from conformance.preflight import check_out, preflight
 from conformance.provider import MeshProvider
-from conformance.providers import attach_provider, create_provider, release_provider
-from conformance.report.allure import label_check, write_run_files
-from conformance.report.conformance import CheckResult, measurement_from_dict, write_reports
+from conformance.providers import attach_provider, create_provider, validate_provider
+from conformance.redact import redact_tree
+from conformance.report.allure import label_check
 from conformance.scenario import Scenario
+from conformance.session import (
+    SESSION_DIR_ENV,
+    SHARED,
+    bring_up_failure,
+    lost_reason,
+    record_lost,
+    session_mesh,
+    shared_dir,
+)
 from conformance.topology import load_topology
 
 __all__ = ["scenario"]
 
 _CONFIG = pytest.StashKey[RunConfig]()
-_SHARED = pytest.StashKey[Path]()
+_ONE_LINE = (PreflightFailed, BringUpFailed, EnvironmentLost)
+"""Errors that are the same for every check they stop: shown as one line, never as a traceback."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -72,6 +94,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # the markers @check sets, also for suites outside this repository (no pyproject.toml of ours there)
+    config.addinivalue_line("markers", "check: a conformance check (set by @check)")
+    config.addinivalue_line("markers", "serial: a check that never runs beside another one")
     try:
         run_config = RunConfig.build(
             profile=config.getoption("--mesh-profile"),
@@ -93,12 +118,32 @@ def pytest_configure(config: pytest.Config) -> None:
             revision=config.getoption("--mesh-revision"),
             image_hub=config.getoption("--image-hub"),
         )
+        validate_provider(run_config, load_topology(run_config.topology))
     except ConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_CONFIG] = run_config
     if not hasattr(config, "workerinput"):
-        config.stash[_SHARED] = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
-        config.pluginmanager.register(RunCollector(config, run_config), "meshconf-run-collector")
+        given = os.environ.get(SESSION_DIR_ENV)
+        config.stash[SHARED] = Path(given) if given else Path(tempfile.mkdtemp(prefix="meshconf-session-"))
+        config.pluginmanager.register(RunCollector(config, run_config, owns_shared=not given),
+                                      "meshconf-run-collector")
+        _stop_on_sigterm()
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (CI cancelling a job, ``timeout``) stops the session like Ctrl-C does: the running check is
+    interrupted, the reports of those that finished are written, the mesh is torn down. Only where nobody
+    else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def interrupt(signum: int, _frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name} received")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -118,18 +163,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # -- the session mesh ------------------------------------------------------------------------------------
 
 
-def _shared_dir(config: pytest.Config) -> Path:
-    """A directory every xdist worker of this session shares with the controller."""
-    workerinput = getattr(config, "workerinput", None)
-    if workerinput is not None:
-        return Path(workerinput["meshconf_shared"])
-    return config.stash[_SHARED]
-
-
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
     """xdist: tell each worker where the session's shared directory is."""
-    node.workerinput["meshconf_shared"] = str(_shared_dir(node.config))
+    node.workerinput["meshconf_shared"] = str(shared_dir(node.config))
 
 
 def _controller_pid(config: pytest.Config) -> int:
@@ -138,28 +175,38 @@ def _controller_pid(config: pytest.Config) -> int:
 
 @pytest.fixture(scope="session")
 def mesh(pytestconfig: pytest.Config) -> MeshProvider:
-    """The mesh under test, up for the whole session (brought up on first use)."""
+    """The mesh under test, up for the whole session: the one ``meshconf run`` (or ``--mesh-attach``) names,
+    or brought up here on first use."""
     run_config = pytestconfig.stash[_CONFIG]
     topology = load_topology(run_config.topology)
     attach = pytestconfig.getoption("--mesh-attach")
-    if attach:
-        return attach_provider(run_config, topology, Path(attach))
-    shared = _shared_dir(pytestconfig)
+    shared = shared_dir(pytestconfig)
     pointer = shared / "meshconf-mesh.json"
     with file_lock(shared / "meshconf-mesh.lock"):
         if pointer.exists():
             data = json.loads(pointer.read_text())
             if data.get("error"):
-                raise EnvironmentBroken(data["error"])
+                raise BringUpFailed(data["error"])
             return attach_provider(run_config, topology, Path(data["run_dir"]))
-        provider = create_provider(run_config, topology)
+        if attach:
+            try:
+                provider = attach_provider(run_config, topology, Path(attach))
+            except ConformanceError as exc:
+                pointer.write_text(json.dumps({"error": str(exc)}))
+                raise BringUpFailed(str(exc)) from None
+            pointer.write_text(json.dumps({"run_dir": attach, "description": _describe(provider), "owner": "attach"}))
+            return provider
         try:
+            check_out(run_config.out)
+            preflight(run_config, topology)
+            provider = create_provider(run_config, topology)
             # a kept mesh must outlive this session; otherwise it stops when the session's process does
             owner = None if run_config.keep else _controller_pid(pytestconfig)
             provider.up(owner_pid=owner, progress=_progress(pytestconfig))
         except ConformanceError as exc:
-            pointer.write_text(json.dumps({"error": str(exc)}))
-            raise
+            message = bring_up_failure(exc, run_config.out)
+            pointer.write_text(json.dumps({"error": message}))
+            raise BringUpFailed(message) from None
         run_dir = getattr(provider, "run_dir", None)
         pointer.write_text(json.dumps({"run_dir": str(run_dir), "description": _describe(provider)}))
         return provider
@@ -178,13 +225,7 @@ def _progress(config: pytest.Config) -> Any:
 
 
 def _describe(provider: MeshProvider) -> dict[str, Any]:
-    description = provider.describe()
-    return {
-        "provider": description.provider, "topology": description.topology,
-        "implementation": description.implementation, "meshVersion": description.mesh_version,
-        "proxyVersion": description.proxy_version, "kubernetesVersion": description.kubernetes_version,
-        **{k: v for k, v in description.details.items()},
-    }
+    return provider.describe().as_dict()
 
 
 # -- a check -------------------------------------------------------------------------------------------------
@@ -196,15 +237,18 @@ def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Sc
     info = check_info(request.node)
     if info is None:
         raise EnvironmentBroken(f"{request.node.nodeid} uses `scenario` but is not declared with @check(...)")
+    lost = lost_reason(request.config)
+    if lost:  # an earlier check found the environment gone: do not try again, say why at once
+        raise EnvironmentLost(lost)
     missing = sorted(str(f) for f in info.features - mesh.features())
     if missing:
         pytest.skip(f"requires {', '.join(missing)}; provider {mesh.name} "
                     f"({request.config.stash[_CONFIG].topology}) lacks it")
     run_config = request.config.stash[_CONFIG]
-    label_check(info, _describe(mesh))
+    label_check(info, session_mesh(request.config).get("description") or _describe(mesh))
     with _serial_lock(request.config, info):
         current = Scenario(mesh, info, run_config, request.node.path.parent,
-                           load_lock=_shared_dir(request.config) / "meshconf-load.lock")
+                           load_lock=shared_dir(request.config) / "meshconf-load.lock")
         request.node.stash[_SCENARIO] = current
         try:
             yield current
@@ -218,8 +262,30 @@ _SCENARIO = pytest.StashKey[Scenario]()
 @contextmanager
 def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
     """Serial checks run alone: they take the lock exclusively, every other check takes it shared."""
-    with file_lock(_shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
+    with file_lock(shared_dir(config) / "meshconf-serial.lock", exclusive=info.serial):
         yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A check that did not pass while something underneath it died is broken, not failed: ask the provider
+    (its answer names the dead process and its last output), and raise that instead."""
+    try:
+        return (yield)
+    except Exception as exc:
+        current = item.stash.get(_SCENARIO, None)
+        if current is None or isinstance(exc, _ONE_LINE):
+            raise
+        try:
+            problems = current.mesh.environment_problems([current.namespace])
+        except EnvironmentLost as lost:
+            raise lost from exc
+        except ConformanceError:
+            problems = []  # cannot tell: the check's own outcome stands
+        if problems:
+            raise EnvironmentBroken("not a verdict: the environment broke underneath the check: "
+                                    + "; ".join(problems)) from exc
+        raise
 
 
 @pytest.hookimpl(wrapper=True)
@@ -228,6 +294,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     info = check_info(item)
     if info is None:
         return report
+    if call.excinfo is not None and call.excinfo.errisinstance(_ONE_LINE):
+        error = call.excinfo.value
+        report.longrepr = str(error)
+        if isinstance(error, EnvironmentLost):
+            record_lost(item.config, str(error))
     status = _status(report, call)
     report.user_properties.append(("meshconf.check", info.as_dict()))
     report.user_properties.append(("meshconf.status", status))
@@ -261,8 +332,8 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
 
     dest = item.config.stash[_CONFIG].out / "diagnostics" / info.id
     try:
-        files = current.mesh.diagnostics(dest, [current.namespace])
-    except ConformanceError as exc:
+        files = collect_diagnostics(current.mesh, dest, [current.namespace])
+    except (ConformanceError, OSError) as exc:
         allure.attach(f"could not collect diagnostics: {exc}", name="diagnostics",
                       attachment_type=allure.attachment_type.TEXT)
         return
@@ -273,94 +344,15 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
                   attachment_type=allure.attachment_type.TEXT)
 
 
+def collect_diagnostics(mesh: MeshProvider, dest: Path, namespaces: list[str]) -> list[Path]:
+    """The provider's diagnostics of ``namespaces`` in ``dest``, scrubbed of secrets: logs and dumps copy text
+    meshconf does not control (``conformance.redact``)."""
+    files = mesh.diagnostics(dest, namespaces)
+    redact_tree([dest])
+    return files
+
+
 # -- the controller's view of the run -----------------------------------------------------------------------
 
 
-class RunCollector:
-    """On the controller: gathers every check's result (xdist forwards workers' reports here), writes the
-    run's reports, tears the mesh down, and sets the exit code."""
 
-    def __init__(self, config: pytest.Config, run_config: RunConfig) -> None:
-        self.config = config
-        self.run_config = run_config
-        self.results: dict[str, CheckResult] = {}
-        self.started = time.time()
-
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        props: dict[str, Any] = dict(report.user_properties) if report.user_properties else {}
-        if "meshconf.check" not in props:
-            return
-        info = props["meshconf.check"]
-        status = str(props["meshconf.status"])
-        result = self.results.get(report.nodeid)
-        if result is None:
-            result = self.results[report.nodeid] = CheckResult(
-                id=info["id"], area=info["area"], description=info["description"], status="passed",
-                duration_s=0.0, nodeid=report.nodeid, severity=info["severity"],
-            )
-        result.duration_s += report.duration
-        result.measurements += [measurement_from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
-                                if k == "meshconf.measurement"]
-        if report.when == "teardown" and status == "broken" and result.status == "failed":
-            return  # a failed check whose cleanup also broke is still a non-conformance
-        if _RANK[status] > _RANK[result.status]:
-            result.status = status
-            result.message = _message(report)
-            failed_on = cast(dict[str, Any], props.get("meshconf.failed_on") or {})
-            result.expectation = failed_on.get("expectation")
-            result.precondition = bool(failed_on.get("precondition"))
-
-    @pytest.hookimpl(trylast=True)
-    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        shared = _shared_dir(self.config)
-        pointer = shared / "meshconf-mesh.json"
-        mesh_info: dict[str, Any] = json.loads(pointer.read_text()) if pointer.exists() else {}
-        results = list(self.results.values())
-        try:
-            if results:
-                self._write_reports(mesh_info, results)
-        finally:
-            if mesh_info.get("run_dir") and not self.run_config.keep and not self.config.getoption("--mesh-attach"):
-                release_provider(self.run_config, load_topology(self.run_config.topology), Path(mesh_info["run_dir"]))
-            shutil.rmtree(shared, ignore_errors=True)
-        if results and exitstatus in (0, 1):
-            statuses = {r.status for r in results}
-            session.exitstatus = (EXIT_NON_CONFORMANT if "failed" in statuses
-                                  else EXIT_ENVIRONMENT if "broken" in statuses else EXIT_OK)
-
-    def _write_reports(self, mesh_info: dict[str, Any], results: list[CheckResult]) -> None:
-        description = mesh_info.get("description") or {
-            "provider": self.run_config.provider, "topology": self.run_config.topology}
-        started = dt.datetime.fromtimestamp(self.started, dt.UTC)
-        settings = self.run_config.as_dict()
-        run = {
-            **description,
-            "meshconfVersion": __version__,
-            "defects": list(self.run_config.defects),
-            "started": started.isoformat(timespec="seconds"),
-            "durationSeconds": round(time.time() - self.started, 1),
-            "runId": started.strftime("%Y%m%dT%H%M%SZ"),
-            "budgets": settings["budgets"],
-            "timeouts": settings["timeouts"],
-            "load": settings["load"],
-        }
-        write_reports(self.run_config.out, run, results)
-        alluredir = self.config.getoption("allure_report_dir", None)
-        if alluredir:
-            write_run_files(Path(alluredir), run)
-        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(f"meshconf: reports in {self.run_config.out}/ (conformance-report.json, .md)")
-
-
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "broken": 3}
-
-
-def _message(report: pytest.TestReport) -> str | None:
-    if report.skipped and isinstance(report.longrepr, tuple):
-        return str(report.longrepr[2]).removeprefix("Skipped: ")
-    if report.failed:
-        crash = getattr(report.longrepr, "reprcrash", None)
-        text = crash.message if crash is not None else str(report.longrepr)
-        return text.removeprefix("conformance.expect.Nonconformance: ")[:4000]
-    return None

@@ -154,6 +154,14 @@ class MeshDescription:
     kubernetes_version: str | None = None
     details: Mapping[str, str] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report's form (``conformance-report.json`` ``run``, Allure environment)."""
+        return {
+            "provider": self.provider, "topology": self.topology, "implementation": self.implementation,
+            "meshVersion": self.mesh_version, "proxyVersion": self.proxy_version,
+            "kubernetesVersion": self.kubernetes_version, **dict(self.details),
+        }
+
 
 @runtime_checkable
 class Faults(Protocol):
@@ -242,6 +250,12 @@ class MeshProvider(Protocol):
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""
+
+    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
+        """What broke underneath a check in ``namespaces`` without the check asking for it (a sidecar or probe
+        someone else killed, a crashed gateway), one line each naming the process and its last output.
+        Asked when a check did not pass: a problem here makes the check *broken*, not *failed*. Raises
+        EnvironmentLost when the environment itself is gone."""
 
     def __enter__(self) -> MeshProvider: ...
 

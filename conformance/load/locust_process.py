@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from conformance.errors import EnvironmentBroken, ProviderError
+from conformance.lifetime import die_with_parent
 from conformance.load.profile import HttpTarget, LoadProfile
 from conformance.load.result import LoadEvent, LoadResult, decode_histogram, timeline_of
 
@@ -93,8 +94,10 @@ class LocustRun:
         env = {k: v for k, v in os.environ.items() if not k.startswith("LOCUST_")}  # the plan says it all
         with open(self.log_file, "ab") as log:
             # cwd = out_dir: Locust reads locust.conf / pyproject.toml from its working directory
+            # its own session (stopped as a group), and gone with the check's process even if that is killed
             self.process = subprocess.Popen(self.argv(), cwd=self.out_dir, stdin=subprocess.DEVNULL, stdout=log,
-                                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+                                            stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                            preexec_fn=die_with_parent())
         self._started = time.monotonic()
         return self
 

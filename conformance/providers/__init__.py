@@ -1,7 +1,13 @@
 """The provider registry: the one place the core reaches a provider by name.
 
 Providers are imported lazily, so a run of one provider never imports another's dependencies.
+
+Besides the MeshProvider contract, a provider class may offer, as classmethods:
+``validate(config, topology)`` (raise UsageError for settings only it understands, before anything starts),
+``preflight(config, topology)`` (a list of problems, one line each with its fix, that would stop ``up()``),
+``attach``/``cleanup``/``leftovers`` (runs recorded on disk), ``plan``/``upgrade_plan``/``upgrade``.
 """
+
 
 from __future__ import annotations
 
@@ -20,10 +26,12 @@ __all__ = [
     "create_provider",
     "leftover_runs",
     "plan_provider",
+    "preflight_provider",
     "provider_defects",
     "release_provider",
     "teardown_run",
     "upgrade_provider",
+    "validate_provider",
 ]
 
 PROVIDERS: dict[str, str] = {
@@ -45,6 +53,26 @@ def create_provider(config: RunConfig, topology: Topology) -> MeshProvider:
     """A provider for ``config.provider``, not yet up."""
     provider: MeshProvider = _provider_class(config.provider)(config, topology)
     return provider
+
+
+def validate_provider(config: RunConfig, topology: Topology) -> None:
+    """Raise UsageError for a setting the provider cannot use (e.g. an unknown --mesh-defect), before anything
+    starts. Settings meant for another provider are refused here too."""
+    cls = _provider_class(config.provider)
+    if config.defects and not getattr(cls, "DEFECTS", None):
+        raise UsageError(f"--mesh-defect needs a provider with deliberate defects (the local mesh); "
+                         f"--provider {config.provider} has none")
+    validate = getattr(cls, "validate", None)
+    if validate is not None:
+        validate(config, topology)
+
+
+def preflight_provider(config: RunConfig, topology: Topology) -> list[str]:
+    """What would stop ``up()`` on this machine (or these clusters), one line per problem with its fix;
+    empty when nothing would. Runs nothing that changes anything."""
+    preflight = getattr(_provider_class(config.provider), "preflight", None)
+    problems: list[str] = preflight(config, topology) if preflight is not None else []
+    return problems
 
 
 def attach_provider(config: RunConfig, topology: Topology, state: Path) -> MeshProvider:

@@ -71,6 +71,32 @@ class ExistingProvider(KubeMesh):
             raise EnvironmentBroken("the existing provider is not up (call up() or attach() first)")
         return self.run_dir.name
 
+    @classmethod
+    def validate(cls, config: RunConfig, topology: Topology) -> None:
+        cls(config, topology)  # one --context per cluster
+
+    @classmethod
+    def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        return cls(config, topology).readiness_problems()
+
+    def readiness_problems(self) -> list[str]:
+        """Before anything is created: every context answers (one line for each that does not), then the
+        checks ``up()`` makes (Istio installed and ready, remote secrets), which stop at the first problem."""
+        problems = []
+        for cluster in self.topology.cluster_names:
+            try:
+                self.api(cluster).server_version()
+            except EnvironmentBroken as exc:
+                problems.append(str(exc))
+        if problems:
+            return problems
+        try:
+            preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names},
+                      self.config.revision)
+        except EnvironmentBroken as exc:
+            return [str(exc)]
+        return []
+
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:

@@ -160,6 +160,18 @@ class KindProvider(KubeMesh):
 
         return run_upgrade(config, topology, to_version, out, progress)
 
+    @classmethod
+    def validate(cls, config: RunConfig, topology: Topology) -> None:
+        if not config.istio_version:
+            raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
+
+    @classmethod
+    def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        """What would stop ``up()`` on this machine: see ``preflight.py`` (and ``meshconf doctor``)."""
+        from conformance.providers.kind.preflight import preflight
+
+        return preflight(config, topology)
+
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:

@@ -139,6 +139,10 @@ class KubeMesh(abc.ABC):
         return self.api(probe.cluster).exec(probe.namespace, pod, "istio-proxy",
                                             ["pilot-agent", "request", "GET", path.lstrip("/")])
 
+    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
+        """Not inspected on Kubernetes yet (pod restarts and OOM kills would go here): always none."""
+        return []
+
     def namespace_diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Logs (current + previous), events and Envoy dumps of every pod in ``namespaces``, per cluster."""
         written: list[Path] = []

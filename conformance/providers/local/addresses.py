@@ -37,6 +37,7 @@ __all__ = [
     "AddressPlan",
     "PodAddresses",
     "claim_slot",
+    "free_slots",
     "require_loopback",
 ]
 
@@ -47,7 +48,7 @@ CONTROL_PORT = 15100
 INBOUND_SOURCE = "127.0.0.6"
 """Source address of the sidecar's connections to its app, as in Istio."""
 
-_MAX_CLUSTERS = 9
+MAX_CLUSTERS = 9
 _SLOTS = 24
 _INFRA_ROW = 127
 
@@ -95,12 +96,35 @@ def claim_slot(lock_dir: Path | None = None) -> tuple[int, IO[str]]:
                         "(see `meshconf down`)")
 
 
+def free_slots(lock_dir: Path | None = None) -> int:
+    """How many address slots no mesh holds right now (each is tried and let go at once)."""
+    lock_dir = lock_dir or slot_lock_dir()
+    free = 0
+    for slot in range(_SLOTS):
+        path = lock_dir / f"slot-{slot}.lock"
+        if not path.exists():
+            free += 1
+            continue
+        try:
+            handle = open(path)  # noqa: SIM115 - closed below; flock needs the open file
+        except OSError:
+            continue  # another user's lock file we cannot open: count it as taken
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            free += 1
+    return free
+
+
 class AddressPlan:
     """Hands out addresses; thread-safe. ``cluster_index`` is the 1-based position in the topology."""
 
     def __init__(self, cluster_names: list[str] | tuple[str, ...], slot: int = 0) -> None:
-        if len(cluster_names) > _MAX_CLUSTERS:
-            raise UsageError(f"the local mesh supports at most {_MAX_CLUSTERS} clusters")
+        if len(cluster_names) > MAX_CLUSTERS:
+            raise UsageError(f"the local mesh supports at most {MAX_CLUSTERS} clusters")
         if not 0 <= slot < _SLOTS:
             raise ProviderError(f"address slot {slot} is out of range 0-{_SLOTS - 1}")
         self._index = {name: 10 * slot + i + 1 for i, name in enumerate(cluster_names)}

@@ -9,7 +9,6 @@ it checks the process's command line still names the run directory (PIDs are reu
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
 import signal
 import subprocess
@@ -20,18 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.errors import ProviderError
+from conformance.lifetime import die_with_parent
 
 __all__ = ["Child", "Supervisor", "process_alive", "stop_pid"]
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: the state file still lets `meshconf down` clean up
-        pass
 
 
 @dataclass
@@ -62,6 +53,8 @@ class Supervisor:
     def __init__(self, run_dir: Path, on_change: Callable[[list[dict[str, object]]], None]) -> None:
         self.run_dir = run_dir
         self._children: dict[str, Child] = {}
+        self._killed: set[str] = set()
+        """Children killed on purpose (a fault a check asked for): their death is not a casualty."""
         self._lock = threading.Lock()
         self._on_change = on_change
         # PR_SET_PDEATHSIG fires when the *thread* that forked exits: fork from one thread that lives as
@@ -77,7 +70,7 @@ class Supervisor:
             with open(log, "ab") as out:
                 return subprocess.Popen(
                     list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                    preexec_fn=_die_with_parent, env=env, cwd=self.run_dir,
+                    preexec_fn=die_with_parent(), env=env, cwd=self.run_dir,
                 )
 
         try:
@@ -86,6 +79,7 @@ class Supervisor:
             raise ProviderError(f"cannot start {kind} {name}: {exc}") from None
         child = Child(name, kind, process, log)
         with self._lock:
+            self._killed.discard(name)
             self._children[name] = child
             self._persist()
         return child
@@ -107,9 +101,16 @@ class Supervisor:
     def kill(self, name: str) -> None:
         """SIGKILL a child (a crash, not a shutdown); it stays recorded until stopped."""
         child = self._children.get(name)
+        self._killed.add(name)
         if child is not None and child.running():
             child.process.kill()
             child.process.wait(5)
+
+    def casualties(self) -> list[Child]:
+        """Children that are no longer running although nobody here stopped or killed them: someone else did,
+        or they crashed."""
+        with self._lock:
+            return [c for name, c in self._children.items() if name not in self._killed and not c.running()]
 
     def stop_all(self, timeout_s: float = 10.0) -> None:
         with self._lock:

@@ -23,7 +23,7 @@ import httpx
 
 from conformance import errors
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, ProviderError
+from conformance.errors import BringUpFailed, EnvironmentBroken, EnvironmentLost, ProviderError
 from conformance.provider import (
     Feature,
     MeshDescription,
@@ -31,6 +31,7 @@ from conformance.provider import (
     ProbeInstance,
     ProbeSpec,
 )
+from conformance.providers.local.addresses import MAX_CLUSTERS
 from conformance.providers.local.defects import Defect, parse_defects
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
@@ -61,6 +62,21 @@ class LocalProvider:
         self._envoy_version: str | None = None
         self._daemon: subprocess.Popen[bytes] | None = None
 
+    @classmethod
+    def validate(cls, config: RunConfig, topology: Topology) -> None:
+        """Refuse what the local mesh cannot do before anything starts (UsageError)."""
+        parse_defects(config.defects)
+        if len(topology.clusters) > MAX_CLUSTERS:
+            raise errors.UsageError(f"topology {topology.name} has {len(topology.clusters)} clusters; the local mesh "
+                                    f"runs at most {MAX_CLUSTERS}")
+
+    @classmethod
+    def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        """What would stop ``up()`` on this machine: see ``preflight.py``."""
+        from conformance.providers.local.preflight import preflight
+
+        return preflight(config, topology)
+
     # -- lifecycle ---------------------------------------------------------------------------------------
 
     def up(self, owner_pid: int | None = None, progress: Any = None) -> None:
@@ -69,6 +85,17 @@ class LocalProvider:
         binary = envoy_binary(self.config.envoy_binary)
         self._envoy_version = envoy_version(binary)
         self.run_dir = new_run_dir("local")
+        try:
+            data, token = self._start(owner_pid, say)
+        except BaseException:  # also Ctrl-C / SIGTERM while starting: nothing may outlive a failed up()
+            if self._daemon is not None and self._daemon.poll() is None:
+                self._daemon.terminate()  # before it serves it has no handler: it stops, its children with it
+            self.down()
+            raise
+        self._url, self._token = data["url"], token
+
+    def _start(self, owner_pid: int | None, say: Any) -> tuple[dict[str, Any], str]:
+        assert self.run_dir is not None
         token = secrets.token_urlsafe(24)
         request = {"config": self.config.as_dict(), "topology": self.config.topology,
                    "token": token, "owner_pid": owner_pid}
@@ -86,30 +113,34 @@ class LocalProvider:
         self._daemon = process  # keep it: the mesh process outlives this call
         state = RunState(self.run_dir)
         state.update(daemon_pid=process.pid)
-        deadline = started + self.config.timeouts.mesh_up_s
+        data = self._wait_ready(state, process, started + self.config.timeouts.mesh_up_s)
+        say(f"local mesh: up in {time.monotonic() - started:.1f}s")
+        return data, token
+
+    def _wait_ready(self, state: RunState, process: subprocess.Popen[bytes], deadline: float) -> dict[str, Any]:
+        assert self.run_dir is not None
+        log = self.run_dir / "mesh.log"
         while True:
             data = state.read()
             if data.get("ready"):
-                break
+                return data
             if data.get("error") or process.poll() is not None:
-                reason = data.get("error") or _tail(self.run_dir / "mesh.log")
-                self.down()
-                raise EnvironmentBroken(f"the local mesh did not start: {reason}")
+                reason = data.get("error") or _tail(log)
+                raise BringUpFailed(f"the local mesh did not start: {reason}", log=_logs(self.run_dir))
             if time.monotonic() > deadline:
-                self.down()
-                raise EnvironmentBroken(
+                raise BringUpFailed(
                     f"the local mesh did not start within {self.config.timeouts.mesh_up_s:.0f}s "
-                    f"(raise it with --timeout mesh_up_s=...); log: {_tail(self.run_dir / 'mesh.log')}")
+                    f"(raise it with --timeout mesh_up_s=...); log: {_tail(log)}", log=_logs(self.run_dir))
             time.sleep(0.05)
-        self._url, self._token = data["url"], token
-        say(f"local mesh: up in {time.monotonic() - started:.1f}s")
 
     @classmethod
     def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> LocalProvider:
         """Connect to a mesh another process started (pytest-xdist workers, ``meshconf up``)."""
         provider = cls(config, topology, run_dir)
         data = RunState(run_dir).read()
-        if not data.get("ready") or data.get("stopped"):
+        if data.get("ready") and (data.get("stopped") or not _daemon_alive(run_dir, data)):
+            raise EnvironmentLost(_gone(run_dir, data))
+        if not data.get("ready"):
             raise EnvironmentBroken(f"no running local mesh in {run_dir} (start one with `meshconf up`)")
         provider._url = data["url"]
         provider._token = json.loads((run_dir / "request.json").read_text())["token"]
@@ -255,6 +286,13 @@ class LocalProvider:
         answer = self._call("POST", "/diagnostics", {"dest": str(dest.resolve()), "namespaces": list(namespaces)})
         return [Path(f) for f in answer["files"]]
 
+    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
+        """Processes of ``namespaces`` and gateways that died without meshconf stopping or killing them (someone
+        else did, or they crashed), each with its last lines of output. Raises EnvironmentLost if the mesh
+        process itself is gone."""
+        problems: list[str] = self._call("POST", "/health", {"namespaces": list(namespaces)})["problems"]
+        return problems
+
     # -- plumbing ------------------------------------------------------------------------------------------
 
     def _call(self, method: str, path: str, body: Mapping[str, Any], timeout: float | None = None) -> Any:
@@ -266,6 +304,10 @@ class LocalProvider:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:
+            if self.run_dir is not None:
+                data = RunState(self.run_dir).read()
+                if data.get("stopped") or not _daemon_alive(self.run_dir, data):
+                    raise EnvironmentLost(_gone(self.run_dir, data)) from None
             raise EnvironmentBroken(f"the local mesh process does not answer ({exc}); "
                                     f"see {self.run_dir}/mesh.log") from None
         payload = response.json()
@@ -319,6 +361,30 @@ def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:
     if not probe.instances:
         raise ProviderError(f"{probe} has no running instance")
     return probe.instances[index % len(probe.instances)]
+
+
+def _logs(run_dir: Path, lines: int = 200) -> str:
+    """The mesh process's log and the last lines of every Envoy's and probe's, one after the other."""
+    parts = []
+    for path in [run_dir / "mesh.log", *sorted(p for p in run_dir.rglob("*.log") if p.name != "mesh.log")]:
+        try:
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        parts.append(f"==> {path.relative_to(run_dir)} <==\n" + "\n".join(text))
+    return "\n\n".join(parts) + "\n"
+
+
+def _daemon_alive(run_dir: Path, data: dict[str, Any]) -> bool:
+    pid = data.get("daemon_pid")
+    return pid is not None and process_alive(int(pid), str(run_dir))
+
+
+def _gone(run_dir: Path, data: dict[str, Any]) -> str:
+    """Why the mesh process cannot answer any more, in one line, with its last words."""
+    how = "shut down (its owner exited, or it was stopped)" if data.get("stopped") else "is gone (killed, or crashed)"
+    return (f"the local mesh process (pid {data.get('daemon_pid', '?')}) {how}; no check can run on this mesh any "
+            f"more; last lines of {run_dir}/mesh.log: {_tail(run_dir / 'mesh.log', 3)}")
 
 
 def _tail(path: Path, lines: int = 5) -> str:
