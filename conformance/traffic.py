@@ -51,6 +51,19 @@ class Timeline:
         """Seconds from ``event`` until calls were served (2xx) by ``cluster`` for good; None if not (yet)."""
         return self.settled_at(self.events[event], lambda r: r.ok and r.cluster == cluster)
 
+    def reached(self, event: str, cluster: str, settle: int = 5) -> float | None:
+        """Seconds from ``event`` until the first of ``settle`` calls in a row served (2xx) by ``cluster``;
+        None if that never happened. Unlike :meth:`shift_time`, later calls elsewhere do not move it."""
+        since = self.events[event]
+        run: list[float] = []
+        for t, response in self.calls:
+            if t < since:
+                continue
+            run = [*run, t] if response.ok and response.cluster == cluster else []
+            if len(run) >= settle:
+                return run[0] - since
+        return None
+
     def errors_after(self, event: str) -> int:
         return len(self.failures(after=self.events[event]))
 
