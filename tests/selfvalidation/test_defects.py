@@ -35,7 +35,7 @@ def _catch(*checks: str, topology: str = "multi-primary", args: tuple[str, ...] 
 
 CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.IGNORE_PEER_AUTHENTICATION: _catch("mtls-strict-rejects-plaintext", "mtls-mesh-wide-strict",
-                                              "mtls-workload-overrides-namespace"),
+                                              "mtls-workload-overrides-namespace", "mtls-disable-plaintext"),
     Defect.PERMISSIVE_AS_STRICT: _catch("mtls-permissive-accepts-both", "mtls-workload-overrides-namespace"),
     Defect.WRONG_SPIFFE_IDENTITY: _catch("mtls-strict-peer-identity", "mtls-cross-cluster-identity",
                                          "mtls-certificate-chain"),
@@ -53,6 +53,7 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.PLAINTEXT_CROSS_NETWORK: _catch("mtls-cross-cluster-identity", topology="multi-network"),
     Defect.REGISTRY_ONLY_IGNORED: _catch("egress-registry-only-blocks-unknown"),
     Defect.NO_CERT_ROTATION: _catch("mtls-rotation-zero-errors"),
+    Defect.ROTATION_DROPS_CONNECTIONS: _catch("mtls-rotation-zero-errors"),
     Defect.GATEWAY_ROUTES_EVERYTHING: _catch("ingress-only-declared-routes"),
     Defect.IGNORE_AUTHZ_DENY: _catch("authz-deny-path-method", "authz-deny-overrides-allow", "authz-propagation-time"),
     Defect.IGNORE_AUTHZ_ALLOW: _catch("authz-allow-nothing-denies-all", "authz-allow-principal",

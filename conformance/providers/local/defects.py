@@ -34,6 +34,7 @@ class Defect(StrEnum):
     ALLOW_NOTHING_ALLOWS = "allow-nothing-allows"
     IGNORE_PRINCIPAL_RULES = "ignore-principal-rules"
     NO_CONNECTION_REUSE = "no-connection-reuse"
+    ROTATION_DROPS_CONNECTIONS = "rotation-drops-connections"
 
     @property
     def description(self) -> str:
@@ -60,6 +61,8 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.ALLOW_NOTHING_ALLOWS: "an ALLOW policy without rules allows every request instead of none",
     Defect.IGNORE_PRINCIPAL_RULES: "from.source.principals match every caller, whatever its identity",
     Defect.NO_CONNECTION_REUSE: "proxies open a new upstream connection (TCP + mTLS handshakes) for every request",
+    Defect.ROTATION_DROPS_CONNECTIONS: "certificate rotation restarts each rotated sidecar abruptly: calls in flight "
+                                       "are reset and new ones refused until it is back",
 }
 
 
