@@ -354,27 +354,36 @@ def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None
 
 @expectation
 def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors: int, max_shift_s: float,
-                    settle: int = 5) -> None:
+                    max_relapse_s: float | None = None, settle: int = 5) -> None:
     """After ``event``, traffic moved to ``to_cluster`` within ``max_shift_s`` (the first of ``settle`` calls in
-    a row answered there), at most ``max_errors`` calls failed in the whole window, and the window ended with
-    calls answered there.
+    a row answered there) with at most ``max_errors`` failed calls on the way, and the window ended with calls
+    answered there.
 
-    The window may hold more than the shift: a pod that keeps failing is re-admitted after its ejection time
-    and ejected again, which costs calls; ``max_errors`` allows for the ejections the window can hold
-    (``Budgets.failover_errors_allowed``)."""
+    Later failures are a pod that keeps failing, re-admitted after its ejection time and ejected again. With
+    ``max_relapse_s`` each such run of failed calls may last that long (``Budgets.readmission_failing_s``);
+    without it every later failure counts against ``max_errors`` too."""
     __tracebackhide__ = True
-    after = timeline.responses(after=timeline.events[event])
-    errors = sum(1 for r in after if not r.ok)
+    since = timeline.events[event]
+    after = timeline.responses(after=since)
     shift = timeline.reached(event, to_cluster, settle)
     if shift is None:
         served = {r.cluster for r in after[-10:]}
         raise AssertionError(f"traffic never moved to {to_cluster} after {event}: the last calls were answered by "
-                             f"{served or 'nobody'} ({errors} of {len(after)} calls failed)")
+                             f"{served or 'nobody'} ({sum(not r.ok for r in after)} of {len(after)} calls failed)")
     if shift > max_shift_s:
         raise AssertionError(f"traffic moved to {to_cluster} {shift:.2f} s after {event}, over the "
                              f"{max_shift_s:g} s budget")
+    relapses = [(a, b) for a, b in timeline.failing_spells(event) if a >= since + shift]
+    errors = sum(1 for r in timeline.responses(after=since, before=since + shift) if not r.ok)
+    if max_relapse_s is None:
+        errors += sum(1 for r in timeline.responses(after=since + shift) if not r.ok)
     if errors > max_errors:
         raise AssertionError(f"{errors} calls failed after {event}, over the budget of {max_errors}")
+    longest = max(relapses, key=lambda spell: spell[1] - spell[0], default=None)
+    if max_relapse_s is not None and longest is not None and longest[1] - longest[0] > max_relapse_s:
+        raise AssertionError(f"after traffic had moved to {to_cluster}, calls failed again for "
+                             f"{longest[1] - longest[0]:.2f} s from {longest[0] - since:.2f} s after {event}, over "
+                             f"the {max_relapse_s:g} s budget")
     last = after[-settle:]
     if not all(r.ok and r.cluster == to_cluster for r in last):
         raise AssertionError(f"traffic did not stay in {to_cluster} after {event}: the last calls were "

@@ -106,8 +106,11 @@ def test_failover_measures_the_first_shift_and_errors_over_the_window() -> None:
              *[at(4.3 + 0.1 * i, "cluster2") for i in range(10)]]
     timeline = Timeline(tuple(calls), {"failure": 1.0})
     assert timeline.reached("failure", "cluster2") == pytest.approx(0.1)
-    expect_failover(timeline, "failure", "cluster2", max_errors=6, max_shift_s=1.0)
+    assert timeline.failing_spells("failure") == [(1.0, 1.1), (4.2, 4.3)]
+    expect_failover(timeline, "failure", "cluster2", max_errors=3, max_shift_s=1.0, max_relapse_s=0.5)
     with pytest.raises(Nonconformance, match="6 calls failed after failure, over the budget of 5"):
-        expect_failover(timeline, "failure", "cluster2", max_errors=5, max_shift_s=1.0)
+        expect_failover(timeline, "failure", "cluster2", max_errors=5, max_shift_s=1.0)  # relapses count as errors
+    with pytest.raises(Nonconformance, match=r"calls failed again for 0\.10 s from 3\.20 s after failure"):
+        expect_failover(timeline, "failure", "cluster2", max_errors=3, max_shift_s=1.0, max_relapse_s=0.05)
     with pytest.raises(Nonconformance, match="did not stay in cluster2"):
         expect_failover(Timeline((*calls, at(6.0, None)), {"failure": 1.0}), "failure", "cluster2", 10, 1.0)
