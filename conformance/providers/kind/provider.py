@@ -64,6 +64,7 @@ class KindProvider(KubeMesh):
     """kind clusters + istioctl, per Istio's multi-cluster install guides."""
 
     name = "kind"
+    OFFERS = frozenset(Feature) - {Feature.SIDECAR_ENTRY, Feature.LINK_RTT}  # what features() can return
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  runner: Runner | None = None) -> None:

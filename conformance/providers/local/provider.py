@@ -50,6 +50,7 @@ class LocalProvider:
 
     name = "local"
     DEFECTS = {d.value: d.description for d in Defect}
+    OFFERS = frozenset(Feature)  # every feature, given a topology that has what it needs (two clusters, two networks)
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
         parse_defects(config.defects)  # bad names fail before anything starts
