@@ -248,13 +248,22 @@ class Scenario:
         return result
 
     def traffic(self, source: ProbeHandle, destination: ProbeHandle | str, *, batch: int = 5,
-                path: str = "/", max_seconds: float | None = None) -> ContinuousTraffic:
+                path: str = "/", max_seconds: float | None = None, min_batch_s: float = 0.0) -> ContinuousTraffic:
         """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``),
-        for at most ``max_seconds`` (default: the forward timeout)."""
+        for at most ``max_seconds`` (default: the forward timeout). ``min_batch_s``: a batch that took less
+        waits out the rest before the next one starts, so traffic that must last long (a rotation on Istio's
+        own schedule) stays within ContinuousTraffic's bound on calls."""
         url = destination if isinstance(destination, str) else destination.url(path)
-        traffic = ContinuousTraffic(lambda: self._client.call(source, url, batch, new_connection=True),
-                                    max_seconds or self.config.timeouts.forward_s)
-        return traffic
+        started = [0.0]
+
+        def calls() -> CallResult:
+            pause = started[0] + min_batch_s - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            started[0] = time.monotonic()
+            return self._client.call(source, url, batch, new_connection=True)
+
+        return ContinuousTraffic(calls, max_seconds or self.config.timeouts.forward_s)
 
     def attach_timeline(self, timeline: Timeline, name: str) -> None:
         """Attach a continuous-traffic timeline (every call, its time, status and answering cluster)."""
