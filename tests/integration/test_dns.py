@@ -82,21 +82,21 @@ def test_out_of_mesh_callers_resolve_only_their_own_cluster_services(local_mesh:
 
 
 def test_lookups_do_not_wait_for_a_change_in_progress(local_mesh: LocalProvider) -> None:
-    """istio-agent answers from the table it has; it never waits for istiod. Calls keep their pace while the
-    mesh deploys a workload (which holds the mesh's lock for the whole start-up)."""
+    """istio-agent answers from the table it has; it never waits for istiod. Calls keep going while the mesh
+    deploys a workload (which holds the mesh's lock for the whole start-up of its four pods)."""
     ns = f"dns-{secrets.token_hex(3)}"
     server = local_mesh.deploy_probe(ProbeSpec("server", ns, "cluster1"))
     client = local_mesh.deploy_probe(ProbeSpec("client", ns, "cluster1"))
     try:
         deploying = threading.Thread(target=local_mesh.deploy_probe, args=(ProbeSpec("late", ns, "cluster2",
-                                                                                     replicas=3),))
+                                                                                     replicas=4),))
         deploying.start()
-        slowest = 0.0
+        time.sleep(0.05)
+        made = 0
         while deploying.is_alive():
-            began = time.monotonic()
             assert call(local_mesh, client, server.url(), 1).statuses() == {200: 1}
-            slowest = max(slowest, time.monotonic() - began)
+            made += 1
         deploying.join()
-        assert slowest < 0.25, f"a call waited {slowest:.2f} s for the deployment"
+        assert made >= 5, f"only {made} calls finished while the deployment ran: lookups waited for it"
     finally:
         local_mesh.delete_namespace(ns)
