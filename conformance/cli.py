@@ -216,14 +216,31 @@ def _checks(args: argparse.Namespace) -> int:
     suites = Path(args.suites) if args.suites else _suites_dir()
     infos = list_checks(suites)
     if args.json:
-        print(json.dumps([i.as_dict() for i in infos], indent=1))
+        print(json.dumps([{**i.as_dict(), **providers_for(i)} for i in infos], indent=1))
         return 0
     width = max((len(i.id) for i in infos), default=10)
     for info in infos:
         features = f" [needs {', '.join(sorted(info.features))}]" if info.features else ""
         print(f"{info.id:<{width}}  {info.area:<8}  {info.description}{features}")
+        print(f"{'':<{width}}  {'':<8}  {runs_on(info)}")
     print(f"{len(infos)} checks")
     return 0
+
+
+def providers_for(info: Any) -> dict[str, Any]:
+    """Which providers can run a check (they can offer every feature it needs), and what the others lack."""
+    from conformance.providers import PROVIDERS, provider_offers
+
+    lacking = {name: sorted(str(f) for f in info.features - provider_offers(name)) for name in PROVIDERS}
+    return {"providers": [name for name, missing in lacking.items() if not missing],
+            "lacking": {name: missing for name, missing in lacking.items() if missing}}
+
+
+def runs_on(info: Any) -> str:
+    """``runs on: local, kind (existing lacks sidecar-entry)``."""
+    found = providers_for(info)
+    why = "; ".join(f"{name} lacks {', '.join(missing)}" for name, missing in found["lacking"].items())
+    return f"runs on: {', '.join(found['providers']) or 'no provider'}" + (f" ({why})" if why else "")
 
 
 def list_checks(suites: Path) -> list[Any]:

@@ -51,7 +51,9 @@ class Timeouts:
     config_apply_s: float = 10.0
     """A provider confirming that every proxy loaded a config write."""
     call_timeout_s: float = 2.0
-    """One request sent by a probe."""
+    """One request sent by a probe: connect, request and response together (the probe gives up after it and
+    reports "timeout"). Must stay above ``Budgets.fail_fast_s``, or a call that hangs could not be told from one
+    that failed fast."""
     forward_s: float = 60.0
     """One forward batch (many calls) through a probe's control port."""
     rotation_s: float = 900.0
@@ -86,13 +88,26 @@ class Budgets:
     error_rate_pct: float = 0.0
     """Share of calls under load that may fail (non-2xx or no answer)."""
     failover_errors: int = 5
-    """Client-visible errors allowed while traffic shifts to another cluster."""
+    """Client-visible errors allowed while traffic first shifts to another cluster (the checks' DestinationRules
+    eject after 3 consecutive errors, with retries off, so a conformant mesh shows 3, sometimes 4)."""
+    readmission_failing_s: float = 2.0
+    """How long calls may fail when a pod that still fails is re-admitted after its ejection time (and ejected
+    again, for twice as long). Envoy holds back a host health change that comes within ``update_merge_window``
+    (1 s by default; Istio does not set it) of the previous one until that window ends, so the re-ejection,
+    which follows the re-admission by milliseconds, reaches the load balancer up to 1 s late and every call
+    meanwhile fails (measured here: 1.0-1.2 s)."""
     failover_shift_s: float = 10.0
-    """From a local failure until every call is served by another cluster."""
+    """From a local failure until calls are served by another cluster."""
     failback_s: float = 6.0
-    """From the local workload's recovery until calls are served locally again (ejection time + interval)."""
-    fail_fast_s: float = 2.0
-    """Longest a call to an unreachable cluster may take to fail (it must not hang)."""
+    """From the local workload's recovery until calls are served locally again, for a pod ejected once: its
+    ejection ends after baseEjectionTime (3 s in the checks' DestinationRules) and Envoy re-admits it at the
+    next outlier-detection sweep (interval 1 s), plus 2 s for the traffic to show it. A pod ejected several
+    times in a row is ejected longer: see :meth:`failback_allowed`."""
+    fail_fast_s: float = 1.0
+    """Longest a call to an unreachable cluster may take to fail (it must not hang). On a partition a new
+    connection's SYN is dropped, so the call fails when the proxy's connect timeout fires: the checks set
+    ``connectionPool.tcp.connectTimeout: 500ms`` (Istio's default is 10 s). Must stay below
+    ``Timeouts.call_timeout_s``, where the probe gives up on a hung call."""
     locality_rtt_saving_ms: float = 20.0
     """What locality-preferred routing must save at p50 against calls across the link (the shipped
     topologies' link RTT is 25 ms; set this to about 80% of your clusters' real round trip)."""
@@ -103,6 +118,15 @@ class Budgets:
     upgrade_connection_resets: int = 0
     """Keep-alive connections between workloads that are not restarted, held across clusters through
     ``meshconf upgrade``, that may be reset or closed (a canary upgrade must not drop them)."""
+    locality_sample_calls: int = 500
+    """Calls in the sample that measures ``locality_local_pct`` once the config has converged (retries off, so
+    every call is one load-balancing decision): at 99% the sample may hold 5 calls answered elsewhere."""
+
+    def failback_allowed(self, ejections: int, base_ejection_s: float) -> float:
+        """``failback_s`` for a pod that was ejected ``ejections`` times in a row before it recovered: its last
+        ejection lasts baseEjectionTime x ``ejections`` (Envoy's backoff; it only decreases once the pod has
+        stayed healthy for an interval), so failback may take (``ejections`` - 1) x baseEjectionTime longer."""
+        return self.failback_s + max(0, ejections - 1) * base_ejection_s
 
 
 @dataclass(frozen=True)
@@ -230,6 +254,10 @@ class RunConfig:
                                                             self.image_hub) or self.image_hub.endswith("/")):
             raise UsageError(f"--image-hub {self.image_hub!r} must be a registry host and optional path that "
                              "mirrors Docker Hub, without a scheme (e.g. mirror.gcr.io)")
+        if self.budgets.fail_fast_s >= self.timeouts.call_timeout_s:
+            raise UsageError(f"budget fail_fast_s ({self.budgets.fail_fast_s:g}) must be below timeout call_timeout_s "
+                             f"({self.timeouts.call_timeout_s:g}): a probe gives up on a call after call_timeout_s, so "
+                             "a call that hangs could not be told from one that fails fast")
         if self.provider == "existing" and not self.contexts:
             raise UsageError("--provider existing needs at least one --context (a kubeconfig context running Istio)")
 

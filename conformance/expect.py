@@ -30,10 +30,12 @@ __all__ = [
     "Nonconformance",
     "Outcome",
     "expect_all",
+    "expect_all_blocked",
     "expect_all_forbidden",
     "expect_all_ok",
     "expect_all_refused",
     "expect_all_status",
+    "expect_all_unavailable",
     "expect_answered_by",
     "expect_answered_by_version",
     "expect_error_rate_within",
@@ -42,6 +44,7 @@ __all__ = [
     "expect_latency_saving",
     "expect_latency_within",
     "expect_new_certificate",
+    "expect_new_certificate_on_the_wire",
     "expect_no_failed_calls",
     "expect_no_peer_identity",
     "expect_overhead_within",
@@ -89,6 +92,7 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     FORBIDDEN = "forbidden"
     UNAVAILABLE = "unavailable"
+    BLOCKED = "blocked"
 
 
 OUTCOME_MEANING = {
@@ -96,6 +100,8 @@ OUTCOME_MEANING = {
     Outcome.REFUSED: "no HTTP answer from the destination (connection refused, reset or closed)",
     Outcome.FORBIDDEN: "403 with body 'RBAC: access denied' from the destination's sidecar",
     Outcome.UNAVAILABLE: "a 5xx from a proxy, or no answer: the destination could not be reached",
+    Outcome.BLOCKED: "the destination never answered: 502 from the caller's sidecar, or no answer at all (the name "
+                     "did not resolve, or the connection failed)",
 }
 
 
@@ -106,6 +112,8 @@ def _matches(response: Response, outcome: Outcome) -> bool:
         return response.status == 0
     if outcome is Outcome.FORBIDDEN:
         return response.status == 403 and response.body.strip() == "RBAC: access denied"
+    if outcome is Outcome.BLOCKED:  # Istio's REGISTRY_ONLY route answers 502; DNS proxying fails the lookup
+        return response.status == 0 or (response.status == 502 and not response.echo)
     return response.status == 0 or response.status >= 500
 
 
@@ -143,6 +151,21 @@ def expect_all_forbidden(result: CallResult) -> None:
     """Every call was denied by authorization policy: 403 ``RBAC: access denied``."""
     __tracebackhide__ = True
     expect_all(result, Outcome.FORBIDDEN)
+
+
+@expectation
+def expect_all_unavailable(result: CallResult) -> None:
+    """Every call failed to reach the destination: a 5xx from a proxy, or no answer."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.UNAVAILABLE)
+
+
+@expectation
+def expect_all_blocked(result: CallResult) -> None:
+    """No call reached the destination: the caller's sidecar answered 502, or the call got no answer at all
+    (Istio: REGISTRY_ONLY's BlackHole route, or DNS proxying that does not resolve an unknown name)."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.BLOCKED)
 
 
 @expectation
@@ -288,6 +311,52 @@ def expect_new_certificate(before_serial: int, after_serial: int) -> None:
 
 
 @expectation
+def expect_new_certificate_on_the_wire(timeline: Timeline, after: str, fingerprint: str, min_calls: int = 5) -> None:
+    """Every call made after the event ``after`` (at least ``min_calls``) reached the server over a handshake
+    with the client certificate whose SHA-256 is ``fingerprint``: the ``Hash`` of the current element of the
+    x-forwarded-client-cert the server's app received (Envoy: the SHA-256 of the peer certificate's DER)."""
+    __tracebackhide__ = True
+    calls = timeline.responses(after=timeline.events[after])
+    if len(calls) < min_calls:
+        raise AssertionError(f"only {len(calls)} calls were made after {after}; at least {min_calls} expected")
+    wrong = [r for r in calls if not r.ok or _xfcc_values(r, "hash")[-1:] != [fingerprint.lower()]]
+    if wrong:
+        seen = _xfcc_values(wrong[0], "hash") or wrong[0].describe()
+        raise AssertionError(f"{len(wrong)} of {len(calls)} calls after {after} did not use the new client "
+                             f"certificate (sha256 {fingerprint.lower()}) on the wire; e.g. the server saw {seen}")
+
+
+def _xfcc_values(response: Response, key: str) -> list[str]:
+    """The values of ``key`` (e.g. ``hash``, ``uri``) in each element of the x-forwarded-client-cert the
+    answering app received, oldest first; the last is the hop that reached it. Quoted values may hold ``,``
+    and ``;`` (Envoy's XFCC grammar)."""
+    found = []
+    for element in _split_quoted(response.request_headers.get("x-forwarded-client-cert", ""), ","):
+        for pair in _split_quoted(element, ";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == key:
+                found.append(value.strip().strip('"').lower() if key == "hash" else value.strip().strip('"'))
+    return found
+
+
+def _split_quoted(text: str, separator: str) -> list[str]:
+    parts, current, quoted, escaped = [], "", False, False
+    for char in text:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    return [p for p in (*parts, current) if p.strip()]
+
+
+@expectation
 def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None:
     """Every call succeeded and every one of ``clusters`` answered at least one (Istio's ReachedClusters)."""
     __tracebackhide__ = True
@@ -299,22 +368,41 @@ def expect_reached_clusters(result: CallResult, clusters: Iterable[str]) -> None
 
 
 @expectation
-def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors: int, max_shift_s: float) -> None:
-    """After ``event``, traffic moved to ``to_cluster`` within ``max_shift_s`` with at most ``max_errors``
-    failed calls on the way, and stayed there."""
+def expect_failover(timeline: Timeline, event: str, to_cluster: str, max_errors: int, max_shift_s: float,
+                    max_relapse_s: float | None = None, settle: int = 5) -> None:
+    """After ``event``, traffic moved to ``to_cluster`` within ``max_shift_s`` (the first of ``settle`` calls in
+    a row answered there) with at most ``max_errors`` failed calls on the way, and the window ended with calls
+    answered there.
+
+    Later failures are a pod that keeps failing, re-admitted after its ejection time and ejected again. With
+    ``max_relapse_s`` each such run of failed calls may last that long (``Budgets.readmission_failing_s``);
+    without it every later failure counts against ``max_errors`` too."""
     __tracebackhide__ = True
-    shift = timeline.shift_time(event, to_cluster)
-    errors = timeline.errors_after(event)
-    after = timeline.responses(after=timeline.events[event])
+    since = timeline.events[event]
+    after = timeline.responses(after=since)
+    shift = timeline.reached(event, to_cluster, settle)
     if shift is None:
         served = {r.cluster for r in after[-10:]}
         raise AssertionError(f"traffic never moved to {to_cluster} after {event}: the last calls were answered by "
-                             f"{served or 'nobody'} ({errors} of {len(after)} calls failed)")
+                             f"{served or 'nobody'} ({sum(not r.ok for r in after)} of {len(after)} calls failed)")
     if shift > max_shift_s:
         raise AssertionError(f"traffic moved to {to_cluster} {shift:.2f} s after {event}, over the "
                              f"{max_shift_s:g} s budget")
+    relapses = [(a, b) for a, b in timeline.failing_spells(event) if a >= since + shift]
+    errors = sum(1 for r in timeline.responses(after=since, before=since + shift) if not r.ok)
+    if max_relapse_s is None:
+        errors += sum(1 for r in timeline.responses(after=since + shift) if not r.ok)
     if errors > max_errors:
         raise AssertionError(f"{errors} calls failed after {event}, over the budget of {max_errors}")
+    longest = max(relapses, key=lambda spell: spell[1] - spell[0], default=None)
+    if max_relapse_s is not None and longest is not None and longest[1] - longest[0] > max_relapse_s:
+        raise AssertionError(f"after traffic had moved to {to_cluster}, calls failed again for "
+                             f"{longest[1] - longest[0]:.2f} s from {longest[0] - since:.2f} s after {event}, over "
+                             f"the {max_relapse_s:g} s budget")
+    last = after[-settle:]
+    if not all(r.ok and r.cluster == to_cluster for r in last):
+        raise AssertionError(f"traffic did not stay in {to_cluster} after {event}: the last calls were "
+                             f"{', '.join(r.describe() for r in last)}")
 
 
 @expectation
@@ -323,6 +411,10 @@ def expect_fails_fast(result: CallResult, within_s: float) -> None:
     __tracebackhide__ = True
     expect_all(result, Outcome.UNAVAILABLE)
     slowest = max(r.latency_us for r in result.responses) / 1e6
+    hung = [r for r in result.responses if r.error == "timeout"]
+    if hung:
+        raise AssertionError(f"{len(hung)} of {len(result)} calls to an unreachable destination hung until the "
+                             f"caller gave up after {slowest:.2f} s: the mesh did not fail them")
     if slowest > within_s:
         raise AssertionError(f"calls to an unreachable destination took up to {slowest:.2f} s to fail, "
                              f"over the {within_s:g} s budget: they hang instead of failing fast")

@@ -14,9 +14,11 @@ import re
 import secrets
 import shutil
 import string
+import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import allure
 import yaml
@@ -25,11 +27,12 @@ from conformance.certs import spiffe_id
 from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.convergence import Converged, await_convergence
-from conformance.errors import LoadShortfall, ManifestError, UsageError
+from conformance.errors import EnvironmentBroken, LoadShortfall, ManifestError, UsageError
 from conformance.expect import Nonconformance
 from conformance.load import (
     ForwardTarget,
     HttpTarget,
+    LoadEvent,
     LoadProfile,
     LoadResult,
     LocustRun,
@@ -44,7 +47,7 @@ from conformance.report.allure import attach_load
 from conformance.report.conformance import Measurement
 from conformance.traffic import ContinuousTraffic, Timeline
 
-__all__ = ["Scenario", "load_manifests"]
+__all__ = ["ForwardRun", "RunningLoad", "Scenario", "load_manifests"]
 
 T = TypeVar("T")
 
@@ -76,6 +79,56 @@ def namespace_for(check_id: str) -> str:
     """A DNS label, unique per run, that names the check."""
     short = re.sub(r"[^a-z0-9-]", "-", check_id)[:44].strip("-")
     return f"meshconf-{short}-{secrets.token_hex(3)}"
+
+
+class RunningLoad(Protocol):
+    """A load run as ``Scenario.load(during=...)`` sees it (a LocustRun, or a ForwardRun)."""
+
+    def window_opened_at(self, wait: bool = True) -> float:
+        """Wall-clock time the measured window opened; waits for it by default."""
+
+    def mark(self, label: str) -> LoadEvent:
+        """Put an event at this moment on the window's time axis."""
+
+
+class ForwardRun:
+    """A forward load as ``during`` sees it: when its measured window opened, and events marked meanwhile."""
+
+    def __init__(self, open_within_s: float) -> None:
+        self.events: list[LoadEvent] = []
+        self._open_within_s = open_within_s
+        self._opened_at: float | None = None
+        self._changed = threading.Event()
+        self._failure: BaseException | None = None
+
+    def open(self) -> None:
+        self._opened_at = time.time()
+        self._changed.set()
+
+    def close(self) -> None:
+        self._changed.set()
+
+    def window_opened_at(self, wait: bool = True) -> float:
+        if wait:
+            self._changed.wait(self._open_within_s)
+        if self._opened_at is None:
+            raise EnvironmentBroken("the forward load never opened its measured window (its warm-up failed?)")
+        return self._opened_at
+
+    def mark(self, label: str) -> LoadEvent:
+        event = LoadEvent(round(time.time() - self.window_opened_at(), 3), label)
+        self.events.append(event)
+        return event
+
+    def act(self, during: Callable[[RunningLoad], None]) -> None:
+        try:
+            during(self)
+        except BaseException as exc:  # surfaced by raise_failure() once the load is over
+            self._failure = exc
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
 
 class Scenario:
@@ -195,13 +248,22 @@ class Scenario:
         return result
 
     def traffic(self, source: ProbeHandle, destination: ProbeHandle | str, *, batch: int = 5,
-                path: str = "/", max_seconds: float | None = None) -> ContinuousTraffic:
+                path: str = "/", max_seconds: float | None = None, min_batch_s: float = 0.0) -> ContinuousTraffic:
         """Calls from ``source`` that keep going in the background (``with scenario.traffic(...) as t:``),
-        for at most ``max_seconds`` (default: the forward timeout)."""
+        for at most ``max_seconds`` (default: the forward timeout). ``min_batch_s``: a batch that took less
+        waits out the rest before the next one starts, so traffic that must last long (a rotation on Istio's
+        own schedule) stays within ContinuousTraffic's bound on calls."""
         url = destination if isinstance(destination, str) else destination.url(path)
-        traffic = ContinuousTraffic(lambda: self._client.call(source, url, batch, new_connection=True),
-                                    max_seconds or self.config.timeouts.forward_s)
-        return traffic
+        started = [0.0]
+
+        def calls() -> CallResult:
+            pause = started[0] + min_batch_s - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            started[0] = time.monotonic()
+            return self._client.call(source, url, batch, new_connection=True)
+
+        return ContinuousTraffic(calls, max_seconds or self.config.timeouts.forward_s)
 
     def attach_timeline(self, timeline: Timeline, name: str) -> None:
         """Attach a continuous-traffic timeline (every call, its time, status and answering cluster)."""
@@ -277,12 +339,13 @@ class Scenario:
                              f"providers without it skip the check")
 
     def load(self, target: HttpTarget | ForwardTarget, *, label: str | None = None,
-             during: Callable[[LocustRun], None] | None = None, **profile: Any) -> LoadResult:
+             during: Callable[[RunningLoad], None] | None = None, **profile: Any) -> LoadResult:
         """Put ``target`` under paced load and return the measured window (exact percentiles, timeline).
 
         An HttpTarget is loaded by Locust in its own process; a ForwardTarget by its source probe's paced
         forward, from inside the mesh. ``profile`` overrides the run's load settings (``rate_rps=500``...).
-        ``during(run)`` runs while a Locust load runs (``run.mark("failover")`` puts an event on the plots).
+        ``during(run)`` runs while the load runs (``run.window_opened_at()`` waits for the measured window,
+        ``run.mark("failover")`` puts an event on the plots); for a forward load it runs in a thread.
         Load runs of all checks take turns (one lock per session). The result, its plots and the Locust
         report are attached to the check's Allure result; achieved rate and generator CPU are measured.
 
@@ -312,11 +375,20 @@ class Scenario:
         return self.config.out / "load" / self.check.id
 
     def _run_load(self, target: HttpTarget | ForwardTarget, profile: LoadProfile, out_dir: Path,
-                  during: Callable[[LocustRun], None] | None) -> LoadResult:
+                  during: Callable[[RunningLoad], None] | None) -> LoadResult:
         if isinstance(target, ForwardTarget):
-            if during is not None:
-                raise UsageError("during= needs a Locust load (an HttpTarget); a forward load blocks until done")
-            return run_forward_load(self.mesh, target, profile)
+            if during is None:
+                return run_forward_load(self.mesh, target, profile)
+            forward = ForwardRun(profile.warmup_s + self.config.timeouts.forward_s)
+            acting = threading.Thread(target=forward.act, args=(during,), name="during-load", daemon=True)
+            acting.start()
+            try:
+                result = run_forward_load(self.mesh, target, profile, on_window_open=forward.open)
+            finally:
+                forward.close()
+                acting.join(profile.duration_s + self.config.timeouts.load_grace_s)
+            forward.raise_failure()
+            return result.with_events(forward.events)
         with LocustRun(target, profile, out_dir, grace_s=self.config.timeouts.load_grace_s) as run:
             run.start()
             if during is not None:

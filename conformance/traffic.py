@@ -51,6 +51,40 @@ class Timeline:
         """Seconds from ``event`` until calls were served (2xx) by ``cluster`` for good; None if not (yet)."""
         return self.settled_at(self.events[event], lambda r: r.ok and r.cluster == cluster)
 
+    def reached(self, event: str, cluster: str, settle: int = 5) -> float | None:
+        """Seconds from ``event`` until the first of ``settle`` calls in a row served (2xx) by ``cluster``;
+        None if that never happened. Unlike :meth:`shift_time`, later calls elsewhere do not move it."""
+        since = self.events[event]
+        run: list[float] = []
+        for t, response in self.calls:
+            if t < since:
+                continue
+            run = [*run, t] if response.ok and response.cluster == cluster else []
+            if len(run) >= settle:
+                return run[0] - since
+        return None
+
+    def failing_spells(self, event: str, until: str | None = None) -> list[tuple[float, float]]:
+        """(first failed call, first good call after it) of each run of failed calls between ``event`` and
+        ``until`` (or the end), in seconds since the traffic started; a run still failing at the end ends at its
+        last call. With retries off, each ejection of a failing pod by outlier detection follows one run."""
+        end = self.events[until] if until is not None else float("inf")
+        spells: list[tuple[float, float]] = []
+        began: float | None = None
+        last = 0.0
+        for t, response in self.calls:
+            if t < self.events[event] or t >= end:
+                continue
+            if not response.ok and began is None:
+                began = t
+            elif response.ok and began is not None:
+                spells.append((began, t))
+                began = None
+            last = t
+        if began is not None:
+            spells.append((began, last))
+        return spells
+
     def errors_after(self, event: str) -> int:
         return len(self.failures(after=self.events[event]))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from conformance.errors import ProviderError, UsageError
@@ -23,8 +24,10 @@ MAX_CALLS = 100_000
 """The probe's limit for one forward."""
 
 
-def run_forward_load(mesh: MeshProvider, target: ForwardTarget, profile: LoadProfile) -> LoadResult:
+def run_forward_load(mesh: MeshProvider, target: ForwardTarget, profile: LoadProfile,
+                     on_window_open: Callable[[], None] | None = None) -> LoadResult:
     """Load ``target.url`` from ``target.source`` at ``profile``'s rate; the measured window's result.
+    ``on_window_open`` is called just before the measured forward is sent (after the warm-up).
 
     Raises LoadShortfall (carrying the result) when the probe could not produce the rate, ProviderError
     when the probe's answer is not a rate-mode summary, UsageError when the run needs too many calls.
@@ -39,6 +42,8 @@ def run_forward_load(mesh: MeshProvider, target: ForwardTarget, profile: LoadPro
     if profile.warmup_s > 0:
         mesh.forward(target.source, {**request, "duration_ms": profile.warmup_s * 1000,
                                      "max_duration_ms": (profile.warmup_s + profile.timeout_s + 5) * 1000})
+    if on_window_open is not None:
+        on_window_open()
     answer = mesh.forward(target.source, {**request, "duration_ms": profile.duration_s * 1000,
                                           "max_duration_ms": (profile.duration_s + profile.timeout_s + 5) * 1000})
     result = result_of_forward(answer, profile, label=target.label or f"{target.source.service} -> {target.url}",

@@ -17,7 +17,7 @@ from typing import Any
 
 from conformance.config import RunConfig
 from conformance.errors import ConformanceError, UsageError
-from conformance.provider import MeshProvider
+from conformance.provider import Feature, MeshProvider
 from conformance.topology import Topology
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "plan_provider",
     "preflight_provider",
     "provider_defects",
+    "provider_offers",
     "release_provider",
     "teardown_run",
     "upgrade_provider",
@@ -97,6 +98,12 @@ def provider_defects(name: str) -> dict[str, str]:
     """The deliberate defects a provider can be started with (name -> one line of meaning)."""
     defects: dict[str, str] = getattr(_provider_class(name), "DEFECTS", {})
     return defects
+
+
+def provider_offers(name: str) -> frozenset[Feature]:
+    """Every feature a provider can offer, in a topology and configuration that allows it (its ``OFFERS``)."""
+    offers: frozenset[Feature] = getattr(_provider_class(name), "OFFERS", frozenset())
+    return offers
 
 
 def leftover_runs() -> list[tuple[str, Path]]:

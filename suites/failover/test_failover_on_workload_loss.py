@@ -21,7 +21,7 @@ def test_failover_on_workload_loss(scenario: Scenario) -> None:
     timeline = traffic.stop()
     scenario.attach_timeline(timeline, "traffic across the loss")
 
-    shift = timeline.shift_time("scaled to zero", "cluster2")
+    shift = timeline.reached("scaled to zero", "cluster2")
     scenario.measure("client-visible errors", timeline.errors_after("scaled to zero"), "calls",
                      budget=budgets.failover_errors)
     if shift is not None:

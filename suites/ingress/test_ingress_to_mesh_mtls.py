@@ -13,7 +13,8 @@ def test_ingress_to_mesh_mtls(scenario: Scenario) -> None:
     scenario.apply("ingress-to-mesh-mtls.yaml")
 
     gateway = scenario.spiffe_id(*GATEWAY_IDENTITY)
+    host = {"Host": f"secure.{scenario.namespace}.example.com"}  # the gateway is shared: a host of the check's own
     scenario.await_convergence(
-        lambda: scenario.call(outsider, scenario.ingress_url("cluster1"), headers={"Host": "secure.example.com"}),
+        lambda: scenario.call(outsider, scenario.ingress_url("cluster1"), headers=host),
         lambda result: expect_peer_identity(result, gateway),
     )

@@ -2,11 +2,11 @@ import time
 
 from conformance import Area, Feature, Scenario, check
 from conformance.expect import expect_answered_by, expect_error_rate_within, expect_latency_within
-from conformance.load import LocustRun
+from conformance.scenario import RunningLoad
 
 
 @check("latency-during-failover", area=Area.LATENCY, serial=True,
-       features=[Feature.MULTI_CLUSTER, Feature.WORKLOAD_FAULTS, Feature.SIDECAR_ENTRY],
+       features=[Feature.MULTI_CLUSTER, Feature.WORKLOAD_FAULTS],
        description="While the local backend fails under load, p99 and the error rate stay within their budgets")
 def test_latency_during_failover(scenario: Scenario) -> None:
     local = scenario.deploy("server", "cluster1")
@@ -17,14 +17,15 @@ def test_latency_during_failover(scenario: Scenario) -> None:
     scenario.baseline("local calls stay in cluster1", lambda: scenario.call(client, local, count=10),
                       lambda result: expect_answered_by(result, ["cluster1"]))
 
-    def fail_the_local_backend(run: LocustRun) -> None:
+    def fail_the_local_backend(run: RunningLoad) -> None:
         run.window_opened_at()  # the measured window is open: let a third of it pass, then fail the backend
         time.sleep(scenario.config.load.duration_s / 3)
         run.mark("local backend fails")
         scenario.faults.set_mode(local, status=503)
 
+    # the load comes from the client workload itself (its probe, paced), so it runs on every provider
     budgets = scenario.config.budgets
-    result = scenario.load(scenario.through_sidecar(client, local), during=fail_the_local_backend,
+    result = scenario.load(scenario.from_workload(client, local), during=fail_the_local_backend,
                            users=scenario.config.load.users_for(budgets.cross_cluster_p99_ms))
 
     scenario.measure("p99 during failover", result.percentile_ms("p99"), "ms", budgets.cross_cluster_p99_ms)

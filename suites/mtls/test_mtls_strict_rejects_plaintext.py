@@ -8,9 +8,10 @@ def test_mtls_strict_rejects_plaintext(scenario: Scenario) -> None:
     server = scenario.deploy("server", "cluster1")
     client = scenario.deploy("client", "cluster1")
     outsider = scenario.deploy("outsider", "cluster1", in_mesh=False)
-    # PERMISSIVE by default: plaintext gets through until the policy says otherwise
-    scenario.baseline("plaintext is accepted before the policy", lambda: scenario.call(outsider, server, count=3),
-                      expect_all_ok)
+    # the mesh's default may be anything: the namespace starts PERMISSIVE because its own policy says so
+    scenario.apply("mtls-strict-rejects-plaintext.permissive.yaml")
+    scenario.baseline("plaintext is accepted under the namespace's PERMISSIVE policy",
+                      lambda: scenario.call(outsider, server, count=3), expect_all_ok)
 
     scenario.apply("mtls-strict-rejects-plaintext.yaml")
 

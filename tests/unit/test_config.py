@@ -87,3 +87,15 @@ def test_users_for_a_budget_leave_room_for_twice_its_latency() -> None:
     assert load.users_for(50) == 20  # 100 ms answers at 200 rps need 20 in flight
     users = load.users_for(50)
     assert users / load.rate_rps >= 2 * 50 / 1000
+
+
+def test_fail_fast_must_stay_below_the_probes_call_timeout() -> None:
+    with pytest.raises(UsageError, match=r"budget fail_fast_s \(2\) must be below timeout call_timeout_s \(2\)"):
+        RunConfig.build(budget_overrides=["fail_fast_s=2"])
+    assert RunConfig.build(budget_overrides=["fail_fast_s=2"], timeout_overrides=["call_timeout_s=5"])
+
+
+def test_failback_allows_for_envoys_ejection_backoff() -> None:
+    budgets = RunConfig.build().budgets
+    assert budgets.failback_allowed(1, 3.0) == budgets.failback_s  # ejected once: baseEjectionTime + interval
+    assert budgets.failback_allowed(3, 3.0) == budgets.failback_s + 6.0  # the third ejection lasts 3 x 3 s

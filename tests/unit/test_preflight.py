@@ -20,7 +20,7 @@ from conformance.providers.kind.preflight import version_problems
 from conformance.providers.local.addresses import claim_slot, free_slots
 from conformance.providers.local.preflight import _envoy
 from conformance.topology import load_topology
-from tests.kind.test_existing import FakeAPI
+from tests.kind.test_existing import FakeAPI, _istiod
 
 TOPOLOGY = load_topology("multi-primary")
 
@@ -173,11 +173,12 @@ def test_existing_preflight_names_every_context_that_does_not_answer() -> None:
 
 
 def test_existing_preflight_then_checks_istio() -> None:
-    apis = {"a": FakeAPI("a", secrets=("cluster2",)), "b": FakeAPI("b", istiod=False)}
+    apis = {"a": FakeAPI("a", (_istiod(cluster_id="cluster1"),), {"istio-remote-secret-cluster2": "cluster2"}),
+            "b": FakeAPI("b")}
     config = RunConfig.build(provider="existing", contexts=["a", "b"])
     provider = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
     problems = provider.readiness_problems()
     assert len(problems) == 1 and problems[0].startswith("context b: Istio is not installed")
-    apis["b"] = FakeAPI("b", secrets=("cluster1",))
+    apis["b"] = FakeAPI("b", (_istiod(cluster_id="cluster2"),), {"istio-remote-secret-cluster1": "cluster1"})
     healthy = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
     assert healthy.readiness_problems() == []

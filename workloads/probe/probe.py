@@ -46,8 +46,9 @@ Control port, JSON in and out:
     {"latenciesUs", "startedUs", "callStatuses" (each call's status, 0: no response), "statuses": {"200": n},
     "errors": {"timeout": n}, "durationUs", "cpuUs", "truncated", "sample": [up to 5 call records, one per
     distinct outcome first]}. "cpuUs" is the CPU time this probe process used meanwhile (its load share).
-    Errors: "connection refused", "connection reset", "connection closed", "timeout", "connect error: ...",
-    "bad response: ...". A bad request body answers 400 {"error": "..."}.
+    Errors: "unresolved host" (the name did not resolve), "connection refused", "connection reset",
+    "connection closed", "timeout", "connect error: ...", "bad response: ...".
+    A bad request body answers 400 {"error": "..."}.
 Latency runs from just before the request is written (connect included when one is needed) to the last
 byte of the response body.
 """
@@ -607,6 +608,8 @@ class Forward:
             host, port = self._address()
             try:
                 reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+            except socket.gaierror:  # the name did not resolve (e.g. istio-agent's DNS proxy knows no such host)
+                raise CallError("unresolved host") from None
             except OSError as exc:
                 raise CallError("connection refused" if _refused(exc)
                                 else f"connect error: {exc.strerror or exc}") from None

@@ -41,6 +41,8 @@ class ExistingProvider(KubeMesh):
     """Clusters you already have, reached through kubeconfig contexts."""
 
     name = "existing"
+    OFFERS = frozenset({Feature.MULTI_CLUSTER, Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY,  # what features()
+                        Feature.OUT_OF_MESH_WORKLOADS, Feature.WORKLOAD_FAULTS, Feature.MESH_WIDE_CONFIG})  # can return
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  api_factory: Callable[[str], KubeAPI] | None = None) -> None:

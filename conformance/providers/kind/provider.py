@@ -101,6 +101,7 @@ class KindProvider(KubeMesh):
     """kind clusters + istioctl, per Istio's multi-cluster install guides."""
 
     name = "kind"
+    OFFERS = frozenset(Feature) - {Feature.SIDECAR_ENTRY}  # what features() can return (LINK_RTT once netem is on)
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  runner: Runner | None = None) -> None:

@@ -25,6 +25,7 @@ from conformance.config import RunConfig
 from conformance.errors import ConformanceError
 from conformance.provider import ProbeSpec
 from conformance.providers.local.defects import parse_defects
+from conformance.providers.local.dns import NameTable
 from conformance.providers.local.envoy import envoy_version
 from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
@@ -43,6 +44,11 @@ class MeshServer(ThreadingHTTPServer):
         self.token = token
         self.state = state
         self.stopping = threading.Event()
+        self.names: dict[str, NameTable] = {}
+        """Each cluster's DNS name table; replaced whole after every change, read without the lock."""
+
+    def refresh_names(self) -> None:
+        self.names = {c: NameTable.of(self.runtime.view(c)) for c in self.runtime.topology.cluster_names}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -68,6 +74,13 @@ class Handler(BaseHTTPRequestHandler):
             self.server.stopping.set()
             self._send(200, {})
             return
+        if (method, self.path) == ("POST", "/dns"):  # istio-agent answers without waiting for istiod
+            table = self.server.names.get(str(body.get("cluster")))
+            if table is None:
+                self._send(400, {"error": f"no cluster {body.get('cluster')!r}", "type": "UsageError"})
+                return
+            self._send(200, {"resolves": table.resolves(str(body["host"]), str(body["namespace"]))})
+            return
         route = ROUTES.get((method, self.path.split("?")[0]))
         if route is None:
             self._send(404, {"error": f"no such API: {method} {self.path}"})
@@ -75,7 +88,10 @@ class Handler(BaseHTTPRequestHandler):
         try:
             runtime = self.server.runtime
             with runtime.lock:
-                result = route(runtime, body)
+                try:
+                    result = route(runtime, body)
+                finally:
+                    self.server.refresh_names()
             self._send(200, result)
         except ConformanceError as exc:
             self._send(400 if exc.exit_code == 2 else 500, {"error": str(exc), "type": type(exc).__name__})
@@ -217,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"local mesh: Envoy {envoy_version(runtime.binary)} at {runtime.binary}", file=sys.stderr)
         runtime.up()
         server = MeshServer(runtime, request["token"], state)
+        server.refresh_names()
         stop = server.stopping
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())

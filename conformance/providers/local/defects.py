@@ -44,6 +44,7 @@ class Defect(StrEnum):
     DISTRIBUTE_IGNORED = "distribute-ignored"
     FAILOVER_PRIORITY_IGNORED = "failover-priority-ignored"
     PLAINTEXT_XFCC_TRUSTED = "plaintext-xfcc-trusted"
+    ROTATION_DROPS_CONNECTIONS = "rotation-drops-connections"
 
     @property
     def description(self) -> str:
@@ -83,6 +84,8 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.FAILOVER_PRIORITY_IGNORED: "localityLbSetting.failoverPriority is ignored: priorities follow locality only",
     Defect.PLAINTEXT_XFCC_TRUSTED: "sidecars pass a plaintext caller's own x-forwarded-client-cert to the app (a "
                                    "forged identity)",
+    Defect.ROTATION_DROPS_CONNECTIONS: "certificate rotation restarts each rotated sidecar abruptly: calls in flight "
+                                       "are reset and new ones refused until it is back",
 }
 
 

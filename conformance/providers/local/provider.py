@@ -33,6 +33,7 @@ from conformance.provider import (
 )
 from conformance.providers.local.addresses import MAX_CLUSTERS
 from conformance.providers.local.defects import Defect, parse_defects
+from conformance.providers.local.dns import needs_lookup
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
 from conformance.providers.local.translate.gateways import listen_port
@@ -50,6 +51,7 @@ class LocalProvider:
 
     name = "local"
     DEFECTS = {d.value: d.description for d in Defect}
+    OFFERS = frozenset(Feature)  # every feature, given a topology that has what it needs (two clusters, two networks)
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
         parse_defects(config.defects)  # bad names fail before anything starts
@@ -262,14 +264,26 @@ class LocalProvider:
         return response.json()
 
     def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
+        """In-mesh probes send to their sidecar as an explicit proxy (no iptables here), but only names the
+        mesh's DNS proxy resolves get that far: for any other name the probe is told it does not resolve, as
+        istio-agent would answer (``conformance.providers.local.dns``). Out-of-mesh probes resolve through
+        kube-dns and kube-proxy: a service's endpoints in their own cluster; nothing else resolves."""
         body = dict(request)
+        url = httpx.URL(str(request["url"]))
+        host, port = url.host, url.port or 80
         if probe.in_mesh:
             body["proxy"] = _instance(probe, instance).extra["outbound"]
-        else:
-            host, _, port = httpx.URL(str(request["url"])).netloc.decode().partition(":")
+            if needs_lookup(host):
+                answer = self._call("POST", "/dns", {"cluster": probe.cluster, "namespace": probe.namespace,
+                                                     "host": host})
+                if not answer["resolves"]:
+                    body["resolve"] = {f"{host}:{port}": []}
+        elif needs_lookup(host):
+            found: list[str] = []
             if host.endswith(".svc.cluster.local"):
-                found = self._call("POST", "/resolve", {"cluster": probe.cluster, "host": host, "port": port or 80})
-                body["resolve"] = {f"{host}:{port or 80}": found["addresses"]}
+                found = self._call("POST", "/resolve", {"cluster": probe.cluster, "host": host, "port": port})[
+                    "addresses"]
+            body["resolve"] = {f"{host}:{port}": found}
         timeout = float(body.get("max_duration_ms", 60000)) / 1000 + 10
         return self.probe_control(probe, "POST", "/forward", body, instance=instance, timeout_s=timeout)
 

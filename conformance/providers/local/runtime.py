@@ -294,6 +294,13 @@ class MeshRuntime:
             if Defect.NO_CERT_ROTATION not in self.defects:
                 proxy.cert = self._issue(proxy.workload)
             serials[name] = proxy.cert.serial
+        if Defect.ROTATION_DROPS_CONNECTIONS in self.defects:
+            for name in serials:  # as an agent would that restarts its proxy to load a certificate, abruptly
+                proxy = self.proxies[name]
+                proxy.running = False
+                self.supervisor.kill(f"{name}/envoy")
+                self.supervisor.stop(f"{name}/envoy")
+                self._start_proxy(proxy)
         self.sync()
         return serials
 
