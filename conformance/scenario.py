@@ -97,6 +97,7 @@ class Scenario:
         self._load_lock = load_lock
         self._loads = 0
         self._used_faults = False
+        self._mesh_undo: list[Mapping[str, Mapping[str, Any]]] = []
 
     # -- the mesh --------------------------------------------------------------------------------------------
 
@@ -139,6 +140,18 @@ class Scenario:
         targets = tuple(clusters or self.primaries)
         self.mesh.delete(docs, targets)
         self._applied = [(d, c) for d, c in self._applied if d is not docs]
+
+    def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str] | None = None) -> None:
+        """Merge ``patch`` into the MeshConfig of the control planes of ``clusters`` (default: every primary)
+        and wait until they use it; the previous MeshConfig is put back when the check ends, also when it
+        fails. The check must declare Feature.MESH_WIDE_CONFIG (and should be ``serial``: every workload of the
+        mesh sees the change)."""
+        self._require(Feature.MESH_WIDE_CONFIG, "changes MeshConfig")
+        targets = tuple(clusters or self.primaries)
+        allure.attach(yaml.safe_dump(dict(patch), sort_keys=False),
+                      name=f"MeshConfig patch for {', '.join(targets)}", attachment_type=allure.attachment_type.YAML)
+        undo = self.mesh.mesh_config(patch, targets)
+        self._mesh_undo.append(undo)
 
     # -- workloads -------------------------------------------------------------------------------------------
 
@@ -374,6 +387,10 @@ class Scenario:
         """Remove what this check applied and deployed (its namespace, in every cluster)."""
         if self._used_faults:
             self.mesh.faults.reset()
+        for undo in reversed(self._mesh_undo):
+            for cluster, restore in undo.items():
+                self.mesh.mesh_config(restore, [cluster])
+        self._mesh_undo.clear()
         for docs, clusters in reversed(self._applied):
             self.mesh.delete(docs, clusters)
         self._applied.clear()

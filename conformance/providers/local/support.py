@@ -19,11 +19,12 @@ from typing import Any
 
 from conformance.errors import UnsupportedError
 from conformance.istio import doc_ref
+from conformance.meshconfig import validate_mesh_config
 from conformance.providers.local.translate.authz import validate_authorization_policy
 from conformance.providers.local.translate.destination import validate_destination_rule
 from conformance.providers.local.translate.mtls import validate_peer_authentication
 
-__all__ = ["SUPPORTED", "Pattern", "check_supported"]
+__all__ = ["SUPPORTED", "SUPPORTED_MESH_CONFIG", "Pattern", "check_supported", "check_supported_mesh_config"]
 
 
 @dataclass(frozen=True)
@@ -137,27 +138,40 @@ def check_supported(doc: Mapping[str, Any]) -> None:
     admission = _ADMISSION.get(kind)
     if admission is not None:
         admission(doc)
-    _walk(doc.get("spec") or {}, tree, "spec", doc)
+    _walk(doc.get("spec") or {}, tree, "spec", doc_ref(doc))
 
 
-def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
-    if tree is True:
+SUPPORTED_MESH_CONFIG: dict[str, Any] = {
+    "trustDomainAliases": True,
+    "defaultConfig": {"gatewayTopology": {"numTrustedProxies": True}},
+}
+"""The MeshConfig fields the local mesh's control planes honour (``MeshProvider.mesh_config``)."""
+
+
+def check_supported_mesh_config(patch: Mapping[str, Any]) -> None:
+    """Raise UsageError for a MeshConfig istiod would refuse, UnsupportedError for a field the local mesh does
+    not implement."""
+    validate_mesh_config(patch)
+    _walk(patch, SUPPORTED_MESH_CONFIG, "meshConfig", "MeshConfig")
+
+
+def _walk(value: Any, tree: Any, path: str, ref: str) -> None:
+    if tree is True or value is None:  # None: a merge patch removing the field
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, tree, f"{path}[{i}]", doc)
+            _walk(item, tree, f"{path}[{i}]", ref)
         return
     if isinstance(tree, Pattern):
         if not isinstance(value, str) or not re.fullmatch(tree.regex, value):
             raise UnsupportedError(
-                f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
-                f"(it implements {tree.means})"
+                f"{ref}: {path}={value!r} is supported by Istio, not by the local mesh (it implements {tree.means})"
             )
         return
     if isinstance(tree, set):
         if value not in tree:
             raise UnsupportedError(
-                f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
+                f"{ref}: {path}={value!r} is supported by Istio, not by the local mesh "
                 f"(it implements {', '.join(sorted(tree))})"
             )
         return
@@ -165,7 +179,5 @@ def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
         for key, item in value.items():
             sub = tree.get(key, tree.get("*"))
             if sub is None:
-                raise UnsupportedError(
-                    f"{doc_ref(doc)}: field {path}.{key} is supported by Istio, not by the local mesh"
-                )
-            _walk(item, sub, f"{path}.{key}", doc)
+                raise UnsupportedError(f"{ref}: field {path}.{key} is supported by Istio, not by the local mesh")
+            _walk(item, sub, f"{path}.{key}", ref)
