@@ -42,6 +42,7 @@ from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.allure import attach_load
 from conformance.report.conformance import Measurement
+from conformance.tokens import TokenIssuer
 from conformance.traffic import ContinuousTraffic, Timeline
 
 __all__ = ["Scenario", "load_manifests"]
@@ -123,6 +124,11 @@ class Scenario:
 
     def spiffe_id(self, service_account: str, namespace: str | None = None) -> str:
         return spiffe_id(self.trust_domain, namespace or self.namespace, service_account)
+
+    def token_issuer(self, algorithm: str = "RS256", name: str = "issuer") -> TokenIssuer:
+        """An issuer of end-user JWTs for this check (``https://<name>.<namespace>.meshconf.test``), with a key
+        made now and kept in memory; put its ``jwks`` inline in a RequestAuthentication."""
+        return TokenIssuer(f"https://{name}.{self.namespace}.meshconf.test", algorithm)
 
     # -- config ----------------------------------------------------------------------------------------------
 
