@@ -25,6 +25,7 @@ from conformance.provider import ProbeSpec
 from conformance.providers.local.addresses import ADMIN_PORT, AddressPlan, PodAddresses, claim_slot
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
+from conformance.providers.local.jwks import JwksResolver
 from conformance.providers.local.links import Links
 from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
@@ -66,6 +67,7 @@ class MeshRuntime:
         self.registry = Registry()
         self.stores = {c.name: ConfigStore() for c in topology.clusters}
         self.mesh_configs = MeshConfigs(topology)
+        self.jwks = JwksResolver(lambda cluster, host, port: self.resolve(cluster, host, port))
         self.supervisor = Supervisor(run_dir, on_processes)
         self.binary = envoy_binary(config.envoy_binary)
         self.proxies: dict[str, Proxy] = {}
@@ -120,6 +122,7 @@ class MeshRuntime:
             east_west=east_west,
             links=self.links.relay if self.links is not None else None,
             mesh_config=self.mesh_configs.of(config_cluster.name),
+            jwks=self.jwks.for_cluster(config_cluster.name),
         )
 
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
