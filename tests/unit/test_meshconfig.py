@@ -6,9 +6,13 @@ from typing import Any
 
 import pytest
 
+from conformance.check import Area, CheckInfo
+from conformance.config import RunConfig
 from conformance.errors import UnsupportedError, UsageError
 from conformance.meshconfig import merge_patch, mesh_config_map, undo_patch, validate_mesh_config
+from conformance.provider import Feature
 from conformance.providers.local.meshconfig import MeshConfigs
+from conformance.scenario import Scenario
 from conformance.topology import load_topology
 
 BASE: dict[str, Any] = {"trustDomain": "cluster.local", "defaultConfig": {"discoveryAddress": "istiod:15012",
@@ -91,3 +95,50 @@ def test_fields_the_local_mesh_does_not_implement_are_refused_and_change_nothing
     with pytest.raises(UnsupportedError, match=r"field meshConfig.enableTracing is supported by Istio, not by the "):
         configs.patch({"trustDomainAliases": ["td1"], "enableTracing": True}, ["cluster1"])
     assert configs.of("cluster1") == {}
+
+
+# -- Scenario.mesh_config: the change is undone when the check ends ----------------------------------------
+
+
+class _Provider:
+    """The provider calls Scenario makes around a MeshConfig change."""
+
+    def __init__(self, features: frozenset[Feature]) -> None:
+        self.topology = load_topology("primary-remote")
+        self._features = features
+        self.calls: list[tuple[dict[str, Any], list[str]]] = []
+
+    def features(self) -> frozenset[Feature]:
+        return self._features
+
+    def clusters(self) -> Any:
+        return self.topology.clusters
+
+    def mesh_config(self, patch: dict[str, Any], clusters: list[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append((dict(patch), list(clusters)))
+        return {"cluster1": {key: None for key in patch}}
+
+    def delete_namespace(self, namespace: str) -> None:
+        pass
+
+
+def _scenario(provider: _Provider, tmp_path: Any) -> Scenario:
+    info = CheckInfo("authz-x-y", Area.AUTHZ, "d", frozenset())
+    return Scenario(provider, info, RunConfig.build(), tmp_path)  # type: ignore[arg-type]
+
+
+def test_a_scenarios_mesh_config_change_is_undone_at_cleanup(tmp_path: Any) -> None:
+    provider = _Provider(frozenset({Feature.MESH_WIDE_CONFIG}))
+    scenario = _scenario(provider, tmp_path)
+    scenario.mesh_config({"trustDomainAliases": ["td1"]})
+    scenario.mesh_config({"defaultConfig": {"gatewayTopology": {"numTrustedProxies": 1}}})
+    assert provider.calls == [({"trustDomainAliases": ["td1"]}, ["cluster1"]),
+                              ({"defaultConfig": {"gatewayTopology": {"numTrustedProxies": 1}}}, ["cluster1"])]
+    scenario.cleanup()
+    assert provider.calls[2:] == [({"defaultConfig": None}, ["cluster1"]), ({"trustDomainAliases": None}, ["cluster1"])]
+
+
+def test_a_check_without_the_feature_is_told_to_declare_it(tmp_path: Any) -> None:
+    scenario = _scenario(_Provider(frozenset()), tmp_path)
+    with pytest.raises(UsageError, match=r"declare features=\[Feature.MESH_WIDE_CONFIG\]"):
+        scenario.mesh_config({"trustDomainAliases": ["td1"]})
