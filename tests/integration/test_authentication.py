@@ -133,6 +133,21 @@ def test_request_principals_claims_and_audiences(local_mesh: LocalProvider, work
     assert wrong.responses[0].body == "Audiences in Jwt are not allowed"
 
 
+def test_space_delimited_claims_are_lists(local_mesh: LocalProvider, workloads: Workloads,
+                                         applied: list[dict[str, Any]]) -> None:
+    """buildSpaceDelimitedClaims: ``scope`` and ``permission`` always, and ``spaceDelimitedClaims``, are split at
+    spaces in the payload the policies match."""
+    issuer = TokenIssuer("https://scopes.authn.test")
+    _apply(local_mesh, applied,
+           _ra(workloads.namespace, {"issuer": issuer.issuer, "jwks": issuer.jwks, "spaceDelimitedClaims": ["roles"]}),
+           _ap(workloads.namespace, {"rules": [{"when": [{"key": "request.auth.claims[scope]", "values": ["write"]},
+                                                         {"key": "request.auth.claims[roles]", "values": ["ops"]}]}]}))
+    _calls(local_mesh, workloads, 200, _bearer(issuer.token("alice", claims={"scope": "read write",
+                                                                              "roles": "dev ops"})))
+    _calls(local_mesh, workloads, 403, _bearer(issuer.token("alice", claims={"scope": "read", "roles": "dev ops"})))
+    _calls(local_mesh, workloads, 403, _bearer(issuer.token("alice", claims={"scope": "read write", "roles": "dev"})))
+
+
 def test_what_the_app_receives(local_mesh: LocalProvider, workloads: Workloads, applied: list[dict[str, Any]]) -> None:
     """forwardOriginalToken keeps the token; outputPayloadToHeader and outputClaimToHeaders add headers."""
     issuer = TokenIssuer("https://forward.authn.test")
@@ -148,15 +163,17 @@ def test_what_the_app_receives(local_mesh: LocalProvider, workloads: Workloads, 
 
 
 def test_token_locations(local_mesh: LocalProvider, workloads: Workloads, applied: list[dict[str, Any]]) -> None:
-    """fromHeaders (with a value prefix) and fromParams replace Envoy's default locations."""
+    """fromHeaders (with a value prefix), fromParams and fromCookies replace Envoy's default locations."""
     issuer = TokenIssuer("https://where.authn.test")
     _apply(local_mesh, applied,
            _ra(workloads.namespace, {"issuer": issuer.issuer, "jwks": issuer.jwks,
-                                     "fromHeaders": [{"name": "x-token", "prefix": "Token "}], "fromParams": ["tok"]}),
+                                     "fromHeaders": [{"name": "x-token", "prefix": "Token "}], "fromParams": ["tok"],
+                                     "fromCookies": ["session"]}),
            _ap(workloads.namespace, {"rules": [{"from": [{"source": {"requestPrincipals": ["*"]}}]}]}))
     token = issuer.token("alice")
     _calls(local_mesh, workloads, 200, {"x-token": f"Token {token}"})
     _calls(local_mesh, workloads, 200, path=f"/?tok={token}")
+    _calls(local_mesh, workloads, 200, {"Cookie": f"theme=dark; session={token}"})
     _calls(local_mesh, workloads, 403, _bearer(token))  # not a location of this rule: no token, no principal
 
 

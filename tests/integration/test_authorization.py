@@ -189,6 +189,9 @@ CASES = [
     Case("when-connection-sni", (deny(_when("connection.sni", ["outbound_.9090_*"])),),
          (Call("frontend", FORBIDDEN, port=9090), Call("frontend", OK))),
     Case("when-destination-ip", (deny(_when("destination.ip", ["$server_ip"])),), (Call("frontend", FORBIDDEN),)),
+    # Envoy metadata of a filter (envoyFilterGenerator): a request without a verified JWT has none
+    Case("when-experimental-envoy-filter", (deny(_when("experimental.envoy.filters.http.jwt_authn[payload]",
+                                                       ["x", "[y]"])),), (Call("frontend", OK),)),
     Case("when-destination-ip-elsewhere", (deny(_when("destination.ip", ["10.0.0.0/8"])),), (Call("frontend", OK),)),
     # the server's control plane (cluster1) holds the policy; the caller's identity crosses the clusters
     Case("cross-cluster-principal", (Policy({"rules": [_from(principals=["cluster.local/ns/$ns/sa/remote"])]},

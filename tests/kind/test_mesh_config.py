@@ -213,7 +213,7 @@ def config_map_server(tmp_path: Path) -> Iterator[tuple[KubeAPI, list[dict[str, 
         "apiVersion": "v1", "kind": "Config", "current-context": "fake",
         "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
         "users": [{"name": "fake", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+        "contexts": [{"name": name, "context": {"cluster": "fake", "user": "fake"}} for name in ("fake", "kind-c1")],
     }))
     try:
         yield KubeAPI("fake", kubeconfig), seen
@@ -234,3 +234,25 @@ def test_config_map_read_and_conditional_merge_patch(config_map_server: tuple[Ku
     # a JSON merge patch (RFC 7386) carrying the resourceVersion: the API server refuses it (409) if changed
     assert patch["type"] == "application/merge-patch+json"
     assert patch["body"] == {"metadata": {"resourceVersion": "42"}, "data": {"mesh": "a: 1\n"}}
+
+
+def test_kind_down_restores_the_mesh_config_of_reused_clusters(
+        config_map_server: tuple[KubeAPI, list[dict[str, Any]]], tmp_path: Path) -> None:
+    """--reuse: the clusters outlive the run, so ``meshconf down`` puts back the MeshConfig a crashed run left
+    (through the run's own kubeconfig, context kind-<cluster>); clusters the run created are simply deleted."""
+    from conformance.providers.kind import KindProvider
+
+    _, seen = config_map_server
+    state = RunState(tmp_path)
+    (tmp_path / ".meshconf-run").write_text("test\n")
+    state.update(created=[], reused=True, **{STATE_KEY: {"c1": {"configMap": "istio", "original": "trustDomain: a\n",
+                                                                 "written": USER_MESH}}})
+
+    class NoCommands:
+        def run(self, argv: list[str], **_: Any) -> Any:
+            raise AssertionError(f"no command expected, got {argv}")
+
+    KindProvider.cleanup(tmp_path, NoCommands())  # type: ignore[arg-type]
+    patch = next(r for r in seen if r["method"] == "PATCH")
+    assert patch["body"] == {"metadata": {"resourceVersion": "42"}, "data": {"mesh": "trustDomain: a\n"}}
+    assert not tmp_path.exists()  # the run's state is gone with it
