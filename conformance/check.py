@@ -26,6 +26,7 @@ _ID = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)+$")
 
 class Area(StrEnum):
     MTLS = "mtls"
+    AUTHN = "authn"
     AUTHZ = "authz"
     FAILOVER = "failover"
     LATENCY = "latency"

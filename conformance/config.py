@@ -50,6 +50,9 @@ class Timeouts:
     """A probe workload (and its sidecar) becoming ready."""
     config_apply_s: float = 10.0
     """A provider confirming that every proxy loaded a config write."""
+    mesh_config_s: float = 180.0
+    """A MeshConfig change reaching every control plane (on Kubernetes istiod reads its ConfigMap as a mounted
+    file, which the kubelet refreshes about once a minute)."""
     call_timeout_s: float = 2.0
     """One request sent by a probe: connect, request and response together (the probe gives up after it and
     reports "timeout"). Must stay above ``Budgets.fail_fast_s``, or a call that hangs could not be told from one

@@ -35,9 +35,11 @@ __all__ = [
     "expect_all_ok",
     "expect_all_refused",
     "expect_all_status",
+    "expect_all_unauthenticated",
     "expect_all_unavailable",
     "expect_answered_by",
     "expect_answered_by_version",
+    "expect_counted",
     "expect_error_rate_within",
     "expect_failover",
     "expect_fails_fast",
@@ -50,6 +52,7 @@ __all__ = [
     "expect_overhead_within",
     "expect_peer_identity",
     "expect_reached_clusters",
+    "expect_request_header",
     "expect_share",
     "expect_within_budget",
     "expect_workload_certificate",
@@ -91,6 +94,7 @@ class Outcome(StrEnum):
     OK = "ok"
     REFUSED = "refused"
     FORBIDDEN = "forbidden"
+    UNAUTHENTICATED = "unauthenticated"
     UNAVAILABLE = "unavailable"
     BLOCKED = "blocked"
 
@@ -99,6 +103,7 @@ OUTCOME_MEANING = {
     Outcome.OK: "a 2xx answer from the destination workload",
     Outcome.REFUSED: "no HTTP answer from the destination (connection refused, reset or closed)",
     Outcome.FORBIDDEN: "403 with body 'RBAC: access denied' from the destination's sidecar",
+    Outcome.UNAUTHENTICATED: "401 from a proxy's JWT authentication (the token failed verification), not from the app",
     Outcome.UNAVAILABLE: "a 5xx from a proxy, or no answer: the destination could not be reached",
     Outcome.BLOCKED: "the destination never answered: 502 from the caller's sidecar, or no answer at all (the name "
                      "did not resolve, or the connection failed)",
@@ -114,6 +119,8 @@ def _matches(response: Response, outcome: Outcome) -> bool:
         return response.status == 403 and response.body.strip() == "RBAC: access denied"
     if outcome is Outcome.BLOCKED:  # Istio's REGISTRY_ONLY route answers 502; DNS proxying fails the lookup
         return response.status == 0 or (response.status == 502 and not response.echo)
+    if outcome is Outcome.UNAUTHENTICATED:
+        return response.status == 401 and not response.echo
     return response.status == 0 or response.status >= 500
 
 
@@ -166,6 +173,32 @@ def expect_all_blocked(result: CallResult) -> None:
     (Istio: REGISTRY_ONLY's BlackHole route, or DNS proxying that does not resolve an unknown name)."""
     __tracebackhide__ = True
     expect_all(result, Outcome.BLOCKED)
+
+
+@expectation
+def expect_all_unauthenticated(result: CallResult) -> None:
+    """Every call was rejected by RequestAuthentication: 401 from a proxy, the app never saw it."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.UNAUTHENTICATED)
+
+
+@expectation
+def expect_request_header(result: CallResult, name: str) -> None:
+    """Every call reached the app, and the app received header ``name`` (set by a proxy on the way)."""
+    __tracebackhide__ = True
+    expect_all(result, Outcome.OK)
+    missing = [r for r in result.responses if name.lower() not in r.request_headers]
+    if missing:
+        raise AssertionError(f"expected the app to receive header {name}; {len(missing)} of {len(result)} calls "
+                             f"arrived without it\n{result.summary()}")
+
+
+@expectation
+def expect_counted(what: str, counted: int, expected: int) -> None:
+    """A counter (an Envoy stat) moved by exactly ``expected``."""
+    __tracebackhide__ = True
+    if counted != expected:
+        raise AssertionError(f"expected {what} to count {expected}, it counted {counted}")
 
 
 @expectation

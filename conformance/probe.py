@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ProviderError
+from conformance.tokens import redact
 
 if TYPE_CHECKING:
     from conformance.provider import MeshProvider, ProbeHandle
@@ -128,17 +129,18 @@ class CallResult:
             lines.append(f"  errors: {dict(self.errors())}")
         for response in self.responses[:samples]:
             lines.append(f"  e.g. {response.describe()}")
-        return "\n".join(lines)
+        return redact("\n".join(lines))  # a token in a URL never reaches a report
 
     def to_json(self) -> str:
-        return json.dumps({
+        """Every call, for an attachment; end-user tokens (in headers, URLs, echoed requests) are redacted."""
+        return redact(json.dumps({
             "source": self.source, "url": self.url, "request": dict(self.request),
             "responses": [
                 {"status": r.status, "latencyUs": r.latency_us, "error": r.error, "cluster": r.cluster,
                  "instance": r.instance, "requestHeaders": dict(r.request_headers), "body": r.body[:2000]}
                 for r in self.responses
             ],
-        }, indent=1)
+        }, indent=1))
 
 
 def _response(call: Mapping[str, Any]) -> Response:

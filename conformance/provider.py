@@ -248,6 +248,16 @@ class MeshProvider(Protocol):
     def rotate_certificates(self, namespace: str) -> Mapping[str, str]:
         """Force new workload certificates in ``namespace``; returns instance -> new serial (hex)."""
 
+    def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        """Merge ``patch`` (a JSON merge patch of MeshConfig fields, ``conformance.meshconfig``) into the
+        MeshConfig of the control plane of each of ``clusters`` (a remote cluster's is its primary's), and
+        return once those control planes use it. Needs Feature.MESH_WIDE_CONFIG.
+
+        Returns, per control-plane cluster, the merge patch that restores the previous MeshConfig: pass it
+        back (``mesh_config(undo[c], [c])``) to undo the change. Raises UnsupportedError for a field the
+        environment cannot honour, UsageError when mesh-wide changes are not allowed.
+        """
+
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""
 

@@ -45,6 +45,7 @@ from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.allure import attach_load
 from conformance.report.conformance import Measurement
+from conformance.tokens import TokenIssuer
 from conformance.traffic import ContinuousTraffic, Timeline
 
 __all__ = ["ForwardRun", "RunningLoad", "Scenario", "load_manifests"]
@@ -150,6 +151,7 @@ class Scenario:
         self._load_lock = load_lock
         self._loads = 0
         self._used_faults = False
+        self._mesh_undo: list[Mapping[str, Mapping[str, Any]]] = []
 
     # -- the mesh --------------------------------------------------------------------------------------------
 
@@ -176,6 +178,11 @@ class Scenario:
     def spiffe_id(self, service_account: str, namespace: str | None = None) -> str:
         return spiffe_id(self.trust_domain, namespace or self.namespace, service_account)
 
+    def token_issuer(self, algorithm: str = "RS256", name: str = "issuer") -> TokenIssuer:
+        """An issuer of end-user JWTs for this check (``https://<name>.<namespace>.meshconf.test``), with a key
+        made now and kept in memory; put its ``jwks`` inline in a RequestAuthentication."""
+        return TokenIssuer(f"https://{name}.{self.namespace}.meshconf.test", algorithm)
+
     # -- config ----------------------------------------------------------------------------------------------
 
     def apply(self, file_name: str, clusters: Sequence[str] | None = None, **variables: str) -> list[dict[str, Any]]:
@@ -192,6 +199,18 @@ class Scenario:
         targets = tuple(clusters or self.primaries)
         self.mesh.delete(docs, targets)
         self._applied = [(d, c) for d, c in self._applied if d is not docs]
+
+    def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str] | None = None) -> None:
+        """Merge ``patch`` into the MeshConfig of the control planes of ``clusters`` (default: every primary)
+        and wait until they use it; the previous MeshConfig is put back when the check ends, also when it
+        fails. The check must declare Feature.MESH_WIDE_CONFIG (and should be ``serial``: every workload of the
+        mesh sees the change)."""
+        self._require(Feature.MESH_WIDE_CONFIG, "changes MeshConfig")
+        targets = tuple(clusters or self.primaries)
+        allure.attach(yaml.safe_dump(dict(patch), sort_keys=False),
+                      name=f"MeshConfig patch for {', '.join(targets)}", attachment_type=allure.attachment_type.YAML)
+        undo = self.mesh.mesh_config(patch, targets)
+        self._mesh_undo.append(undo)
 
     # -- workloads -------------------------------------------------------------------------------------------
 
@@ -446,6 +465,10 @@ class Scenario:
         """Remove what this check applied and deployed (its namespace, in every cluster)."""
         if self._used_faults:
             self.mesh.faults.reset()
+        for undo in reversed(self._mesh_undo):
+            for cluster, restore in undo.items():
+                self.mesh.mesh_config(restore, [cluster])
+        self._mesh_undo.clear()
         for docs, clusters in reversed(self._applied):
             self.mesh.delete(docs, clusters)
         self._applied.clear()

@@ -13,7 +13,8 @@ CLUSTERS = ["cluster1", "cluster2"]
 
 
 def doc(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str, Any]:
-    group = "security.istio.io" if kind in ("PeerAuthentication", "AuthorizationPolicy") else "networking.istio.io"
+    security = ("PeerAuthentication", "AuthorizationPolicy", "RequestAuthentication")
+    group = "security.istio.io" if kind in security else "networking.istio.io"
     return {"apiVersion": f"{group}/v1", "kind": kind, "metadata": {"name": name, "namespace": namespace},
             "spec": spec}
 

@@ -36,7 +36,8 @@ BOTH = ("cluster1", "cluster2")
 @dataclass(frozen=True)
 class Policy:
     spec: dict[str, Any]
-    """AuthorizationPolicy spec; ``$ns``, ``$other_ns``, ``$frontend_ip`` and ``$other_ip`` are filled in."""
+    """AuthorizationPolicy spec; ``$ns``, ``$other_ns``, ``$frontend_ip``, ``$other_ip`` and ``$server_ip`` are
+    filled in."""
     namespace: str = "$ns"
     name: str = "policy"
     clusters: tuple[str, ...] = BOTH
@@ -168,6 +169,30 @@ CASES = [
          (Call("outsider", OK), Call("frontend", FORBIDDEN))),
     Case("deny-not-principals-refuses-plaintext", (deny(_from(notPrincipals=["*"])),),
          (Call("outsider", FORBIDDEN), Call("frontend", OK))),
+    # source.serviceAccounts (srcServiceAccountGenerator): the policy's namespace unless one is named
+    Case("service-accounts", (allow(_from(serviceAccounts=["frontend"])),),
+         (Call("frontend", OK), Call("other", FORBIDDEN), Call("stranger", FORBIDDEN), Call("remote", FORBIDDEN))),
+    Case("service-accounts-of-another-namespace", (allow(_from(serviceAccounts=["$other_ns/stranger"])),),
+         (Call("stranger", OK), Call("frontend", FORBIDDEN))),
+    Case("when-source-service-account", (deny(_when("source.serviceAccount", ["$ns/other"])),),
+         (Call("other", FORBIDDEN), Call("frontend", OK))),
+    # path templates: Envoy's uri_template matcher
+    Case("paths-template", (deny(_to(paths=["/api/{*}/admin", "/files/{**}"])),),
+         (Call("frontend", FORBIDDEN, "/api/v1/admin"), Call("frontend", OK, "/api/v1/v2/admin"),
+          Call("frontend", FORBIDDEN, "/files/a/b/c"), Call("frontend", OK, "/api/admin"))),
+    # trust domains (Istio 1.30's srcTrustDomainGenerator)
+    Case("trust-domains", (allow(_from(trustDomains=["cluster.local"])),),
+         (Call("frontend", OK), Call("outsider", FORBIDDEN))),
+    Case("not-trust-domains", (allow(_from(notTrustDomains=["cluster.local"])),),
+         (Call("frontend", FORBIDDEN), Call("outsider", OK))),
+    # connection attributes: the SNI the client sidecar sent, the address it connected to
+    Case("when-connection-sni", (deny(_when("connection.sni", ["outbound_.9090_*"])),),
+         (Call("frontend", FORBIDDEN, port=9090), Call("frontend", OK))),
+    Case("when-destination-ip", (deny(_when("destination.ip", ["$server_ip"])),), (Call("frontend", FORBIDDEN),)),
+    # Envoy metadata of a filter (envoyFilterGenerator): a request without a verified JWT has none
+    Case("when-experimental-envoy-filter", (deny(_when("experimental.envoy.filters.http.jwt_authn[payload]",
+                                                       ["x", "[y]"])),), (Call("frontend", OK),)),
+    Case("when-destination-ip-elsewhere", (deny(_when("destination.ip", ["10.0.0.0/8"])),), (Call("frontend", OK),)),
     # the server's control plane (cluster1) holds the policy; the caller's identity crosses the clusters
     Case("cross-cluster-principal", (Policy({"rules": [_from(principals=["cluster.local/ns/$ns/sa/remote"])]},
                                             clusters=("cluster1",)),),
@@ -187,6 +212,7 @@ class Workloads:
     def fill(self, value: Any) -> Any:
         variables = {"ns": self.namespace, "other_ns": self.other_namespace,
                      "frontend_ip": self.callers["frontend"].instances[0].address,
+                     "server_ip": self.server.instances[0].address,
                      "other_ip": self.callers["other"].instances[0].address}
         if isinstance(value, str):
             return string.Template(value).substitute(variables)

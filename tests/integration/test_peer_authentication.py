@@ -240,12 +240,16 @@ def test_which_tls_reaches_the_mtls_chain(local_mesh: LocalProvider, workloads: 
 
 
 def test_namespace_wide_port_level_mtls_is_refused(local_mesh: LocalProvider, workloads: Workloads) -> None:
-    """pkg/config/validation ValidatePeerAuthentication (and the CRD rule "portLevelMtls requires selector")."""
-    for selector in ({}, {"selector": {"matchLabels": {}}}):
+    """Without a selector the CRD's CEL rule refuses it ("portLevelMtls requires selector": the API server
+    evaluates it before any webhook); with empty matchLabels it passes the rule and pkg/config/validation
+    ValidatePeerAuthentication refuses it."""
+    for selector, message in (({}, "portLevelMtls requires selector"),
+                              ({"selector": {"matchLabels": {}}},
+                               "mesh/namespace peer authentication cannot have port level mTLS")):
         policy = _policy(workloads.namespace, {**selector, "mtls": {"mode": "STRICT"},
                                                "portLevelMtls": {"9090": {"mode": "DISABLE"}}})
         try:
-            with pytest.raises(ManifestError, match="mesh/namespace peer authentication cannot have port level mTLS"):
+            with pytest.raises(ManifestError, match=message):
                 local_mesh.apply([policy], ["cluster1"])
         finally:
             local_mesh.delete([policy], ["cluster1"])  # in case it was accepted

@@ -60,7 +60,9 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.IGNORE_AUTHZ_DENY: _catch("authz-deny-path-method", "authz-deny-overrides-allow", "authz-propagation-time"),
     Defect.IGNORE_AUTHZ_ALLOW: _catch("authz-allow-nothing-denies-all", "authz-allow-principal",
                                       "authz-allow-namespace", "authz-header-condition",
-                                      "authz-cross-cluster-principal", "authz-plaintext-has-no-principal"),
+                                      "authz-cross-cluster-principal", "authz-plaintext-has-no-principal",
+                                      # each on expect_all_forbidden
+                                      "authz-require-jwt", "authz-jwt-claim-condition", "authz-service-account-field"),
     Defect.ALLOW_NOTHING_ALLOWS: _catch("authz-allow-nothing-denies-all"),
     Defect.IGNORE_PRINCIPAL_RULES: _catch("authz-allow-principal", "authz-cross-cluster-principal",
                                           "authz-plaintext-has-no-principal"),
@@ -78,6 +80,15 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.DISTRIBUTE_IGNORED: _catch("failover-locality-distribute"),
     Defect.FAILOVER_PRIORITY_IGNORED: _catch("failover-priority-labels"),
     Defect.PLAINTEXT_XFCC_TRUSTED: _catch("mtls-permissive-accepts-both"),
+    # both on expect_all_unauthenticated (at the ingress gateway: a failed token passes jwt_authn, then 403)
+    Defect.JWT_SIGNATURE_UNCHECKED: _catch("authn-invalid-jwt-rejected", "authn-jwt-at-ingress-cross-cluster"),
+    # authn-invalid-jwt-rejected on expect_all_ok (no token: 401); the others on expect_all_forbidden (401, not 403)
+    Defect.MISSING_TOKEN_DENIED: _catch("authn-invalid-jwt-rejected", "authz-require-jwt",
+                                        "authn-jwt-at-ingress-cross-cluster"),
+    Defect.DRY_RUN_ENFORCED: _catch("authz-dry-run-does-not-enforce"),  # expect_all_ok
+    Defect.TRUST_DOMAIN_ALIASES_IGNORED: _catch("authz-trust-domain-alias"),  # expect_all_ok
+    # authz-jwt-claim-condition on expect_all_ok (a member is denied); the ingress check on expect_answered_by
+    Defect.CLAIMS_LIST_MATCHED_AS_STRING: _catch("authz-jwt-claim-condition", "authn-jwt-at-ingress-cross-cluster"),
 }
 ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
 """One self-validation run per row: a defect, on a topology, and the checks that must fail."""

@@ -26,6 +26,7 @@ from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpe
 from conformance.providers.existing.preflight import DEFAULT_REVISION, ClusterReport, preflight
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
+from conformance.providers.kube.meshconfig import restore_mesh_configs
 from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Topology
 
@@ -142,6 +143,7 @@ class ExistingProvider(KubeMesh):
         data = state.read()
         contexts = dict(data.get("contexts", {}))
         apis = {cluster: KubeAPI(str(context)) for cluster, context in contexts.items()}
+        restore_mesh_configs(apis, state)
         _delete_own_objects(apis, list(data.get("objects", [])), run_dir.name)
         for api in apis.values():
             for namespace in data.get("namespaces", []):
@@ -158,6 +160,7 @@ class ExistingProvider(KubeMesh):
     def down(self) -> None:
         if self.run_dir is None:
             return
+        self.restore_mesh_configs()
         state = RunState(self.run_dir)
         data = state.read()
         _delete_own_objects({c: self.api(c) for c in self.topology.cluster_names}, list(data.get("objects", [])),

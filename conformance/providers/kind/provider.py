@@ -43,6 +43,7 @@ from conformance.providers.kind.steps import Step, render_argv, render_plan
 from conformance.providers.kind.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
+from conformance.providers.kube.meshconfig import STATE_KEY, restore_mesh_configs
 from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Topology
 
@@ -246,6 +247,9 @@ class KindProvider(KubeMesh):
         runner = runner or SubprocessRunner()
         state = RunState(run_dir)
         created = [str(c) for c in state.read().get("created", [])]
+        changed = set(state.read().get(STATE_KEY) or {}) - set(created)
+        if changed:  # reused clusters outlive the run: put back the MeshConfig it changed there
+            restore_mesh_configs({c: KubeAPI(context_name(c), run_dir / "kubeconfig") for c in changed}, state)
         for cluster in created:
             runner.run(list(delete_cluster(cluster, str(run_dir / "kubeconfig"))))
         if created:

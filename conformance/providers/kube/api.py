@@ -128,6 +128,26 @@ class KubeAPI:
             raise ProviderError(f"{self.context}: read configmap {namespace}/{name}: {exc.reason}") from None
         return dict(found.data or {})
 
+    def config_map(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        """A ConfigMap's data and resourceVersion, or None if it does not exist; ProviderError if unreadable."""
+        try:
+            found = self.core.read_namespaced_config_map(name, namespace, _request_timeout=15)
+        except self._errors as exc:
+            if getattr(exc, "status", None) == 404:
+                return None
+            raise ProviderError(f"{self.context}: read configmap {namespace}/{name}: "
+                                f"{exc.status} {exc.reason}") from None
+        return dict(found.data or {}), str(found.metadata.resource_version or "")
+
+    def patch_config_map(self, namespace: str, name: str, data: Mapping[str, str], resource_version: str) -> None:
+        """Set keys of a ConfigMap's data, only if it is still at ``resource_version`` (a merge patch carrying
+        it: the API server answers 409 Conflict when someone changed the ConfigMap since it was read)."""
+        body = {"metadata": {"resourceVersion": resource_version}, "data": dict(data)}
+        self._call(lambda: self.core.patch_namespaced_config_map(
+            name, namespace, body, field_manager=FIELD_MANAGER, _content_type="application/merge-patch+json",
+            _request_timeout=15),
+                   f"patch configmap {namespace}/{name}")
+
     def node_labels(self) -> list[dict[str, str]] | None:
         """Every node's labels, or None if RBAC forbids listing nodes."""
         try:

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from conformance.config import RunConfig
-from conformance.errors import ConformanceError, ProviderError, TimeoutExpired
+from conformance.errors import ConformanceError, ProviderError, TimeoutExpired, UsageError
 from conformance.istio import ISTIO_KINDS, validate_document
+from conformance.meshconfig import validate_mesh_config
 from conformance.probe import probe_source
-from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
+from conformance.provider import Feature, ProbeHandle, ProbeInstance, ProbeSpec
 from conformance.providers.kube.api import KubeAPI, Pod
+from conformance.providers.kube.meshconfig import patch_mesh_config, restore_mesh_configs
 from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_image, probe_workload_name
+from conformance.runstate import RunState
 from conformance.topology import Cluster, Topology
 
 __all__ = ["KubeMesh"]
@@ -33,6 +36,7 @@ class KubeMesh(abc.ABC):
     """The contract methods every Kubernetes-backed provider shares."""
 
     name = "kube"
+    run_dir: Path | None = None
 
     def __init__(self, config: RunConfig, topology: Topology) -> None:
         self.config = config
@@ -45,6 +49,27 @@ class KubeMesh(abc.ABC):
 
     def clusters(self) -> Sequence[Cluster]:
         return self.topology.clusters
+
+    @abc.abstractmethod
+    def features(self) -> frozenset[Feature]: ...
+
+    def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        """Patch the ``mesh`` key of istiod's ConfigMap in each control-plane cluster (``kube/meshconfig.py``)
+        and wait until istiod serves it; returns the undo patch per control-plane cluster."""
+        if Feature.MESH_WIDE_CONFIG not in self.features():
+            raise UsageError(f"changing MeshConfig is mesh-wide and not allowed on provider {self.name}; rerun "
+                             "with --allow-mesh-wide to permit it")
+        validate_mesh_config(patch)
+        state = RunState(self.run_dir) if self.run_dir is not None else None
+        control_planes = dict.fromkeys(self.topology.cluster(c).config_cluster for c in clusters)
+        return {cluster: patch_mesh_config(self.api(cluster), cluster, self.revision_for(cluster), patch, state,
+                                           self.config.timeouts.mesh_config_s)
+                for cluster in control_planes}
+
+    def restore_mesh_configs(self) -> None:
+        """Put back any MeshConfig this run changed and did not restore (see ``kube/meshconfig.py``)."""
+        if self.run_dir is not None:
+            restore_mesh_configs(self.api, RunState(self.run_dir))
 
     def revision_for(self, cluster: str) -> str | None:
         """The istiod revision probe namespaces in ``cluster`` are labelled for (None: ``istio-injection``)."""

@@ -122,6 +122,10 @@ def _delete(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {}
 
 
+def _mesh_config(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    return {"undo": runtime.set_mesh_config(body["patch"], body["clusters"])}
+
+
 def _spec(data: dict[str, Any]) -> ProbeSpec:
     return ProbeSpec(**{**data, "ports": tuple(data.get("ports") or (8080,))})
 
@@ -206,6 +210,7 @@ ROUTES = {
     ("GET", "/status"): _status,
     ("POST", "/apply"): _apply,
     ("POST", "/delete"): _delete,
+    ("POST", "/meshconfig"): _mesh_config,
     ("POST", "/probes"): _deploy,
     ("POST", "/probes/scale"): _scale,
     ("POST", "/probes/kill"): _kill,

@@ -45,6 +45,11 @@ class Defect(StrEnum):
     FAILOVER_PRIORITY_IGNORED = "failover-priority-ignored"
     PLAINTEXT_XFCC_TRUSTED = "plaintext-xfcc-trusted"
     ROTATION_DROPS_CONNECTIONS = "rotation-drops-connections"
+    JWT_SIGNATURE_UNCHECKED = "jwt-signature-unchecked"
+    MISSING_TOKEN_DENIED = "missing-token-denied"
+    DRY_RUN_ENFORCED = "dry-run-enforced"
+    TRUST_DOMAIN_ALIASES_IGNORED = "trust-domain-aliases-ignored"
+    CLAIMS_LIST_MATCHED_AS_STRING = "claims-list-matched-as-string"
 
     @property
     def description(self) -> str:
@@ -86,6 +91,13 @@ DESCRIPTIONS: dict[Defect, str] = {
                                    "forged identity)",
     Defect.ROTATION_DROPS_CONNECTIONS: "certificate rotation restarts each rotated sidecar abruptly: calls in flight "
                                        "are reset and new ones refused until it is back",
+    Defect.JWT_SIGNATURE_UNCHECKED: "a JWT that fails verification (bad signature, expired, unknown issuer) is let "
+                                    "through without its claims instead of answered 401 (allow_missing_or_failed)",
+    Defect.MISSING_TOKEN_DENIED: "RequestAuthentication requires a token: a request without one gets 401",
+    Defect.DRY_RUN_ENFORCED: "AuthorizationPolicies annotated istio.io/dry-run are enforced instead of only counted",
+    Defect.TRUST_DOMAIN_ALIASES_IGNORED: "MeshConfig trustDomainAliases are ignored when principals are matched",
+    Defect.CLAIMS_LIST_MATCHED_AS_STRING: "request.auth.claims (and audiences, presenter) match only a string claim, "
+                                          "never an element of a list-valued claim",
 }
 
 

@@ -239,6 +239,11 @@ class LocalProvider:
         serials: Mapping[str, str] = self._call("POST", "/certificates/rotate", {"namespace": namespace})["serials"]
         return serials
 
+    def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
+        undo: Mapping[str, Mapping[str, Any]] = self._call(
+            "POST", "/meshconfig", {"patch": dict(patch), "clusters": list(clusters)})["undo"]
+        return undo
+
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         self._call("POST", "/apply", {"docs": list(docs), "clusters": list(clusters)})
 

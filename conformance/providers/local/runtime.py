@@ -25,7 +25,9 @@ from conformance.provider import ProbeSpec
 from conformance.providers.local.addresses import ADMIN_PORT, AddressPlan, PodAddresses, claim_slot
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
+from conformance.providers.local.jwks import JwksResolver
 from conformance.providers.local.links import Links
+from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
 from conformance.providers.local.pods import PodLauncher
 from conformance.providers.local.processes import Supervisor
@@ -64,6 +66,8 @@ class MeshRuntime:
         self.lock = threading.RLock()
         self.registry = Registry()
         self.stores = {c.name: ConfigStore() for c in topology.clusters}
+        self.mesh_configs = MeshConfigs(topology)
+        self.jwks = JwksResolver(lambda cluster, host, port: self.resolve(cluster, host, port))
         self.supervisor = Supervisor(run_dir, on_processes)
         self.binary = envoy_binary(config.envoy_binary)
         self.proxies: dict[str, Proxy] = {}
@@ -117,6 +121,8 @@ class MeshRuntime:
             trust_root=self.ca.root_pem if self.ca is not None else b"",
             east_west=east_west,
             links=self.links.relay if self.links is not None else None,
+            mesh_config=self.mesh_configs.of(config_cluster.name),
+            jwks=self.jwks.for_cluster(config_cluster.name),
         )
 
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
@@ -140,6 +146,12 @@ class MeshRuntime:
                 changed |= self.stores[self.topology.cluster(cluster).name].remove(doc)
         if changed:
             self.sync()
+
+    def set_mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Patch the MeshConfig of the control planes of ``clusters``; returns their undo patches."""
+        undo = self.mesh_configs.patch(patch, clusters)
+        self.sync()
+        return undo
 
     def snapshot(self, proxy: Proxy) -> XdsSnapshot:
         view = self.view(proxy.workload.cluster.name)

@@ -19,11 +19,15 @@ from typing import Any
 
 from conformance.errors import UnsupportedError
 from conformance.istio import doc_ref
-from conformance.providers.local.translate.authz import validate_authorization_policy
+from conformance.meshconfig import validate_mesh_config
+from conformance.providers.local.translate.admission import (
+    validate_authorization_policy,
+    validate_request_authentication,
+)
 from conformance.providers.local.translate.destination import validate_destination_rule
 from conformance.providers.local.translate.mtls import validate_peer_authentication
 
-__all__ = ["SUPPORTED", "Pattern", "check_supported"]
+__all__ = ["SUPPORTED", "SUPPORTED_MESH_CONFIG", "Pattern", "check_supported", "check_supported_mesh_config"]
 
 
 @dataclass(frozen=True)
@@ -58,17 +62,14 @@ _TRAFFIC_POLICY = {
                  "maxRetries": True},
     },
 }
-_SOURCE = {field: True for field in ("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks",
-                                     "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")}
-_OPERATION = {
-    **{field: True for field in ("hosts", "notHosts", "methods", "notMethods", "ports", "notPorts")},
-    # Istio's path templates ({*}, {**}) are not implemented
-    **dict.fromkeys(("paths", "notPaths"), Pattern(r"(?s)(?!.*\{\*\*?\}).*", "paths without {*} or {**}")),
-}
-_WHEN_KEYS = Pattern(
-    r"request\.headers\[.+\]|source\.(principal|namespace|ip)|remote\.ip|destination\.port",
-    "request.headers[<name>], source.principal, source.namespace, source.ip, remote.ip, destination.port",
-)
+_SOURCE = dict.fromkeys(("principals", "notPrincipals", "namespaces", "notNamespaces", "ipBlocks", "notIpBlocks",
+                         "remoteIpBlocks", "notRemoteIpBlocks", "requestPrincipals", "notRequestPrincipals",
+                         "serviceAccounts", "notServiceAccounts", "trustDomains", "notTrustDomains"), True)
+_OPERATION = dict.fromkeys(("hosts", "notHosts", "methods", "notMethods", "paths", "notPaths", "ports", "notPorts"),
+                           True)
+_TARGET_REF = dict.fromkeys(("group", "kind", "name", "namespace"), True)
+"""A policy with targetRef(s) attaches only to Gateway API gateways and waypoints, which the local mesh does not
+run: like Istio's sidecars, it applies the policy to none of its workloads (policyattachment.go)."""
 SUPPORTED: dict[str, dict[str, Any]] = {
     "PeerAuthentication": {
         "selector": {"matchLabels": _LABELS},
@@ -109,18 +110,35 @@ SUPPORTED: dict[str, dict[str, Any]] = {
         "selector": _LABELS,
         "servers": {"name": True, "port": {"number": True, "name": True, "protocol": {"HTTP"}}, "hosts": True},
     },
+    # every field of Istio's AuthorizationPolicy; action CUSTOM (and its provider) is refused by admission.py
     "AuthorizationPolicy": {
         "selector": {"matchLabels": _LABELS},
+        "targetRef": _TARGET_REF,
+        "targetRefs": _TARGET_REF,
         "action": {"ALLOW", "DENY", "AUDIT"},
         "rules": {
             "from": {"source": _SOURCE},
             "to": {"operation": _OPERATION},
-            "when": {"key": _WHEN_KEYS, "values": True, "notValues": True},
+            "when": {"key": True, "values": True, "notValues": True},  # keys: admission.py
+        },
+    },
+    # every field of Istio 1.28's RequestAuthentication (``presence``, newer, is refused by admission.py)
+    "RequestAuthentication": {
+        "selector": {"matchLabels": _LABELS},
+        "targetRef": _TARGET_REF,
+        "targetRefs": _TARGET_REF,
+        "jwtRules": {
+            **dict.fromkeys(("issuer", "audiences", "jwksUri", "jwks_uri", "jwks", "fromParams", "fromCookies",
+                             "outputPayloadToHeader", "forwardOriginalToken", "spaceDelimitedClaims", "timeout"),
+                            True),
+            "fromHeaders": {"name": True, "prefix": True},
+            "outputClaimToHeaders": {"header": True, "claim": True},
         },
     },
 }
 _ADMISSION: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "AuthorizationPolicy": validate_authorization_policy,
+    "RequestAuthentication": validate_request_authentication,
     "DestinationRule": validate_destination_rule,
     "PeerAuthentication": validate_peer_authentication,
 }
@@ -137,27 +155,40 @@ def check_supported(doc: Mapping[str, Any]) -> None:
     admission = _ADMISSION.get(kind)
     if admission is not None:
         admission(doc)
-    _walk(doc.get("spec") or {}, tree, "spec", doc)
+    _walk(doc.get("spec") or {}, tree, "spec", doc_ref(doc))
 
 
-def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
-    if tree is True:
+SUPPORTED_MESH_CONFIG: dict[str, Any] = {
+    "trustDomainAliases": True,
+    "defaultConfig": {"gatewayTopology": {"numTrustedProxies": True}},
+}
+"""The MeshConfig fields the local mesh's control planes honour (``MeshProvider.mesh_config``)."""
+
+
+def check_supported_mesh_config(patch: Mapping[str, Any]) -> None:
+    """Raise UsageError for a MeshConfig istiod would refuse, UnsupportedError for a field the local mesh does
+    not implement."""
+    validate_mesh_config(patch)
+    _walk(patch, SUPPORTED_MESH_CONFIG, "meshConfig", "MeshConfig")
+
+
+def _walk(value: Any, tree: Any, path: str, ref: str) -> None:
+    if tree is True or value is None:  # None: a merge patch removing the field
         return
     if isinstance(value, list):
         for i, item in enumerate(value):
-            _walk(item, tree, f"{path}[{i}]", doc)
+            _walk(item, tree, f"{path}[{i}]", ref)
         return
     if isinstance(tree, Pattern):
         if not isinstance(value, str) or not re.fullmatch(tree.regex, value):
             raise UnsupportedError(
-                f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
-                f"(it implements {tree.means})"
+                f"{ref}: {path}={value!r} is supported by Istio, not by the local mesh (it implements {tree.means})"
             )
         return
     if isinstance(tree, set):
         if value not in tree:
             raise UnsupportedError(
-                f"{doc_ref(doc)}: {path}={value!r} is supported by Istio, not by the local mesh "
+                f"{ref}: {path}={value!r} is supported by Istio, not by the local mesh "
                 f"(it implements {', '.join(sorted(tree))})"
             )
         return
@@ -165,7 +196,5 @@ def _walk(value: Any, tree: Any, path: str, doc: Mapping[str, Any]) -> None:
         for key, item in value.items():
             sub = tree.get(key, tree.get("*"))
             if sub is None:
-                raise UnsupportedError(
-                    f"{doc_ref(doc)}: field {path}.{key} is supported by Istio, not by the local mesh"
-                )
-            _walk(item, sub, f"{path}.{key}", doc)
+                raise UnsupportedError(f"{ref}: field {path}.{key} is supported by Istio, not by the local mesh")
+            _walk(item, sub, f"{path}.{key}", ref)

@@ -27,6 +27,10 @@ class Request:
     port: int = 8080
     source_ip: str = "127.11.0.3"
     headers: Mapping[str, str] = field(default_factory=dict)
+    jwt: Mapping[str, Any] | None = None
+    """The payload of a JWT that jwt_authn verified (its dynamic metadata); None: no verified token."""
+    sni: str = "outbound_.8080_._.server.ns.svc.cluster.local"
+    destination_ip: str = "127.11.0.2"
 
     def header(self, name: str) -> str | None:
         pseudo = {":authority": self.host, ":method": self.method, ":path": self.path}
@@ -78,6 +82,14 @@ def _permission(rule: Mapping[str, Any], request: Request) -> bool:
         return _string(value["path"], request.path.split("?", 1)[0])
     if kind == "destination_port":
         return bool(request.port == value)
+    if kind == "destination_ip":
+        return _in(request.destination_ip, value)
+    if kind == "requested_server_name":
+        return _string(value, request.sni)
+    if kind == "uri_template":
+        return _template(value["typed_config"]["path_template"], request.path.split("?", 1)[0])
+    if kind == "metadata":
+        return _metadata(value, request)
     raise AssertionError(f"the model does not know permission {kind}")
 
 
@@ -96,10 +108,45 @@ def _principal(rule: Mapping[str, Any], request: Request) -> bool:
     if kind == "header":
         return _header(value, request)
     if kind in ("direct_remote_ip", "remote_ip"):
-        address = request.source_ip if kind == "direct_remote_ip" else request.remote_ip
-        network = ipaddress.ip_network(f"{value['address_prefix']}/{value['prefix_len']}", strict=False)
-        return ipaddress.ip_address(address) in network
+        return _in(request.source_ip if kind == "direct_remote_ip" else request.remote_ip, value)
+    if kind == "metadata":
+        return _metadata(value, request)
     raise AssertionError(f"the model does not know principal {kind}")
+
+
+def _in(address: str, cidr: Mapping[str, Any]) -> bool:
+    network = ipaddress.ip_network(f"{cidr['address_prefix']}/{cidr['prefix_len']}", strict=False)
+    return ipaddress.ip_address(address) in network
+
+
+def _template(template: str, path: str) -> bool:
+    """Envoy's uri_template: ``*`` is one path segment, ``**`` (last) zero or more."""
+    pattern = "".join("[^/]+" if part == "*" else ".*" if part == "**" else re.escape(part)
+                      for part in re.split(r"(\*\*|\*)", template))
+    return re.fullmatch(pattern, path) is not None
+
+
+def _metadata(matcher: Mapping[str, Any], request: Request) -> bool:
+    """A metadata matcher over jwt_authn's dynamic metadata (the only metadata the translator matches)."""
+    if matcher["filter"] != "envoy.filters.http.jwt_authn" or request.jwt is None:
+        return False
+    found: Any = {"payload": request.jwt}
+    for segment in matcher["path"]:
+        if not isinstance(found, Mapping) or segment["key"] not in found:
+            return False
+        found = found[segment["key"]]
+    return _value(matcher["value"], found)
+
+
+def _value(matcher: Mapping[str, Any], value: Any) -> bool:
+    (kind, spec), = matcher.items()
+    if kind == "string_match":
+        return isinstance(value, str) and _string(spec, value)
+    if kind == "list_match":
+        return isinstance(value, list) and any(_value(spec["one_of"], item) for item in value)
+    if kind == "or_match":
+        return any(_value(m, value) for m in spec["value_matchers"])
+    raise AssertionError(f"the model does not know value matcher {kind}")
 
 
 def _header(matcher: Mapping[str, Any], request: Request) -> bool:

@@ -29,6 +29,9 @@ PLAINTEXT = Request(peer=None)
 OTHER = Request(peer="spiffe://cluster.local/ns/ns/sa/other")
 STRANGER = Request(peer="spiffe://cluster.local/ns/elsewhere/sa/frontend")
 ME = Request()  # frontend in ns, over mTLS
+ALICE = {"iss": "https://i.test", "sub": "alice", "aud": ["orders", "billing"], "azp": "web-app",
+         "groups": ["admins", "dev"], "org": {"team": "payments"}}
+JWT_ALICE = Request(jwt=ALICE)  # frontend, with alice's verified token
 
 
 def _server() -> Workload:
@@ -39,6 +42,11 @@ def _server() -> Workload:
 def _ap(spec: dict[str, Any], namespace: str = "ns", name: str = "p") -> dict[str, Any]:
     return {"apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
             "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def _dry_run(doc: dict[str, Any], value: str = "true") -> dict[str, Any]:
+    doc["metadata"]["annotations"] = {"istio.io/dry-run": value}
+    return doc
 
 
 def _allow(*rules: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -73,7 +81,8 @@ class Case:
     """Complete AuthorizationPolicy documents (use _ap)."""
     verdicts: tuple[tuple[Request, int], ...]
     defects: frozenset[Defect] = field(default_factory=frozenset)
-    trust_domain: str = "cluster.local"
+    trust_domain: str | tuple[str, ...] = "cluster.local"
+    """The mesh's trust domain, or it and its MeshConfig trustDomainAliases."""
 
 
 def _decide(case: Case) -> Any:
@@ -92,9 +101,11 @@ CASES = [
          ((ME, 200), (OTHER, 403))),
     Case("allow-principal-suffix", (_ap(_allow(_from(principals=["*/sa/frontend"]))),),
          ((ME, 200), (STRANGER, 200), (OTHER, 403), (PLAINTEXT, 403))),
-    # Istio honours one wildcard, at one end: the trailing '*' here is literal
-    Case("principal-wildcard-at-both-ends-is-a-suffix", (_ap(_allow(_from(principals=["*/sa/front*"]))),),
-         ((ME, 403), (Request(peer="spiffe://cluster.local/ns/ns/sa/front*"), 200))),
+    # Istio honours one wildcard, at one end: "*/sa/front*" is the regex spiffe://.*/sa/front* as Istio writes it
+    # (matcher.StringMatcherWithPrefix does not escape), so the trailing '*' repeats the 't'
+    Case("principal-wildcard-at-both-ends-is-a-suffix-regex", (_ap(_allow(_from(principals=["*/sa/front*"]))),),
+         ((ME, 403), (Request(peer="spiffe://cluster.local/ns/ns/sa/front*"), 403),
+          (Request(peer="spiffe://cluster.local/ns/ns/sa/frontt"), 200))),
     Case("allow-principal-any-is-any-mtls-peer", (_ap(_allow(_from(principals=["*"]))),),
          ((ME, 200), (OTHER, 200), (PLAINTEXT, 403))),
     Case("principal-names-this-trust-domain", (_ap(_allow(_from(principals=[FRONTEND]))),),
@@ -205,6 +216,107 @@ CASES = [
     Case("mesh-and-namespace-allow-are-ored",
          (_ap(_allow(_to(paths=["/mesh"])), namespace="istio-system"), _ap(_allow(_from(principals=[FRONTEND])))),
          ((ME, 200), (Request(peer=OTHER.peer, path="/mesh"), 200), (OTHER, 403))),
+    # source.serviceAccounts (model/generator.go srcServiceAccountGenerator; the policy's namespace by default)
+    Case("service-accounts", (_ap(_allow(_from(serviceAccounts=["frontend"]))),),
+         ((ME, 200), (OTHER, 403), (STRANGER, 403), (PLAINTEXT, 403),
+          (Request(peer="spiffe://cluster.local/ns/ns/x/y/sa/frontend"), 200),
+          (Request(peer="spiffe://cluster.local/ns/ns/sa/frontend-junk"), 403))),
+    Case("service-accounts-of-another-namespace", (_ap(_allow(_from(serviceAccounts=["elsewhere/frontend"]))),),
+         ((STRANGER, 200), (ME, 403))),
+    Case("not-service-accounts", (_ap(_deny(_from(notServiceAccounts=["frontend"]))),),
+         ((ME, 200), (OTHER, 403), (PLAINTEXT, 403))),
+    Case("when-source-service-account", (_ap(_allow(_when("source.serviceAccount", ["ns/frontend"]))),),
+         ((ME, 200), (OTHER, 403))),
+    # path templates (pathGenerator + matcher.PathTemplateMatcher: Envoy's uri_template)
+    Case("paths-template-one-segment", (_ap(_deny(_to(paths=["/api/{*}/admin"]))),),
+         ((Request(path="/api/v1/admin"), 403), (Request(path="/api/v1/v2/admin"), 200), (Request(path="/api"), 200))),
+    Case("paths-template-any-segments", (_ap(_allow(_to(paths=["/api/{**}"]))),),
+         ((Request(path="/api/a/b/c"), 200), (Request(path="/other/a"), 403))),
+    Case("not-paths-template", (_ap(_allow(_to(notPaths=["/private/{*}"]))),),
+         ((Request(path="/private/x"), 403), (Request(path="/public/x"), 200))),
+    # trustDomains / notTrustDomains / source.trustDomain (Istio 1.30: srcTrustDomainGenerator)
+    Case("trust-domains", (_ap(_allow(_from(trustDomains=["cluster.local"]))),),
+         ((ME, 200), (Request(peer="spiffe://other.td/ns/ns/sa/frontend"), 403), (PLAINTEXT, 403),
+          (Request(peer="spiffe://cluster.localx/ns/ns/sa/frontend"), 403))),
+    Case("trust-domains-wildcard", (_ap(_allow(_from(trustDomains=["*.td"]))),),
+         ((Request(peer="spiffe://other.td/ns/ns/sa/frontend"), 200), (ME, 403))),
+    Case("trust-domains-any", (_ap(_allow(_from(trustDomains=["*"]))),), ((ME, 200), (PLAINTEXT, 403))),
+    Case("not-trust-domains", (_ap(_deny(_from(notTrustDomains=["cluster.local"]))),),
+         ((ME, 200), (Request(peer="spiffe://other.td/ns/ns/sa/frontend"), 403))),
+    Case("trust-domains-expand-aliases", (_ap(_allow(_from(trustDomains=["td1"]))),),
+         ((ME, 200), (Request(peer="spiffe://td1/ns/ns/sa/frontend"), 200)), trust_domain=("cluster.local", "td1")),
+    Case("when-source-trust-domain", (_ap(_allow(_when("source.trustDomain", ["cluster.local"]))),),
+         ((ME, 200), (Request(peer="spiffe://other.td/ns/ns/sa/x"), 403))),
+    # MeshConfig trustDomainAliases (trustdomain/bundle.go; istio.io "Configure trust domain migration")
+    Case("principal-of-an-alias-names-this-mesh", (_ap(_allow(_from(principals=["td1/ns/ns/sa/frontend"]))),),
+         ((ME, 200), (OTHER, 403), (Request(peer="spiffe://td1/ns/ns/sa/frontend"), 200)),
+         trust_domain=("cluster.local", "td1")),
+    Case("principal-of-an-alias-without-the-alias-names-nobody",
+         (_ap(_allow(_from(principals=["td1/ns/ns/sa/frontend"]))),),
+         ((ME, 403), (Request(peer="spiffe://td1/ns/ns/sa/frontend"), 200))),
+    Case("cluster-local-principal-admits-every-alias", (_ap(_allow(_from(principals=[FRONTEND]))),),
+         ((ME, 200), (Request(peer="spiffe://td1/ns/ns/sa/frontend"), 200),
+          (Request(peer="spiffe://td2/ns/ns/sa/frontend"), 403)), trust_domain=("cluster.local", "td1")),
+    Case("not-principals-of-an-alias", (_ap(_deny(_from(notPrincipals=["td1/ns/ns/sa/frontend"]))),),
+         ((ME, 200), (OTHER, 403)), trust_domain=("cluster.local", "td1")),
+    Case("when-source-principal-of-an-alias", (_ap(_allow(_when("source.principal", ["td1/ns/ns/sa/frontend"]))),),
+         ((ME, 200), (OTHER, 403)), trust_domain=("cluster.local", "td1")),
+    # requestPrincipals / request.auth.* (requestPrincipalGenerator, requestClaimGenerator...): a verified JWT
+    Case("request-principals", (_ap(_allow(_from(requestPrincipals=["https://i.test/alice"]))),),
+         ((JWT_ALICE, 200), (ME, 403), (Request(jwt={**ALICE, "sub": "bob"}), 403),
+          (Request(jwt={**ALICE, "iss": "https://j.test"}), 403))),
+    Case("request-principals-any", (_ap(_allow(_from(requestPrincipals=["*"]))),),
+         ((JWT_ALICE, 200), (ME, 403), (Request(peer=None, jwt=ALICE), 200))),
+    Case("request-principals-any-subject", (_ap(_allow(_from(requestPrincipals=["https://i.test/*"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "iss": "https://j.test"}), 403))),
+    Case("request-principals-issuer-suffix", (_ap(_allow(_from(requestPrincipals=["*.test/alice"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "sub": "bob"}), 403))),
+    Case("request-principals-subject-suffix", (_ap(_allow(_from(requestPrincipals=["*ice"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "sub": "bob"}), 403))),
+    Case("request-principals-subject-prefix", (_ap(_allow(_from(requestPrincipals=["https://i.test/al*"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "sub": "bob"}), 403))),
+    # Istio splits at the last '/', so in "https://i*" the issuer is "https:" + "/" and the subject "i*"
+    Case("request-principals-split-at-the-last-slash", (_ap(_allow(_from(requestPrincipals=["https://i*"]))),),
+         ((JWT_ALICE, 403), (Request(jwt={"iss": "https:/", "sub": "issuer"}), 200))),
+    Case("deny-not-request-principals-requires-a-token", (_ap(_deny(_from(notRequestPrincipals=["*"]))),),
+         ((JWT_ALICE, 200), (ME, 403))),
+    Case("when-request-principal", (_ap(_allow(_when("request.auth.principal", ["https://i.test/alice"]))),),
+         ((JWT_ALICE, 200), (ME, 403))),
+    Case("claims-list-holds-the-value", (_ap(_allow(_when("request.auth.claims[groups]", ["admins"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "groups": ["dev"]}), 403), (ME, 403),
+          (Request(jwt={**ALICE, "groups": "admins"}), 200))),
+    Case("claims-values-are-ored", (_ap(_allow(_when("request.auth.claims[groups]", ["ops", "adm*"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "groups": ["dev"]}), 403))),
+    Case("claims-not-values", (_ap(_deny(_when("request.auth.claims[groups]", not_values=["admins"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "groups": ["dev"]}), 403), (ME, 403))),
+    Case("claims-nested", (_ap(_allow(_when("request.auth.claims[org][team]", ["payments"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "org": {"team": "web"}}), 403),
+          (Request(jwt={**ALICE, "org": "payments"}), 403))),
+    Case("claims-name-with-a-dot-is-one-name", (_ap(_allow(_when("request.auth.claims[a.b]", ["c"]))),),
+         ((Request(jwt={**ALICE, "a.b": "c"}), 200), (Request(jwt={**ALICE, "a": {"b": "c"}}), 403))),
+    Case("audiences", (_ap(_allow(_when("request.auth.audiences", ["orders"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "aud": "orders"}), 200), (Request(jwt={**ALICE, "aud": "x"}), 403))),
+    Case("presenter", (_ap(_allow(_when("request.auth.presenter", ["web-app"]))),),
+         ((JWT_ALICE, 200), (Request(jwt={**ALICE, "azp": "cli"}), 403))),
+    # connection attributes (connSNIGenerator, destIPGenerator)
+    Case("when-connection-sni", (_ap(_deny(_when("connection.sni", ["*.server.ns.svc.cluster.local"]))),),
+         ((ME, 403), (Request(sni="outbound_.8080_._.other.ns.svc.cluster.local"), 200))),
+    Case("when-destination-ip", (_ap(_allow(_when("destination.ip", ["127.11.0.0/24"]))),),
+         ((ME, 200), (Request(destination_ip="127.12.0.2"), 403))),
+    # istio.io/dry-run (builder.go): evaluated in shadow_rules, never enforced
+    Case("dry-run-deny-enforces-nothing", (_dry_run(_ap(_deny({}))),), ((ME, 200), (PLAINTEXT, 200))),
+    Case("dry-run-allow-enforces-nothing", (_dry_run(_ap(_allow(_from(principals=[FRONTEND])))),), ((OTHER, 200),)),
+    Case("dry-run-beside-an-enforced-policy", (_dry_run(_ap(_deny({}), name="d")), _ap(_deny(_to(paths=["/x"])))),
+         ((ME, 200), (Request(path="/x"), 403))),
+    Case("dry-run-false-is-enforced", (_dry_run(_ap(_deny({})), "false"),), ((ME, 403),)),
+    Case("dry-run-not-a-bool-is-enforced", (_dry_run(_ap(_deny({})), "yes"),), ((ME, 403),)),
+    # targetRef(s) attach only to Gateway API gateways and waypoints (policyattachment.go), never to a sidecar
+    Case("target-ref-never-applies-to-a-sidecar",
+         (_ap({"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}]}),),
+         ((ME, 200),)),
+    Case("target-ref-service-never-applies-to-a-sidecar",
+         (_ap({"targetRef": {"kind": "Service", "group": "", "name": "server"}, "action": "DENY", "rules": [{}]}),),
+         ((ME, 200),)),
     # defects
     Case("defect-ignore-authz-deny", (_ap(_deny({})),), ((ME, 200),), frozenset({Defect.IGNORE_AUTHZ_DENY})),
     Case("defect-ignore-authz-allow", (_ap(_allow(_from(principals=[FRONTEND]))),), ((OTHER, 200),),
@@ -225,6 +337,12 @@ CASES = [
          frozenset({Defect.DENY_AFTER_ALLOW})),
     Case("defect-deny-after-allow-without-allow-denies", (_ap(_deny(_to(paths=["/private/*"]))),),
          ((Request(path="/private/x"), 403), (ME, 200)), frozenset({Defect.DENY_AFTER_ALLOW})),
+    Case("defect-dry-run-enforced", (_dry_run(_ap(_deny({}))),), ((ME, 403),), frozenset({Defect.DRY_RUN_ENFORCED})),
+    Case("defect-trust-domain-aliases-ignored", (_ap(_allow(_from(principals=["td1/ns/ns/sa/frontend"]))),),
+         ((ME, 403),), frozenset({Defect.TRUST_DOMAIN_ALIASES_IGNORED}), ("cluster.local", "td1")),
+    Case("defect-claims-list-matched-as-string", (_ap(_allow(_when("request.auth.claims[groups]", ["admins"]))),),
+         ((JWT_ALICE, 403), (Request(jwt={**ALICE, "groups": "admins"}), 200)),
+         frozenset({Defect.CLAIMS_LIST_MATCHED_AS_STRING})),
     Case("defect-path-prefix-matches-bare-prefix", (_ap(_deny(_to(paths=["/admin/*"]))),),
          ((Request(path="/admin/x"), 403), (Request(path="/admin"), 403), (Request(path="/administrator"), 200)),
          frozenset({Defect.PATH_PREFIX_MATCHES_BARE_PREFIX})),
@@ -256,6 +374,7 @@ def test_policies_are_named_as_istio_names_them() -> None:
 
 
 def test_principal_matchers_are_what_istio_generates() -> None:
+    """matcher.StringMatcherWithPrefix and srcNamespaceGenerator write their regexes without escaping."""
     store = ConfigStore()
     store.put(_ap(_allow(_from(principals=[FRONTEND, "*/sa/x.y"], namespaces=["a.b"]))))
     policy = rbac_filters(store, _server(), "cluster.local", NONE)[ALLOW_FILTER]["rules"]["policies"]
@@ -263,46 +382,99 @@ def test_principal_matchers_are_what_istio_generates() -> None:
     principals, namespaces = principal["and_ids"]["ids"]
     assert principals["or_ids"]["ids"] == [
         {"authenticated": {"principal_name": {"exact": "spiffe://cluster.local/ns/ns/sa/frontend"}}},
-        {"authenticated": {"principal_name": {"safe_regex": {"regex": r"spiffe://.*/sa/x\.y"}}}},
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": "spiffe://.*/sa/x.y"}}}},
     ]
     assert namespaces["or_ids"]["ids"] == [
-        {"authenticated": {"principal_name": {"safe_regex": {"regex": r".*/ns/a\.b/.*"}}}},
+        {"authenticated": {"principal_name": {"safe_regex": {"regex": ".*/ns/a.b/.*"}}}},
     ]
+
+
+def test_request_principals_and_claims_are_what_istio_generates() -> None:
+    """requestPrincipalGenerator (iss AND sub, split at the last '/') and requestClaimGenerator (a list holding
+    the value OR the value: MetadataListValueMatcherForJWTClaims with useExtendedJwt), as in Istio's
+    builder testdata extended-allow-full-rule-out.yaml."""
+    store = ConfigStore()
+    store.put(_ap(_allow({**_from(requestPrincipals=["https://i.test/alice"]),
+                          **_when("request.auth.claims[org][team]", ["a", "b"])})))
+    policy = rbac_filters(store, _server(), "cluster.local", NONE)[ALLOW_FILTER]["rules"]["policies"]
+    (principal,) = policy["ns[ns]-policy[p]-rule[0]"]["principals"]
+    request_principal, claim = principal["and_ids"]["ids"]
+    payload = {"filter": "envoy.filters.http.jwt_authn"}
+    assert request_principal == {"and_ids": {"ids": [
+        {"metadata": {**payload, "path": [{"key": "payload"}, {"key": "iss"}],
+                      "value": {"string_match": {"exact": "https://i.test"}}}},
+        {"metadata": {**payload, "path": [{"key": "payload"}, {"key": "sub"}],
+                      "value": {"string_match": {"exact": "alice"}}}},
+    ]}}
+    values = {"or_match": {"value_matchers": [{"string_match": {"exact": "a"}}, {"string_match": {"exact": "b"}}]}}
+    assert claim == {"metadata": {**payload, "path": [{"key": "payload"}, {"key": "org"}, {"key": "team"}],
+                                  "value": {"or_match": {"value_matchers": [{"list_match": {"one_of": values}},
+                                                                            values]}}}}
+
+
+def test_dry_run_policies_go_to_shadow_rules_with_istios_stat_prefix() -> None:
+    """builder.go: an enforced and a dry-run policy of one action share a filter (testdata dry-run-mix-out.yaml)."""
+    store = ConfigStore()
+    store.put(_dry_run(_ap(_allow(_to(paths=["/allow"])), name="httpbin-1")))
+    store.put(_ap(_allow(_to(paths=["/another"])), name="httpbin-2"))
+    store.put(_dry_run(_ap(_deny(_to(paths=["/deny"])), name="d")))
+    filters = rbac_filters(store, _server(), "cluster.local", NONE)
+    allow, deny = filters[ALLOW_FILTER], filters[DENY_FILTER]
+    assert list(allow["rules"]["policies"]) == ["ns[ns]-policy[httpbin-2]-rule[0]"]
+    assert list(allow["shadow_rules"]["policies"]) == ["ns[ns]-policy[httpbin-1]-rule[0]"]
+    assert allow["shadow_rules"]["action"] == "ALLOW" and allow["shadow_rules_stat_prefix"] == "istio_dry_run_allow_"
+    assert "rules" not in deny  # only a dry-run DENY policy: nothing is enforced
+    assert deny["shadow_rules_stat_prefix"] == "istio_dry_run_deny_"
+    assert list(deny["shadow_rules"]["policies"]) == ["ns[ns]-policy[d]-rule[0]"]
+
+
+def test_path_templates_use_envoys_uri_template_matcher() -> None:
+    """pathGenerator + matcher.PathTemplateMatcher: {*} -> *, {**} -> **, in envoy.path.match.uri_template."""
+    store = ConfigStore()
+    store.put(_ap(_deny(_to(paths=["/api/{*}/x/{**}"]))))
+    policy = rbac_filters(store, _server(), "cluster.local", NONE)[DENY_FILTER]["rules"]["policies"]
+    (permission,) = policy["ns[ns]-policy[p]-rule[0]"]["permissions"]
+    (paths,) = permission["and_rules"]["rules"]
+    assert paths["or_rules"]["rules"] == [{"uri_template": {"name": "uri-template", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+        "path_template": "/api/*/x/**"}}}]
 
 
 # -- what the local mesh refuses, and how ---------------------------------------------------------------
 
 
+def test_custom_is_refused_because_the_local_mesh_has_no_ext_authz() -> None:
+    with pytest.raises(UnsupportedError, match=r"spec.action='CUSTOM' is supported by Istio, not by the local mesh: "
+                                               r"CUSTOM delegates to an ext_authz provider"):
+        check_supported(_ap({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]}))
+
+
 @pytest.mark.parametrize(
-    ("spec", "message"),
+    "spec",
     [
-        ({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [{}]},
-         r"spec.action='CUSTOM' is supported by Istio"),
-        ({"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}},
-         r"field spec.targetRef is supported by Istio, not by the local mesh"),
-        ({"targetRefs": [{"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}]},
-         r"field spec.targetRefs is supported by Istio"),
-        (_allow(_from(requestPrincipals=["iss/sub"])),
-         r"field spec.rules\[0\].from\[0\].source.requestPrincipals is supported by Istio"),
-        (_allow(_from(serviceAccounts=["sa"])), r"field spec.rules\[0\].from\[0\].source.serviceAccounts"),
-        (_allow(_when("request.auth.claims[iss]", ["x"])),
-         r"spec.rules\[0\].when\[0\].key='request.auth.claims\[iss\]' is supported by Istio, not by the local mesh"),
-        (_allow(_when("source.serviceAccount", ["ns/sa"])), r"when\[0\].key='source.serviceAccount'"),
-        (_allow(_to(paths=["/api/{*}/x"])), r"spec.rules\[0\].to\[0\].operation.paths\[0\]='/api/\{\*\}/x'"),
+        {"targetRef": {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}},
+        {"targetRefs": [{"kind": "Service", "group": "", "name": "s", "namespace": "ns"}]},
+        _allow(_from(requestPrincipals=["iss/sub"], notRequestPrincipals=["x/y"])),
+        _allow(_from(serviceAccounts=["sa"], notServiceAccounts=["ns/other"])),
+        _allow(_from(trustDomains=["td"], notTrustDomains=["*.bad"], remoteIpBlocks=["10.0.0.0/8"])),
+        _allow(_to(paths=["/api/{*}/x", "/b/{**}"], notPaths=["/c/{*}"])),
+        _allow(_when("request.auth.claims[iss]", ["x"]), _when("request.auth.claims[a][b]", ["y"])),
+        _allow(_when("request.auth.audiences", ["a"]), _when("request.auth.presenter", ["p"]),
+               _when("request.auth.principal", ["i/s"])),
+        _allow(_when("source.serviceAccount", ["ns/sa"]), _when("source.trustDomain", ["td"])),
+        _allow(_when("connection.sni", ["*.example.com"]), _when("destination.ip", ["10.0.0.1"])),
+        _allow(_when("experimental.envoy.filters.http.jwt_authn[payload]", ["[x]"])),
+        {"action": "AUDIT", "rules": [{}]},
     ],
-    ids=["custom", "target-ref", "target-refs", "request-principals", "service-accounts", "jwt-claim",
-         "source-service-account", "path-template"],
+    ids=["target-ref", "target-refs", "request-principals", "service-accounts", "trust-domains", "path-templates",
+         "claims", "request-auth", "source-attributes", "connection", "experimental", "audit"],
 )
-def test_unsupported_fields_are_named(spec: dict[str, Any], message: str) -> None:
-    with pytest.raises(UnsupportedError, match=message):
-        check_supported(_ap(spec))
+def test_every_field_istio_accepts_is_accepted(spec: dict[str, Any]) -> None:
+    check_supported(_ap(spec))
 
 
-def test_dry_run_policies_are_refused_not_enforced() -> None:
-    doc = _ap(_deny({}))
-    doc["metadata"]["annotations"] = {"istio.io/dry-run": "true"}
-    with pytest.raises(UnsupportedError, match=r"metadata.annotations\['istio.io/dry-run'\] is supported by Istio"):
-        check_supported(doc)
+def test_dry_run_policies_are_accepted() -> None:
+    check_supported(_dry_run(_ap(_deny({}))))
 
 
 @pytest.mark.parametrize(
@@ -319,14 +491,40 @@ def test_dry_run_policies_are_refused_not_enforced() -> None:
         (_allow(_when("source.ip", ["nope"])), r"when\[0\].values\[0\]: 'nope' is not an IP address"),
         (_allow(_when("destination.port", not_values=["99999"])), r"when\[0\].notValues\[0\]"),
         (_allow(_when("source.principal")), r"when\[0\]: at least one of values or notValues"),
-        (_allow(_when("request.headers", ["x"])), r"unknown attribute 'request.headers'"),
-        (_allow(_when("destination.labels[app]", ["x"])), r"unknown attribute"),
+        (_allow(_when("request.headers", ["x"])), r"bad key \(request.headers\): should have format a\[b\]"),
+        (_allow(_when("request.auth.claims[]", ["x"])), r"bad key"),
+        (_allow(_when("destination.labels[app]", ["x"])), r"is replaced by the workload selector"),
+        (_allow(_when("destination.namespace", ["x"])), r"is replaced by the metadata.namespace"),
+        (_allow(_when("source.user", ["x"])), r"unknown attribute 'source.user'"),
+        (_allow(_from(serviceAccounts=["a*"])), r"serviceAccounts\[0\]: wildcard not allowed"),
+        (_allow(_from(serviceAccounts=["a/b/c"])), r"expected format 'serviceAccount' or 'namespace/serviceAccount'"),
+        (_allow(_from(serviceAccounts=["/b"])), r"expected format"),
+        (_allow(_from(serviceAccounts=[f"sa{i}" for i in range(17)])), r"may not have more than 16 values"),
+        (_allow(_when("source.serviceAccount", ["a*"])), r"wildcard not allowed"),
+        (_allow(_from(trustDomains=["a*b"])), r"wildcard is only allowed at the start or end"),
+        (_allow(_from(trustDomains=["*a*"])), r"at most one wildcard"),
+        (_allow(_from(notTrustDomains=["td/x"])), r"trust domain must not contain '/'"),
+        (_allow(_to(paths=["/a/{**}/{*}"])), r"\{\*\*\} is not the last operator"),
+        (_allow(_to(paths=["/a/{x}"])), r"contains '\{' or '\}' beyond a supported template"),
+        (_allow(_to(notPaths=["/a/{*}/b c"])), r"segment 'b c' is not a valid literal"),
+        ({"action": "ALLOW", "provider": {"name": "ext"}, "rules": [{}]},
+         r"spec.provider: `provider` must not be with non CUSTOM action, found ALLOW"),
+        ({"action": "CUSTOM", "provider": {"name": "ext"}}, r"CUSTOM action without `rules` is meaningless"),
+        ({"action": "CUSTOM", "rules": [{}]}, r"spec.provider.name: must not be empty"),
+        ({"action": "CUSTOM", "provider": {"name": "ext"}, "rules": [_from(principals=["a"])]},
+         r"principals: is currently not supported with CUSTOM action"),
     ],
     ids=["deny-without-rules", "empty-from", "empty-source", "empty-operation", "bad-ip", "bad-cidr", "bad-port",
          "empty-value", "bad-when-ip", "bad-when-port", "when-without-values", "header-without-name",
-         "unknown-attribute"],
+         "claim-without-name", "destination-labels", "destination-namespace", "unknown-attribute",
+         "service-account-wildcard", "service-account-format", "service-account-empty-namespace",
+         "service-accounts-over-16", "when-service-account-wildcard", "trust-domain-inner-wildcard",
+         "trust-domain-two-wildcards", "trust-domain-slash", "template-any-not-last", "template-unknown-operator",
+         "template-bad-literal", "provider-without-custom", "custom-without-rules", "custom-without-provider",
+         "custom-with-principals"],
 )
 def test_invalid_policies_are_refused_as_istio_refuses_them(spec: dict[str, Any], message: str) -> None:
+    """pkg/config/validation/validation.go ValidateAuthorizationPolicy, pkg/config/security/security.go."""
     with pytest.raises(ManifestError, match=message) as raised:
         check_supported(_ap(spec))
     assert not isinstance(raised.value, UnsupportedError)

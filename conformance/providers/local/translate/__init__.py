@@ -9,6 +9,7 @@ from __future__ import annotations
 from conformance.certs import WorkloadCert
 from conformance.providers.local.envoy import XdsSnapshot
 from conformance.providers.local.model import Workload
+from conformance.providers.local.translate.authn import jwt_filter
 from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.inbound import inbound_clusters, inbound_listener
@@ -23,7 +24,8 @@ def build_sidecar(view: MeshView, workload: Workload, cert: WorkloadCert, source
     listener, clusters = outbound_config(view, workload, source)
     return XdsSnapshot(
         listeners=[inbound_listener(view, workload, source,
-                                    rbac_filters(view.store, workload, view.trust_domain, view.defects)), listener],
+                                    rbac_filters(view.store, workload, view.trust_domains, view.defects),
+                                    jwt_filter(view, workload, gateway=False)), listener],
         clusters=[*inbound_clusters(workload), *clusters],
         secrets=secrets(cert),
     )

@@ -34,6 +34,17 @@ class MeshView:
     """Cluster -> address of its east-west gateway (multi-network meshes only)."""
     links: Callable[[str, str, str, int], tuple[str, int]] | None = None
     """(from cluster, to cluster, address, port) -> where to connect: a relay on the link between them."""
+    jwks: Callable[[str, str, float], str | None] | None = None
+    """(issuer, jwksUri, timeout) -> the JWKS this control plane fetched, or None if it could not."""
+    mesh_config: Mapping[str, Any] = field(default_factory=dict)
+    """This control plane's MeshConfig (camelCase, as in the ``istio`` ConfigMap); empty means Istio's
+    defaults."""
+
+    @property
+    def trust_domains(self) -> tuple[str, ...]:
+        """The mesh's trust domain, then its ``trustDomainAliases`` (trustdomain.NewBundle)."""
+        aliases = [str(a) for a in self.mesh_config.get("trustDomainAliases") or []]
+        return (self.trust_domain, *aliases)
 
     def service_ports(self, host: str) -> tuple[int, ...]:
         """The ports of a host: a Kubernetes service's, or a ServiceEntry's."""

@@ -22,6 +22,7 @@ from typing import Any
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import XdsSnapshot, any_config
 from conformance.providers.local.model import ROOT_NAMESPACE, Resource, Workload
+from conformance.providers.local.translate.authn import jwt_filter
 from conformance.providers.local.translate.authz import rbac_filters
 from conformance.providers.local.translate.context import MeshView, SourceFn
 from conformance.providers.local.translate.destination import find_destination_rule, subsets
@@ -91,24 +92,36 @@ def build_ingress(view: MeshView, workload: Workload, source: SourceFn) -> XdsSn
         if hosts and Defect.GATEWAY_ROUTES_EVERYTHING in view.defects:
             anything = [{**hosts[0]["routes"][0], "match": {"prefix": "/"}}]
             hosts.append({"name": "everything", "domains": ["*"], "routes": anything})
-        rbac = rbac_filters(view.store, workload, view.trust_domain, view.defects)
+        rbac = rbac_filters(view.store, workload, view.trust_domains, view.defects)
+        authn = [f for f in [jwt_filter(view, workload, gateway=True)] if f is not None]
         listeners.append(_http_listener(workload, port, {"name": name, "virtual_hosts": hosts,
-                                                          "validate_clusters": False}, rbac))
+                                                          "validate_clusters": False},
+                                        [*authn, *({"name": k, "typed_config": v} for k, v in rbac.items())],
+                                        _trusted_proxies(view)))
     clusters: list[dict[str, Any]] = []
     for destination in destinations(view):
         clusters += destination_clusters(view, _locality(workload), ROOT_NAMESPACE, destination, source)
     return XdsSnapshot(listeners=listeners, clusters=clusters)
 
 
-def _http_listener(workload: Workload, port: int, routes: dict[str, Any],
-                   rbac: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """AuthorizationPolicies that select the gateway (or are mesh-wide) run before routing, as in Istio."""
+def _trusted_proxies(view: MeshView) -> int:
+    """ProxyConfig ``gatewayTopology.numTrustedProxies`` from MeshConfig ``defaultConfig`` (gateway.go
+    buildGatewayConnectionManager). On Istio a gateway reads its ProxyConfig when it starts; the local mesh
+    applies a change at once."""
+    default = view.mesh_config.get("defaultConfig") or {}
+    return int((default.get("gatewayTopology") or {}).get("numTrustedProxies") or 0)
+
+
+def _http_listener(workload: Workload, port: int, routes: dict[str, Any], security: list[dict[str, Any]],
+                   trusted_hops: int) -> dict[str, Any]:
+    """RequestAuthentications and AuthorizationPolicies that select the gateway (or are mesh-wide) run before
+    routing, as in Istio; the client address is taken from X-Forwarded-For past ``trusted_hops`` proxies."""
     hcm = {
         "stat_prefix": f"outbound_0.0.0.0_{listen_port(port)}",
         "route_config": routes,
-        "http_filters": [*({"name": name, "typed_config": config} for name, config in rbac.items()),
-                         *http_filters()],
+        "http_filters": [*security, *http_filters()],
         "use_remote_address": True,
+        "xff_num_trusted_hops": trusted_hops,
         "forward_client_cert_details": "SANITIZE",
     }
     return {

@@ -57,7 +57,8 @@ def inbound_cluster_name(port: int) -> str:
     return f"inbound|{port}||"
 
 
-def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], plaintext: bool) -> dict[str, Any]:
+def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], jwt: dict[str, Any] | None,
+         plaintext: bool) -> dict[str, Any]:
     config: dict[str, Any] = {
         "stat_prefix": f"inbound_0.0.0.0_{port}",
         "route_config": {
@@ -73,6 +74,7 @@ def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], plaintext: 
             }],
         },
         "http_filters": [
+            *([jwt] if jwt is not None else []),  # authentication, then authorization (listener_builder.go)
             *({"name": name, "typed_config": rbac[name]} for name in RBAC_FILTERS),
             *_delays(view.defects),
             {"name": "envoy.filters.http.router",
@@ -93,8 +95,10 @@ def _hcm(view: MeshView, port: int, rbac: dict[str, dict[str, Any]], plaintext: 
 
 
 def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
-                     rbac: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """``rbac``: the typed configs of the DENY and ALLOW RBAC filters (default: enforce nothing)."""
+                     rbac: dict[str, dict[str, Any]] | None = None,
+                     jwt: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``rbac``: the typed configs of the DENY and ALLOW RBAC filters (default: enforce nothing); ``jwt``: the
+    ``jwt_authn`` filter of the workload's RequestAuthentications (authn.py), if any."""
     rbac = rbac or {name: pass_through_rbac() for name in RBAC_FILTERS}
     pod_ip = workload.addresses.pod_ip
     chains: list[dict[str, Any]] = []
@@ -108,13 +112,13 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
                 "name": f"{pod_ip}_{port}_mtls",
                 "filter_chain_match": match,
                 "transport_socket": downstream_mtls(source, view.trust_root),
-                "filters": [_hcm(view, port, rbac, plaintext=False)],
+                "filters": [_hcm(view, port, rbac, jwt, plaintext=False)],
             })
         if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):
             chains.append({
                 "name": f"{pod_ip}_{port}_plaintext",
                 "filter_chain_match": {"destination_port": port, "transport_protocol": "raw_buffer"},
-                "filters": [_hcm(view, port, rbac, plaintext=True)],
+                "filters": [_hcm(view, port, rbac, jwt, plaintext=True)],
             })
     return {
         "name": "virtualInbound",
