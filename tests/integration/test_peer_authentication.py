@@ -240,12 +240,11 @@ def test_which_tls_reaches_the_mtls_chain(local_mesh: LocalProvider, workloads: 
 
 
 def test_namespace_wide_port_level_mtls_is_refused(local_mesh: LocalProvider, workloads: Workloads) -> None:
-    """Without a selector the CRD's CEL rule refuses it ("portLevelMtls requires selector": the API server
-    evaluates it before any webhook); with empty matchLabels it passes the rule and pkg/config/validation
-    ValidatePeerAuthentication refuses it."""
-    for selector, message in (({}, "portLevelMtls requires selector"),
-                              ({"selector": {"matchLabels": {}}},
-                               "mesh/namespace peer authentication cannot have port level mTLS")):
+    """The CRD's CEL rule "portLevelMtls requires selector" (a selector with at least one label) refuses both,
+    as the API server does before any webhook; pkg/config/validation ValidatePeerAuthentication says the same
+    ("mesh/namespace peer authentication cannot have port level mTLS") when the rule is not there."""
+    for selector in ({}, {"selector": {"matchLabels": {}}}):
+        message = "portLevelMtls requires selector"
         policy = _policy(workloads.namespace, {**selector, "mtls": {"mode": "STRICT"},
                                                "portLevelMtls": {"9090": {"mode": "DISABLE"}}})
         try:
