@@ -9,6 +9,8 @@ Two kinds of outcome are never mixed:
 ::
 
     ConformanceError                 anything meshconf raises on purpose
+    ├── CannotRun                    this environment cannot host one check (e.g. the user's own mesh-wide
+    │                                policy would shadow the check's): the check is skipped, saying why
     ├── UsageError                   bad flags, profile or topology; exit 2, before anything starts
     │   └── ManifestError            a YAML document is invalid (names the document and the field)
     │       └── UnsupportedError     valid Istio, but this provider cannot honour that field
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BringUpFailed",
+    "CannotRun",
     "ConfigNotApplied",
     "ConformanceError",
     "EnvironmentBroken",
@@ -73,6 +76,12 @@ class ManifestError(UsageError):
 
 class UnsupportedError(ManifestError):
     """A valid Istio field that this provider does not implement (never silently ignored)."""
+
+
+class CannotRun(ConformanceError):
+    """One check cannot be carried out in this environment, through nobody's fault: e.g. the clusters already
+    hold config that Istio would let win over the check's own. The check is reported as skipped with this
+    message (never failed: the mesh was not shown to be wrong; never broken: nothing is broken)."""
 
 
 class EnvironmentBroken(ConformanceError):

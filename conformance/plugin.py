@@ -35,6 +35,7 @@ from conformance.collector import RunCollector
 from conformance.config import RunConfig
 from conformance.errors import (
     BringUpFailed,
+    CannotRun,
     ConformanceError,
     EnvironmentBroken,
     EnvironmentLost,
@@ -272,6 +273,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     (its answer names the dead process and its last output), and raise that instead."""
     try:
         return (yield)
+    except CannotRun as exc:
+        pytest.skip(str(exc))
     except Exception as exc:
         current = item.stash.get(_SCENARIO, None)
         if current is None or isinstance(exc, _ONE_LINE):

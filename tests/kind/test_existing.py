@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, ProviderError, UsageError
+from conformance.errors import CannotRun, EnvironmentBroken, ProviderError, UsageError
 from conformance.provider import Feature, ProbeSpec
 from conformance.providers import PROVIDERS
 from conformance.providers.existing import ExistingProvider
@@ -60,6 +60,9 @@ class FakeAPI:
 
     def server_version(self) -> str:
         return "v1.34.1"
+
+    def list_objects(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+        return [o for (k, ns, _), o in self.objects.items() if (k, ns) == (kind, namespace)]
 
     def deployments(self, namespace: str, selector: dict[str, str]) -> list[Any]:
         assert (namespace, selector) == ("istio-system", {"app": "istiod"})  # any revision
@@ -269,14 +272,15 @@ def test_mesh_wide_never_changes_or_deletes_what_this_run_did_not_create() -> No
     """The verdicts issue: under --allow-mesh-wide, an object that exists and is not this run's is refused (one
     line); delete and teardown remove only objects marked as this run's."""
     theirs = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
-              "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}}
+              "metadata": {"name": "default", "namespace": "istio-system"},
+              "spec": {"selector": {"matchLabels": {"app": "gateway"}}, "mtls": {"mode": "PERMISSIVE"}}}
     ours = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
             "metadata": {"name": "meshconf-strict", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
     apis = _healthy()
     apis["staging-a"].objects[_key(theirs)] = theirs
     provider = _provider(apis, allow_mesh_wide=True)
     provider.up()
-    changed = {**theirs, "spec": {"mtls": {"mode": "STRICT"}}}
+    changed = {**theirs, "spec": {**theirs["spec"], "mtls": {"mode": "STRICT"}}}
     with pytest.raises(UsageError) as raised:
         provider.apply([changed], ["cluster1", "cluster2"])
     assert str(raised.value) == ("PeerAuthentication istio-system/default already exists in context staging-a and was "
@@ -297,6 +301,27 @@ def test_mesh_wide_never_changes_or_deletes_what_this_run_did_not_create() -> No
     assert [d["metadata"]["name"] for d in apis["staging-a"].deleted] == ["meshconf-strict"]
     assert [d["metadata"]["name"] for d in apis["staging-b"].deleted] == ["meshconf-strict"]
     assert apis["staging-a"].objects[_key(theirs)] is theirs
+
+
+def test_a_mesh_wide_policy_the_user_has_skips_the_check_instead_of_a_false_alarm() -> None:
+    """Istio applies only the oldest mesh-wide PeerAuthentication (pilot/pkg/model/authentication.go): with the
+    user's own in place, the check's could never take effect, so the check cannot run (skipped, saying why)
+    rather than report a conformant mesh as failing. A policy with a selector does not shadow it."""
+    users = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+             "metadata": {"name": "default", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+    ours = {"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "meshconf-strict", "namespace": "istio-system"}, "spec": {"mtls": {"mode": "STRICT"}}}
+    apis = _healthy()
+    apis["staging-b"].objects[_key(users)] = users
+    provider = _provider(apis, allow_mesh_wide=True)
+    provider.up()
+    with pytest.raises(CannotRun, match="context staging-b already has a mesh-wide PeerAuthentication "
+                                        "istio-system/default; Istio applies only the oldest"):
+        provider.apply([ours], ["cluster1", "cluster2"])
+    assert apis["staging-a"].applied == [] == apis["staging-b"].applied
+    apis["staging-b"].objects[_key(users)] = {**users, "spec": {"selector": {"matchLabels": {"app": "x"}}}}
+    provider.apply([ours], ["cluster1", "cluster2"])
+    provider.down()
 
 
 def test_istiod_version_from_image() -> None:

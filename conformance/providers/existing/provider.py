@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, UsageError
+from conformance.errors import CannotRun, EnvironmentBroken, UsageError
 from conformance.istio import doc_ref
 from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpec
 from conformance.providers.existing.preflight import DEFAULT_REVISION, ClusterReport, preflight
@@ -33,6 +33,8 @@ from conformance.topology import Topology
 __all__ = ["OWN_PREFIX", "RUN_ANNOTATION", "ExistingProvider"]
 
 OWN_PREFIX = "meshconf-"
+ROOT_NAMESPACE = "istio-system"
+"""Istio's default root namespace (MeshConfig rootNamespace), where mesh-wide policies live."""
 RUN_ANNOTATION = "meshconf.io/run"
 """Set on every object this provider creates outside its own namespaces: the run directory's name."""
 _MANAGED_BY = {"app.kubernetes.io/managed-by": "meshconf"}
@@ -224,6 +226,8 @@ class ExistingProvider(KubeMesh):
                     raise UsageError(f"{doc_ref(doc)} already exists in context {api.context} and was not created "
                                      "by this meshconf run; meshconf never changes objects it did not create "
                                      "(remove it yourself, or skip this check with -k)")
+            for doc in shared:
+                _not_shadowed(api, doc, self.run_id)
         own = [_marked(doc, self.run_id) if not self._in_own_namespace(doc) else doc for doc in docs]
         self._record(shared, clusters)
         super().apply(own, clusters)
@@ -340,3 +344,19 @@ def _delete_own_objects(apis: Mapping[str, KubeAPI], objects: Sequence[Mapping[s
         if live is not None and _run_of(live) == run_id:
             api.delete([doc])
 
+
+def _not_shadowed(api: KubeAPI, doc: Mapping[str, Any], run_id: str) -> None:
+    """A mesh-wide PeerAuthentication (root namespace, no selector) of this run would be shadowed by one the
+    user already has: Istio applies only the oldest mesh-wide policy (pilot/pkg/model/authentication.go
+    composes the mesh level from the oldest one), so the check's own would never take effect and the check
+    would report a mesh that is fine as non-conformant. Say so and skip it instead."""
+    meta = doc.get("metadata") or {}
+    if doc.get("kind") != "PeerAuthentication" or meta.get("namespace") != ROOT_NAMESPACE or \
+            (doc.get("spec") or {}).get("selector"):
+        return
+    for live in api.list_objects(str(doc.get("apiVersion")), "PeerAuthentication", ROOT_NAMESPACE):
+        if not (live.get("spec") or {}).get("selector") and _run_of(live) != run_id:
+            name = (live.get("metadata") or {}).get("name")
+            raise CannotRun(f"context {api.context} already has a mesh-wide PeerAuthentication "
+                            f"{ROOT_NAMESPACE}/{name}; Istio applies only the oldest mesh-wide policy, so this "
+                            "check's own could not take effect (meshconf leaves yours alone)")

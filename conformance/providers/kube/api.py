@@ -170,6 +170,15 @@ class KubeAPI:
             raise ProviderError(f"{self.context}: read {doc_ref(doc)}: {exc.reason}") from None
         return dict(found.to_dict())
 
+    def list_objects(self, api_version: str, kind: str, namespace: str) -> list[dict[str, Any]]:
+        """Every live object of ``kind`` in ``namespace``."""
+        resource = self._resource({"apiVersion": api_version, "kind": kind})
+        try:
+            found = self._dyn().get(resource, namespace=namespace)
+        except self._errors as exc:
+            raise ProviderError(f"{self.context}: list {kind} in {namespace}: {exc.reason}") from None
+        return [dict(item) for item in found.to_dict().get("items") or []]
+
     def namespaces(self, prefix: str) -> list[str]:
         items = self._call(lambda: self.core.list_namespace(), "list namespaces")
         return sorted(str(n.metadata.name) for n in items.items if str(n.metadata.name).startswith(prefix))
