@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from conformance.probe import probe_source
 from conformance.provider import ProbeSpec
 from conformance.providers.kube.probes import CONTROL_PORT, PROBE_IMAGE, probe_docs
@@ -21,7 +23,11 @@ def test_in_mesh_probe() -> None:
     docs = _docs(service_account="alice", ports=(8080, 9090), zone="zone2")
     assert docs["Namespace"]["metadata"]["labels"]["istio-injection"] == "enabled"
     template = docs["Deployment"]["spec"]["template"]
-    assert template["metadata"]["annotations"] == {"traffic.sidecar.istio.io/excludeInboundPorts": str(CONTROL_PORT)}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["traffic.sidecar.istio.io/excludeInboundPorts"] == str(CONTROL_PORT)
+    # DNS proxying per pod (the egress check needs a ServiceEntry host to resolve on any mesh)
+    assert json.loads(annotations["proxy.istio.io/config"]) == {
+        "proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true", "ISTIO_META_DNS_AUTO_ALLOCATE": "true"}}
     assert "sidecar.istio.io/inject" not in template["metadata"]["labels"]
     container = template["spec"]["containers"][0]
     assert container["image"] == PROBE_IMAGE

@@ -25,6 +25,10 @@ PROBE_CONFIGMAP = "meshconf-probe"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "meshconf"}
 _PROBE_UID = 1000  # never 1337: Istio's proxy uid bypasses capture
 
+DNS_PROXYING = '{"proxyMetadata": {"ISTIO_META_DNS_CAPTURE": "true", "ISTIO_META_DNS_AUTO_ALLOCATE": "true"}}'
+"""The pod annotation that turns on istio-agent's DNS proxying for one pod (the egress check needs it on
+clusters whose mesh default leaves it off)."""
+
 
 def probe_image(hub: str | None = None) -> str:
     """The stock Python image the probe runs in: Docker Hub's, or a Docker Hub mirror's (``--image-hub``)."""
@@ -103,8 +107,12 @@ def probe_docs(spec: ProbeSpec, cluster: Cluster, probe_source: str, image: str 
              "replicas": spec.replicas,
              "selector": {"matchLabels": {"app": spec.service, "version": spec.version}},
              "template": {
-                 "metadata": {"labels": pod_labels,
-                              "annotations": {"traffic.sidecar.istio.io/excludeInboundPorts": str(CONTROL_PORT)}},
+                 "metadata": {"labels": pod_labels, "annotations": {
+                     "traffic.sidecar.istio.io/excludeInboundPorts": str(CONTROL_PORT),
+                     # istio-agent's DNS proxy for this pod, whatever the mesh's default: a ServiceEntry host
+                     # resolves and an unknown name does not (istio.io "DNS Proxying": per-pod proxy config)
+                     "proxy.istio.io/config": DNS_PROXYING,
+                 }},
                  "spec": pod_spec,
              },
          }},
