@@ -57,6 +57,8 @@ XDS_PORT = 15010
 """istiod's plaintext xDS port."""
 TIMELINE_LENGTH = 2000
 """Pushes a control plane remembers for diagnostics."""
+PENDING_PUSHES = 100
+"""Unfinished pushes a control plane keeps settling as ACKs arrive."""
 _T = TypeVar("_T")
 
 
@@ -102,7 +104,6 @@ class _Stream:
     sent: dict[str, _Sent] = field(default_factory=dict)
     sent_digests: dict[str, dict[str, str]] = field(default_factory=dict)
     acked_nonce: dict[str, str] = field(default_factory=dict)
-    opened: float = field(default_factory=time.time)
 
     def close(self) -> None:
         self.queue.put_nowait(None)
@@ -263,8 +264,9 @@ class ControlPlane:
     def status(self) -> dict[str, Any]:
         return self._loop.run(self._status())
 
-    def timeline(self) -> list[dict[str, Any]]:
-        return self._loop.run(self._describe_timeline())
+    def timeline(self, last: int = TIMELINE_LENGTH) -> list[dict[str, Any]]:
+        """The last pushes, oldest first: version, reason, and each changed proxy's time to ACK (or NACK)."""
+        return self._loop.run(self._describe_timeline(last))
 
     def _encode(self, resources: ProxyResources) -> Encoded:
         return {type_url: {name: (r.digest, self._converter.to_any(type_url, r)) for name, r in found.items()}
@@ -320,7 +322,8 @@ class ControlPlane:
             push._settle(self._proxies[node])
         if not push.pending:
             push.done.set()
-        self._pushes = [p for p in self._pushes if not p.done.is_set()]
+        # a push that timed out stays (its proxies may still ACK it) until newer ones push it out
+        self._pushes = [p for p in self._pushes if not p.done.is_set()][-PENDING_PUSHES:]
 
     def _push(self, proxy: _Proxy, stream: _Stream, old: dict[str, dict[str, str]]) -> None:
         clusters = proxy.digests(PUSH_ORDER[0])
@@ -404,8 +407,8 @@ class ControlPlane:
         return {"cluster": self.cluster, "address": f"{self.address}:{self.port}", "up": self.up,
                 "pushes": len(self._timeline), "proxies": proxies}
 
-    async def _describe_timeline(self) -> list[dict[str, Any]]:
-        return [push.describe() for push in self._timeline]
+    async def _describe_timeline(self, last: int) -> list[dict[str, Any]]:
+        return [push.describe() for push in list(self._timeline)[-last:]]
 
     # -- streams -------------------------------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ __all__ = ["MeshRuntime", "Proxy"]
 
 GATEWAY_ACCOUNTS = {"ingress": "istio-ingressgateway-service-account",
                     "east-west": "istio-eastwestgateway-service-account"}
+DIAGNOSTIC_PUSHES = 500
+"""Pushes per control plane in a diagnostics dump (the most recent)."""
 SLOW_PUSH_MARGIN_S = 2.0
 """slow-config-push holds every config push back this much longer than the authz propagation budget."""
 
@@ -453,8 +455,8 @@ class MeshRuntime:
         summary = dest / "mesh.json"
         summary.write_text(json.dumps(self.describe_state(), indent=1, default=str))
         pushes = dest / "xds-pushes.json"
-        pushes.write_text(json.dumps({name: plane.timeline() for name, plane in self.control_planes.items()},
-                                     indent=1))
+        pushes.write_text(json.dumps({name: plane.timeline(DIAGNOSTIC_PUSHES)
+                                      for name, plane in self.control_planes.items()}, indent=1))
         written = [summary, pushes]
         for workload in self.registry.workloads():
             if workload.namespace in namespaces:

@@ -121,7 +121,8 @@ def split(snapshot: XdsSnapshot) -> ProxyResources:
         if assignment is not None:
             _add(out, ENDPOINT, assignment, name=str(assignment["cluster_name"]))
             out.references[ENDPOINT].add(str(assignment["cluster_name"]))
-        out.references[SECRET] |= set(_secret_names(cluster))
+        for socket in _transport_sockets(cluster):
+            out.references[SECRET] |= set(_secret_names(socket))
     for built in snapshot.listeners:
         listener, routes = _split_listener(built)
         _add(out, LISTENER, listener)
@@ -131,7 +132,9 @@ def split(snapshot: XdsSnapshot) -> ProxyResources:
                 raise ProviderError(f"two different route configs named {route['name']!r} in one proxy")
             _add(out, ROUTE, route)
             out.references[ROUTE].add(str(route["name"]))
-        out.references[SECRET] |= set(_secret_names(listener))
+        for chain in listener.get("filter_chains", []):
+            for socket in _transport_sockets(chain):
+                out.references[SECRET] |= set(_secret_names(socket))
     for name, secret in snapshot.secrets.items():
         _add(out, SECRET, secret, name=name)
     return out
@@ -170,6 +173,14 @@ def _split_listener(listener: Mapping[str, Any]) -> tuple[Mapping[str, Any], lis
             filters.append(network_filter)
         chains.append({**chain, "filters": filters})
     return {**listener, "filter_chains": chains}, routes
+
+
+def _transport_sockets(holder: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """A cluster's or filter chain's transport sockets: where SDS secrets are referred to."""
+    if "transport_socket" in holder:
+        yield holder["transport_socket"]
+    for match in holder.get("transport_socket_matches", []):
+        yield match["transport_socket"]
 
 
 def _secret_names(body: Any) -> Iterator[str]:
