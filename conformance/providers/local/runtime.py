@@ -440,11 +440,12 @@ class MeshRuntime:
                 {"name": w.name, "cluster": w.cluster.name, "namespace": w.namespace, "service": w.spec.service,
                  "version": w.spec.version, "serviceAccount": w.service_account, "inMesh": w.in_mesh,
                  "zone": w.zone, "podIP": w.addresses.pod_ip,
-                 "running": self.proxies[w.name].running if w.name in self.proxies else None}
+                 "running": self.proxies[w.name].running if w.name in self.proxies else None,
+                 "controlPlane": w.cluster.config_cluster if w.in_mesh else None}
                 for w in self.registry.workloads()
             ],
-            "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running}
-                         for (c, k), p in self.gateways.items()],
+            "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running,
+                          "controlPlane": p.workload.cluster.config_cluster} for (c, k), p in self.gateways.items()],
             "links": self.links.describe() if self.links is not None else {},
             "controlPlanes": {name: plane.status() for name, plane in self.control_planes.items()},
         }
