@@ -16,7 +16,6 @@ from conformance.doctor import (
     render_findings,
 )
 
-
 # -- local: the Envoy wheel and its control planes' gRPC packages (Envoys watch no files: no inotify row) --------
 
 

@@ -170,8 +170,8 @@ class Push:
         while not self.done.wait(0.05 if alive else max(0.0, deadline - time.monotonic())):
             if alive is not None and not alive():
                 hint = log() if log is not None else ""
-                raise ProviderError(f"Envoy {', '.join(sorted(self.pending.values()))} exited before it got its "
-                                    f"config: {hint}")
+                raise ProviderError(f"Envoy {', '.join(sorted(self.pending.values()))} exited during start-up, "
+                                    f"before it got its config: {hint}")
             if time.monotonic() >= deadline:
                 names = ", ".join(sorted(self.pending.values())[:5])
                 raise ConfigNotApplied(f"control plane {self.cluster}: no ACK of version {self.version} within "
