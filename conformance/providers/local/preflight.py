@@ -5,7 +5,6 @@
 - A free address slot: each running mesh holds one of the 24 slots of 127.0.0.0/8 (``addresses.py``).
 - Every 127.0.0.0/8 address answers: each workload binds its own address (Linux does this; macOS answers only
   on 127.0.0.1 unless aliases are added).
-- Free inotify instances: each Envoy watches its xDS files with them (``meshconf doctor``'s own check).
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import subprocess
 from pathlib import Path
 
 from conformance.config import RunConfig
-from conformance.doctor import _inotify as inotify_finding
 from conformance.errors import UsageError
 from conformance.providers.local.addresses import free_slots
 from conformance.providers.local.envoy import envoy_binary
@@ -41,9 +39,6 @@ def preflight(config: RunConfig, topology: Topology) -> list[str]:
     loopback = _loopback()
     if loopback:
         problems.append(loopback)
-    inotify = inotify_finding()
-    if not inotify.found:
-        problems.append(f"{inotify.name}: {inotify.version}; {inotify.hint}")
     return problems
 
 

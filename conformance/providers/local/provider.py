@@ -301,6 +301,25 @@ class LocalProvider:
         except httpx.HTTPError as exc:
             raise ProviderError(f"Envoy admin of {probe} at {admin} unreachable: {exc}") from None
 
+    # -- control planes (the local mesh's; the lifecycle checks build on these) -----------------------------
+
+    def set_control_plane(self, cluster: str, up: bool) -> dict[str, Any]:
+        """Stop a primary cluster's control plane (its ADS streams close and it refuses connections; Envoys
+        keep their last config) or start it again (Envoys reconnect with their own backoff). Returns its status."""
+        status: dict[str, Any] = self._call("POST", "/control-planes", {"cluster": cluster, "up": up})
+        return status
+
+    def restart_control_plane(self, cluster: str) -> dict[str, Any]:
+        """Restart a control plane: it forgets its proxies, rebuilds their config from its config store, and
+        serves them again when they reconnect. Returns its status."""
+        status: dict[str, Any] = self._call("POST", "/control-planes", {"cluster": cluster, "restart": True})
+        return status
+
+    def control_plane_status(self, cluster: str) -> dict[str, Any]:
+        """``up``, ``address`` and per proxy: ``connected``, ``inSync``, ``versions`` (per xDS type), ``nacks``."""
+        status: dict[str, Any] = self._call("POST", "/control-planes", {"cluster": cluster})
+        return status
+
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         answer = self._call("POST", "/diagnostics", {"dest": str(dest.resolve()), "namespaces": list(namespaces)})
         return [Path(f) for f in answer["files"]]

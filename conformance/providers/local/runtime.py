@@ -1,8 +1,10 @@
 """The local mesh itself: control planes, workloads, gateways, links, all owned by one process.
 
-Every change (apply, delete, deploy, scale, faults) runs under one lock: the mesh process is the only writer
-of every xDS file. After a change every proxy's config is recomputed by its cluster's control plane; the
-files that changed are written, then each Envoy is verified to have loaded them before the change returns.
+Every change (apply, delete, deploy, scale, faults) runs under one lock. After a change every proxy's config
+is recomputed by the control plane that configures it (its cluster's, or its primary's for a remote
+cluster) and pushed over the proxy's ADS stream (:mod:`.ads`); the change returns once every connected
+proxy whose config changed has ACKed it and its listeners accept connections. A NACK fails the change with
+Envoy's reason. A proxy whose control plane is down gets the change when it reconnects, as with istiod.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import IO, Any
 
 from conformance.certs import MeshCA, WorkloadCert
 from conformance.config import RunConfig
-from conformance.errors import UsageError
+from conformance.errors import ProviderError, UsageError
 from conformance.istio import doc_ref, validate_document
 from conformance.istio.schema import load_schemas
 from conformance.provider import ProbeSpec
 from conformance.providers.local.addresses import ADMIN_PORT, AddressPlan, PodAddresses, claim_slot
+from conformance.providers.local.ads import ControlPlane, EventLoopThread, Push
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
 from conformance.providers.local.jwks import JwksResolver
@@ -35,12 +38,17 @@ from conformance.providers.local.support import check_supported
 from conformance.providers.local.translate import MeshView, build_sidecar
 from conformance.providers.local.translate.gateways import build_east_west, build_ingress, gateway_labels
 from conformance.providers.local.translate.tls import secrets
+from conformance.providers.local.xds import Converter, ProxyResources, ads_source, split
 from conformance.topology import Topology
 
 __all__ = ["MeshRuntime", "Proxy"]
 
 GATEWAY_ACCOUNTS = {"ingress": "istio-ingressgateway-service-account",
                     "east-west": "istio-eastwestgateway-service-account"}
+DIAGNOSTIC_PUSHES = 500
+"""Pushes per control plane in a diagnostics dump (the most recent)."""
+SLOW_PUSH_MARGIN_S = 2.0
+"""slow-config-push holds every config push back this much longer than the authz propagation budget."""
 
 
 @dataclass
@@ -78,6 +86,10 @@ class MeshRuntime:
         self.pods: PodLauncher | None = None
         self._slot_lock: IO[str] | None = None
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="verify")
+        self._xds_loop: EventLoopThread | None = None
+        self._converter = Converter()
+        self.control_planes: dict[str, ControlPlane] = {}
+        """Primary cluster -> its control plane's ADS server."""
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -88,8 +100,14 @@ class MeshRuntime:
         load_schemas()
         self.ca = MeshCA.create(self.run_dir / "ca")
         self.pods = PodLauncher(self.run_dir, self.supervisor, self.config.timeouts.probe_ready_s)
+        self._xds_loop = EventLoopThread()
         for cluster in self.topology.clusters:
             self.ca.intermediate(cluster.name)
+            if cluster.config_cluster == cluster.name:
+                plane = ControlPlane(cluster.name, self.addresses.infrastructure(cluster.name), self._xds_loop,
+                                     self._converter)
+                plane.start()
+                self.control_planes[cluster.name] = plane
         kinds = ["ingress", "east-west"] if self.topology.multi_network else ["ingress"]
         for cluster in self.topology.clusters:
             for kind in kinds:
@@ -98,6 +116,10 @@ class MeshRuntime:
 
     def down(self) -> None:
         self.supervisor.stop_all(self.config.timeouts.teardown_s)
+        for plane in self.control_planes.values():
+            plane.stop()
+        if self._xds_loop is not None:
+            self._xds_loop.close()
         if self.links is not None:
             self.links.close()
         self._pool.shutdown(wait=False)
@@ -136,7 +158,7 @@ class MeshRuntime:
             for cluster in targets:
                 changed |= self.stores[cluster].put(doc)
         if changed:
-            self.sync()
+            self.sync("config", self._config_push_delay())
 
     def delete(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         changed = False
@@ -145,7 +167,12 @@ class MeshRuntime:
             for cluster in clusters:
                 changed |= self.stores[self.topology.cluster(cluster).name].remove(doc)
         if changed:
-            self.sync()
+            self.sync("config", self._config_push_delay())
+
+    def _config_push_delay(self) -> float:
+        if Defect.SLOW_CONFIG_PUSH not in self.defects:
+            return 0.0
+        return self.config.budgets.authz_propagation_s + SLOW_PUSH_MARGIN_S
 
     def set_mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Patch the MeshConfig of the control planes of ``clusters``; returns their undo patches."""
@@ -155,7 +182,7 @@ class MeshRuntime:
 
     def snapshot(self, proxy: Proxy) -> XdsSnapshot:
         view = self.view(proxy.workload.cluster.name)
-        source = proxy.envoy.config_source
+        source = ads_source
         if proxy.kind == "sidecar":
             return build_sidecar(view, proxy.workload, proxy.cert, source)
         build = build_ingress if proxy.kind == "ingress" else build_east_west
@@ -163,21 +190,56 @@ class MeshRuntime:
         snapshot.secrets = secrets(proxy.cert)
         return snapshot
 
-    def sync(self) -> None:
-        """Recompute every running proxy's config; write what changed; verify every Envoy loaded it."""
-        changed = [p.envoy for p in self.proxies.values() if p.running and p.envoy.write(self.snapshot(p))]
+    def resources(self, proxy: Proxy) -> ProxyResources:
+        """A proxy's config as xDS resources (CDS, EDS, LDS, RDS, SDS)."""
+        return split(self.snapshot(proxy))
+
+    def sync(self, reason: str = "sync", delay_s: float = 0.0) -> None:
+        """Recompute every running proxy's config and push it; return when every changed proxy ACKed it.
+
+        Raises ConfigNotApplied when a proxy NACKs (with Envoy's reason) or does not ACK in time.
+        """
+        batches: dict[str, dict[str, tuple[str, ProxyResources]]] = {}
+        wanted: dict[str, tuple[Proxy, ProxyResources]] = {}
+        for proxy in self.proxies.values():
+            if proxy.running:
+                resources = self.resources(proxy)
+                batches.setdefault(proxy.workload.cluster.config_cluster, {})[proxy.envoy.node_id] = (
+                    proxy.envoy.name, resources)
+                wanted[proxy.envoy.name] = (proxy, resources)
+        pushes = [self.control_planes[cluster].update(batch, reason, delay_s) for cluster, batch in batches.items()]
+        self._await(pushes, wanted)
+
+    def _await(self, pushes: Sequence[Push], wanted: Mapping[str, tuple[Proxy, ProxyResources]]) -> None:
         timeout = self.config.timeouts.config_apply_s
-        for future in [self._pool.submit(envoy.verify, timeout) for envoy in changed]:
-            future.result()
+        for push in pushes:
+            push.wait(timeout)
+        checks = [self._pool.submit(wanted[name][0].envoy.wait_listening, wanted[name][1].listen_addresses(),
+                                    timeout) for push in pushes for name in push.acked_ms if name in wanted]
+        for check in checks:
+            check.result()
 
     # -- proxies -------------------------------------------------------------------------------------------
 
     def _start_proxy(self, proxy: Proxy) -> None:
+        """Start a proxy's Envoy; return once it has its config from its control plane and listens."""
         assert self.pods is not None
+        plane = self.control_planes[proxy.workload.cluster.config_cluster]
+        if not plane.up:
+            raise ProviderError(f"the control plane of cluster {plane.cluster} is down: {proxy.envoy.name} "
+                                "cannot get its config (bring the control plane back first)")
         self.proxies[proxy.envoy.name] = proxy
-        proxy.envoy.prepare(self.snapshot(proxy))
-        self.pods.start_envoy(proxy.envoy, self.binary, self.config.timeouts.probe_ready_s)
+        resources = self.resources(proxy)
+        proxy.envoy.prepare()
+        push = plane.update({proxy.envoy.node_id: (proxy.envoy.name, resources)}, "start", await_connect=True)
+        child = self.pods.start_envoy(proxy.envoy, self.binary)
+        ready_s = self.config.timeouts.probe_ready_s
+        push.wait(ready_s, alive=child.running, log=proxy.envoy.log_hint)
+        proxy.envoy.wait_listening(resources.listen_addresses(), ready_s, child.running)
         proxy.running = True
+
+    def _forget(self, proxy: Proxy) -> None:
+        self.control_planes[proxy.workload.cluster.config_cluster].forget([proxy.envoy.node_id])
 
     def _issue(self, workload: Workload) -> WorkloadCert:
         assert self.ca is not None
@@ -196,7 +258,8 @@ class MeshRuntime:
         workload = Workload(f"{spec.service}.{cluster_name}", spec, cluster, cluster.zone,
                             PodAddresses(address, self.addresses.infrastructure(cluster_name)))
         folder = self.run_dir / "gateways" / cluster_name / kind
-        envoy = EnvoyProxy(workload.name, folder, (workload.addresses.loopback, ADMIN_PORT), _node(workload, kind))
+        envoy = EnvoyProxy(workload.name, folder, (workload.addresses.loopback, ADMIN_PORT), _node(workload, kind),
+                           self._xds_address(cluster_name))
         proxy = Proxy(kind, workload, envoy, self._issue(workload))
         self.gateways[(cluster_name, kind)] = proxy
         self._start_proxy(proxy)
@@ -217,6 +280,46 @@ class MeshRuntime:
         elif not up and proxy.running:
             proxy.running = False
             self.supervisor.stop(f"{proxy.envoy.name}/envoy")
+            self._forget(proxy)
+
+    def _xds_address(self, cluster: str) -> tuple[str, int]:
+        plane = self.control_planes[self.topology.cluster(cluster).config_cluster]
+        return plane.address, plane.port
+
+    # -- control planes ------------------------------------------------------------------------------------
+
+    def control_plane(self, cluster: str) -> ControlPlane:
+        """The control plane of a primary cluster. Raises UsageError for a remote cluster."""
+        found = self.topology.cluster(cluster)
+        if found.config_cluster != found.name:
+            raise UsageError(f"cluster {found.name} is a remote cluster: its proxies get their config from the "
+                             f"control plane of {found.config_cluster}")
+        return self.control_planes[found.name]
+
+    def set_control_plane(self, cluster: str, up: bool) -> dict[str, Any]:
+        """Stop a control plane (its streams close, it refuses connections; Envoys keep their config) or
+        start it again (Envoys reconnect with their own backoff and get the current config)."""
+        plane = self.control_plane(cluster)
+        if up:
+            plane.start()
+        else:
+            plane.stop()
+        return plane.status()
+
+    def restart_control_plane(self, cluster: str) -> dict[str, Any]:
+        """Stop a control plane, forget every proxy's state, rebuild it from the config store, start again."""
+        plane = self.control_plane(cluster)
+        plane.stop()
+        plane.forget()
+        batch = {p.envoy.node_id: (p.envoy.name, self.resources(p)) for p in self.proxies.values()
+                 if p.running and p.workload.cluster.config_cluster == plane.cluster}
+        plane.update(batch, "restart").wait(self.config.timeouts.config_apply_s)  # nobody is connected yet
+        plane.start()
+        return plane.status()
+
+    def control_plane_status(self, cluster: str) -> dict[str, Any]:
+        """Up or not, and for each proxy: connected, in sync, versions, NACKs."""
+        return self.control_plane(cluster).status()
 
     # -- workloads -----------------------------------------------------------------------------------------
 
@@ -239,14 +342,15 @@ class MeshRuntime:
                 self.pods.start_probe(workload)
                 if workload.in_mesh:
                     envoy = EnvoyProxy(workload.name, self.pods.folder(workload) / "sidecar",
-                                       (workload.addresses.loopback, ADMIN_PORT), _node(workload, "sidecar"))
+                                       (workload.addresses.loopback, ADMIN_PORT), _node(workload, "sidecar"),
+                                       self._xds_address(cluster.name))
                     self._start_proxy(Proxy("sidecar", workload, envoy, self._issue(workload)))
                 self.pods.wait_probe(workload)
             except BaseException:
                 self.stop_workload(workload.name)
                 raise
             started.append(workload)
-        self.sync()
+        self.sync("endpoints")
         return started
 
     def instances(self, spec: ProbeSpec) -> list[Workload]:
@@ -260,7 +364,7 @@ class MeshRuntime:
         if replicas < len(current):
             for workload in current[replicas:]:
                 self.stop_workload(workload.name, sync=False)
-            self.sync()
+            self.sync("endpoints")
         elif replicas > len(current):
             self.deploy(ProbeSpec(**{**spec.__dict__, "replicas": replicas - len(current)}))
         return self.instances(spec)
@@ -275,18 +379,20 @@ class MeshRuntime:
 
     def stop_workload(self, name: str, sync: bool = False) -> None:
         self.registry.remove(name)
-        self.proxies.pop(name, None)
+        proxy = self.proxies.pop(name, None)
         self.supervisor.stop(f"{name}/envoy")
         self.supervisor.stop(f"{name}/probe")
+        if proxy is not None:
+            self._forget(proxy)
         if sync:
-            self.sync()
+            self.sync("endpoints")
 
     def delete_namespace(self, namespace: str) -> None:
         for workload in self.registry.remove_namespace(namespace):
             self.stop_workload(workload.name)
         for store in self.stores.values():
             store.remove_namespace(namespace)
-        self.sync()
+        self.sync("namespace deleted")
 
     def resolve(self, cluster: str, host: str, port: int) -> list[str]:
         """What kube-proxy gives an out-of-mesh caller in ``cluster``: that cluster's endpoints only."""
@@ -313,7 +419,7 @@ class MeshRuntime:
                 self.supervisor.kill(f"{name}/envoy")
                 self.supervisor.stop(f"{name}/envoy")
                 self._start_proxy(proxy)
-        self.sync()
+        self.sync("certificate rotation")
         return serials
 
     # -- introspection -------------------------------------------------------------------------------------
@@ -334,12 +440,14 @@ class MeshRuntime:
                 {"name": w.name, "cluster": w.cluster.name, "namespace": w.namespace, "service": w.spec.service,
                  "version": w.spec.version, "serviceAccount": w.service_account, "inMesh": w.in_mesh,
                  "zone": w.zone, "podIP": w.addresses.pod_ip,
-                 "running": self.proxies[w.name].running if w.name in self.proxies else None}
+                 "running": self.proxies[w.name].running if w.name in self.proxies else None,
+                 "controlPlane": w.cluster.config_cluster if w.in_mesh else None}
                 for w in self.registry.workloads()
             ],
-            "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running}
-                         for (c, k), p in self.gateways.items()],
+            "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running,
+                          "controlPlane": p.workload.cluster.config_cluster} for (c, k), p in self.gateways.items()],
             "links": self.links.describe() if self.links is not None else {},
+            "controlPlanes": {name: plane.status() for name, plane in self.control_planes.items()},
         }
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
@@ -347,7 +455,10 @@ class MeshRuntime:
         dest.mkdir(parents=True, exist_ok=True)
         summary = dest / "mesh.json"
         summary.write_text(json.dumps(self.describe_state(), indent=1, default=str))
-        written = [summary]
+        pushes = dest / "xds-pushes.json"
+        pushes.write_text(json.dumps({name: plane.timeline(DIAGNOSTIC_PUSHES)
+                                      for name, plane in self.control_planes.items()}, indent=1))
+        written = [summary, pushes]
         for workload in self.registry.workloads():
             if workload.namespace in namespaces:
                 written += self._dump(dest / workload.cluster.name / workload.name, workload.name)
@@ -396,6 +507,7 @@ def _node(workload: Workload, kind: str) -> dict[str, Any]:
         "cluster": f"{workload.spec.service}.{workload.namespace}",
         "locality": {"region": workload.cluster.region, "zone": workload.zone},
         "metadata": {
+            "NAME": workload.name, "INSTANCE_IPS": workload.addresses.pod_ip,
             "CLUSTER_ID": workload.cluster.name, "NETWORK": workload.cluster.network,
             "NAMESPACE": workload.namespace, "SERVICE_ACCOUNT": workload.service_account,
             "WORKLOAD_NAME": f"{workload.spec.service}-{workload.spec.version}",
