@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -271,6 +272,7 @@ def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """A check that did not pass while something underneath it died is broken, not failed: ask the provider
     (its answer names the dead process and its last output), and raise that instead."""
+    started = time.time()
     try:
         return (yield)
     except CannotRun as exc:
@@ -280,7 +282,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         if current is None or isinstance(exc, _ONE_LINE):
             raise
         try:
-            problems = current.mesh.environment_problems([current.namespace])
+            problems = current.mesh.environment_problems([current.namespace], since=started)
         except EnvironmentLost as lost:
             raise lost from exc
         except ConformanceError:

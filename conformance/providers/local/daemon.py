@@ -193,25 +193,27 @@ def _diagnostics(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
 
 
 def _health(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
-    """Processes that died without meshconf stopping or killing them: those of ``namespaces``, and gateways
-    (every check goes through them), each with its exit status and last lines of output."""
+    """Processes that died without meshconf stopping or killing them (since ``since``, when given): those of
+    ``namespaces``, and gateways (every check goes through them), each with its exit status, its last lines of
+    output, and whether the mesh's kubelet started it again."""
     namespaces = set(body.get("namespaces") or ())
     where = {w.name: f"namespace {w.namespace}, cluster {w.cluster.name}" for w in runtime.registry.workloads()
              if w.namespace in namespaces}
     gateways = {p.envoy.name: f"{kind} gateway of cluster {cluster}" for (cluster, kind), p in runtime.gateways.items()}
     where.update(gateways)
     problems = []
-    for child in runtime.supervisor.casualties():
-        workload, _, process = child.name.rpartition("/")
+    deaths = runtime.kubelet.deaths(body.get("since")) if runtime.kubelet is not None else []
+    for death in deaths:
+        workload, _, process = death.name.rpartition("/")
         if workload not in where:
             continue
         what = "its Envoy" if workload in gateways else "its sidecar Envoy" if process == "envoy" else "its probe"
-        code = child.process.returncode
+        code = death.returncode
         how = (f"was killed by signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0
                else f"exited with code {code}")
-        tail = " | ".join(line.strip() for line in child.log_tail(3).splitlines() if line.strip()) or "(no output)"
-        problems.append(f"{workload} ({where[workload]}): {what} (pid {child.pid}) {how}, and meshconf did not stop "
-                        f"it; its last output: {tail[:400]}")
+        tail = " | ".join(line.strip() for line in death.tail.splitlines() if line.strip()) or "(no output)"
+        problems.append(f"{workload} ({where[workload]}): {what} (pid {death.pid}) {how}, and meshconf did not stop "
+                        f"it; its last output: {tail[:400]} ({death.restart})")
     return {"problems": problems}
 
 

@@ -29,6 +29,7 @@ from conformance.providers.local.ads import ControlPlane, EventLoopThread, Push
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
 from conformance.providers.local.jwks import JwksResolver
+from conformance.providers.local.kubelet import Kubelet
 from conformance.providers.local.links import Links
 from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
@@ -90,6 +91,7 @@ class MeshRuntime:
         self._converter = Converter()
         self.control_planes: dict[str, ControlPlane] = {}
         """Primary cluster -> its control plane's ADS server."""
+        self.kubelet: Kubelet | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -113,8 +115,12 @@ class MeshRuntime:
             for kind in kinds:
                 self._start_gateway(cluster.name, kind)
         self.sync()
+        self.kubelet = Kubelet(self.supervisor, self.lock, self.restart_process)
+        self.kubelet.start()
 
     def down(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.stop()
         self.supervisor.stop_all(self.config.timeouts.teardown_s)
         for plane in self.control_planes.values():
             plane.stop()
@@ -376,6 +382,26 @@ class MeshRuntime:
             proxy.running = False
         self.supervisor.kill(f"{name}/envoy")
         self.supervisor.kill(f"{name}/probe")
+
+    def restart_process(self, name: str) -> None:
+        """Start a pod's process again after it died on its own (the kubelet calls this, under the lock): its
+        probe, or its Envoy, which fetches its config from its control plane again."""
+        assert self.pods is not None
+        pod, _, process = name.rpartition("/")
+        if process == "probe":
+            workload = self.registry.get(pod)
+            if workload is None:
+                raise ProviderError(f"{pod} is no longer deployed")
+            self.pods.start_probe(workload)
+            self.pods.wait_probe(workload)
+            return
+        proxy = self.proxies.get(pod)
+        if proxy is None:
+            raise ProviderError(f"{pod} has no proxy any more")
+        proxy.running = False
+        self.supervisor.stop(name)
+        self._forget(proxy)
+        self._start_proxy(proxy)
 
     def stop_workload(self, name: str, sync: bool = False) -> None:
         self.registry.remove(name)
