@@ -466,7 +466,7 @@ def _add_selftest_command(commands: Any) -> None:
     selftest.add_argument("--topology", default=None,
                           help="only the rows (and the clean run) on this topology (default: every topology)")
     selftest.add_argument("-n", dest="parallel", type=int, default=None, metavar="N",
-                          help="at most N checks at once while defect runs go side by side (default 8); "
+                          help="at most N checks at once while defect runs go side by side (default 12); "
                                "load-measuring runs always run alone")
     output = selftest.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")

@@ -26,7 +26,7 @@ FORBIDDEN_FLAGS = ("--budget", "--timeout", "--load", "--profile", "-k", "-n", "
 """Flags a row's ``args`` may not carry: self-validation runs at the shipped settings, and the plan owns the
 selection, parallelism, topology, defect and output of each run."""
 
-DEFAULT_PARALLEL = 8
+DEFAULT_PARALLEL = 12
 """Checks at once in the side-by-side phase: each waits on its own consistency budget, polling every 100 ms."""
 
 
