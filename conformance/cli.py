@@ -375,9 +375,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from conformance.gate import compare_reports, load_report, render_gate
+    from conformance.report.gate import compare_reports, render_gate
+    from conformance.report.model import Report
 
-    before, after = load_report(Path(args.before)), load_report(Path(args.after))
+    before, after = Report.load(Path(args.before)), Report.load(Path(args.after))
     rows = compare_reports(before, after)
     sys.stdout.write(render_gate(before, after, rows))
     return 1 if any(r.regression for r in rows) else 0

@@ -44,7 +44,7 @@ from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.allure import attach_load
-from conformance.report.conformance import Measurement
+from conformance.report.model import Measurement
 from conformance.tokens import TokenIssuer
 from conformance.traffic import ContinuousTraffic, Timeline
 
