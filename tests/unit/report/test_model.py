@@ -71,7 +71,8 @@ def test_a_measurement_prints_one_way_in_markdown_gate_and_compare(tmp_path: Pat
 
 
 @pytest.mark.parametrize(("check", "says"), [
-    ({"id": "x", "status": "errored"}, "checks[0] (x) has status 'errored', not one of passed, failed, broken, skipped"),
+    ({"id": "x", "status": "errored"},
+     "checks[0] (x) has status 'errored', not one of passed, failed, broken, skipped"),
     ({"id": "x", "status": "passed", "measurements": [{"name": "p99", "value": "fast", "unit": "ms"}]},
      "checks[0] (x) is not a check result: value 'fast' is not a number"),
     ({"id": "x", "status": "passed", "measurements": [{"name": "p99", "value": 1, "unit": "ms", "budget": 2,
