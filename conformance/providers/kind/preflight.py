@@ -20,7 +20,7 @@ from pathlib import Path
 from conformance.config import RunConfig
 from conformance.doctor import Finding, examine
 from conformance.providers.kind import manifests as m
-from conformance.providers.kind.istioctl import istioctl_version
+from conformance.providers.kube.istioctl import istioctl_version
 from conformance.topology import Topology
 
 __all__ = ["MIN_DOCKER_FREE_GB", "preflight", "version_problems"]
