@@ -39,6 +39,7 @@ PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
     "kind": "conformance.providers.kind:KindProvider",
     "existing": "conformance.providers.existing:ExistingProvider",
+    "k3s": "conformance.providers.k3s:K3sProvider",
 }
 
 

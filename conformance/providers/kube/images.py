@@ -22,6 +22,7 @@ __all__ = [
     "DOCKER_HUB",
     "LOCUST_DOCKERFILE",
     "Image",
+    "hub_image",
     "istio_hub",
     "istio_images",
     "locust_image",
@@ -49,7 +50,7 @@ class Image:
     build_args: tuple[tuple[str, str], ...] = ()
 
 
-def _hub_image(repository: str, hub: str | None) -> str:
+def hub_image(repository: str, hub: str | None) -> str:
     """``library/python:3.12-alpine`` -> ``python:3.12-alpine`` (Docker Hub) or ``<hub>/library/python:...``."""
     if hub:
         return f"{hub}/{repository}"
@@ -70,5 +71,5 @@ def istio_images(version: str, hub: str | None) -> tuple[Image, ...]:
 def locust_image(hub: str | None, dockerfile: Path = LOCUST_DOCKERFILE) -> Image:
     """meshconf's Locust image: the official one plus ``hdrhistogram``, built on the host from
     ``workloads/locust/kubernetes/Dockerfile`` so no pod installs anything from the internet."""
-    base = _hub_image(f"locustio/locust:{LOCUST_VERSION}", hub)
+    base = hub_image(f"locustio/locust:{LOCUST_VERSION}", hub)
     return Image(LOCUST_IMAGE, dockerfile, (("LOCUST_IMAGE", base), ("HDRHISTOGRAM", HDRHISTOGRAM)))

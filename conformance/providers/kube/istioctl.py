@@ -21,7 +21,8 @@ import httpx
 
 from conformance.errors import EnvironmentBroken, UsageError
 
-__all__ = ["RELEASES", "archive_name", "cache_dir", "download_istioctl", "istioctl_version", "resolve_istioctl"]
+__all__ = ["RELEASES", "archive_name", "cache_dir", "download_istioctl", "given_istioctl_problem", "istioctl_version",
+           "resolve_istioctl"]
 
 RELEASES = "https://github.com/istio/istio/releases/download"
 _VERSION = re.compile(r"^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$")
@@ -52,6 +53,17 @@ def istioctl_version(binary: Path) -> str | None:
         return None
     text = done.stdout.strip().splitlines()
     return text[0].strip() if done.returncode == 0 and text else None
+
+
+def given_istioctl_problem(given: Path | None, version: str | None) -> str | None:
+    """Why ``--istioctl`` cannot install ``--istio-version`` (it is another version, or does not run), or None."""
+    if given is None or not version:
+        return None
+    found = istioctl_version(given)
+    if found == version:
+        return None
+    return (f"--istioctl {given} is " + (f"istioctl {found}" if found else "not an istioctl that runs")
+            + f", not --istio-version {version}; pass the matching istioctl, or leave --istioctl out to download it")
 
 
 def resolve_istioctl(version: str, given: Path | None = None, base_url: str = RELEASES) -> Path:

@@ -133,6 +133,8 @@ def _substitute(argv: Iterable[str], variables: Mapping[str, str], run_dir: Path
 def run_command(runner: Runner, command: Command, variables: dict[str, str], run_dir: Path,
                 say: Callable[[str], None], poll_interval_s: float = 5.0) -> None:
     """Run one command (with its pipe, capture, retries and polling); raise ProviderError on failure."""
+    if command.api:
+        raise ProviderError(f"internal: `{command.render()}` is a Docker API call the provider makes, not a command")
     argv = _substitute(command.argv, variables, run_dir)
     if command.skip_if and runner.run(_substitute(command.skip_if, variables, run_dir)).returncode == 0:
         say(f"  (skipped: `{render_argv(command.skip_if)}` succeeded)")

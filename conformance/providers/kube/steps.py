@@ -78,6 +78,9 @@ class Command:
     """How to fix a failure: appended to the error."""
     container: str | None = None
     """Run ``argv`` inside this node container (through the Docker API), not on the host."""
+    api: str | None = None
+    """Not a process: the provider makes this Docker API call itself (k3s, through testcontainers); ``argv`` is
+    the docker CLI line that does the same, printed with this note."""
 
     def render(self) -> str:
         text = render_argv(("docker", "exec", self.container, *self.argv) if self.container else self.argv)
@@ -158,6 +161,8 @@ def render_plan(header: Sequence[str], steps: Sequence[Step], show_manifests: bo
                 notes.append(f"skipped if `{render_argv(command.skip_if)}` succeeds")
             if command.ignore_failure:
                 notes.append("a failure is ignored")
+            if command.api:
+                notes.append(command.api)
             suffix = f"    # {'; '.join(notes)}" if notes else ""
             lines.append(f"  $ {command.render()}{suffix}")
         if not step.commands:
