@@ -25,7 +25,7 @@ from typing import Any
 from conformance.errors import EnvironmentBroken, ProviderError, UsageError
 from conformance.providers.k3s.nodes import IMAGES_MOUNT, RUN_LABEL, Node
 from conformance.providers.kube.images import Image
-from conformance.providers.kube.runner import Result, SubprocessRunner
+from conformance.providers.kube.runner import Result, Runner, SubprocessRunner
 
 __all__ = ["K3sDocker", "K3sRunner", "image_file"]
 
@@ -74,6 +74,15 @@ class K3sDocker:
         """docker-py's client, as testcontainers configured it."""
         return self.docker.client
 
+    def start_reaper(self) -> None:
+        """Start Ryuk now, before anything is created: testcontainers would start it with the first container,
+        so a network made before that (and a run killed in between) would go unreaped, and two containers
+        started side by side would each try to start it (``Reaper.get_instance`` is not thread-safe)."""
+        if self.reap:
+            from testcontainers.core.container import Reaper
+
+            Reaper.get_instance()
+
     # -- network -------------------------------------------------------------------------------------------
 
     def used_subnets(self) -> list[str]:
@@ -89,7 +98,7 @@ class K3sDocker:
         """The run's bridge network with ``subnet`` (so node addresses can be pinned), labelled with the run."""
         from docker.types import IPAMConfig, IPAMPool
 
-        if self.client.networks.list(names=[name]):
+        if any(n.name == name for n in self.client.networks.list(names=[name])):
             raise ProviderError(f"docker network {name} already exists (a k3s run left it?): `meshconf down` that run, "
                                 f"or `docker network rm {name}`")
         gateway = str(ipaddress.ip_network(subnet)[1])
@@ -203,7 +212,7 @@ class K3sDocker:
             except docker.errors.DockerException as exc:
                 problems.append(f"container {name}: {str(exc)[:200]}")
         if network:
-            for found in self.client.networks.list(names=[network]):
+            for found in [n for n in self.client.networks.list(names=[network]) if n.name == network]:
                 try:
                     found.remove()
                 except docker.errors.NotFound:
@@ -221,12 +230,16 @@ class K3sDocker:
         return sorted(found)
 
 
-class K3sRunner(SubprocessRunner):
-    """Host commands (kubectl, istioctl) as processes; commands for a node container through the Docker API."""
+class K3sRunner(Runner):
+    """Host commands (kubectl, istioctl) through ``host`` (processes); commands for a node container through the
+    Docker API."""
 
-    def __init__(self, docker: Callable[[], K3sDocker]) -> None:
-        super().__init__()
+    def __init__(self, docker: Callable[[], K3sDocker], host: Runner | None = None) -> None:
         self._docker = docker
+        self.host = host or SubprocessRunner()
+
+    def run(self, argv: Sequence[str], stdin: str | None = None, timeout_s: float = 600.0) -> Result:
+        return self.host.run(argv, stdin, timeout_s)
 
     def exec_in(self, container: str, argv: Sequence[str], timeout_s: float = 600.0) -> Result:
         return self._docker().exec(container, argv, timeout_s)

@@ -85,11 +85,12 @@ class K3sProvider(KubeMesh):
     """No link RTT or link faults: the rancher/k3s image has no tc that can run netem."""
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
-                 runner: Runner | None = None) -> None:
+                 host: Runner | None = None) -> None:
+        """``host`` runs kubectl and istioctl (default: as processes); tests record them."""
         super().__init__(config, topology)
         self.run_dir = run_dir
         self._docker: K3sDocker | None = None
-        self.runner = runner or K3sRunner(self.docker)
+        self.runner = K3sRunner(self.docker, host)
         self._apis: dict[str, KubeAPI] = {}
         self._faults = GatewayFaults(self)
 
@@ -184,6 +185,7 @@ class K3sProvider(KubeMesh):
                 say(f"k3s: image {image.name}")
                 docker.ensure_image(image)
                 docker.save_image(image.name, run_dir / "images" / image_file(image.name))
+            docker.start_reaper()
             subnet = free_subnet(docker.used_subnets())
             ctx = plan_context(self.config, self.topology, ca, istioctl=str(istioctl), subnet=subnet)
             say(f"k3s: network {NETWORK} ({subnet})")
