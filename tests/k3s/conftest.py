@@ -4,8 +4,9 @@ recorded host commands (kubectl, istioctl), and a fake istioctl binary. No Docke
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -54,3 +55,41 @@ def fake_istioctl(tmp_path: Path) -> Path:
     binary.write_text("#!/bin/sh\necho 1.28.0\n")
     binary.chmod(0o755)
     return binary
+
+
+TOPOLOGIES = ("multi-primary", "multi-network", "primary-remote")
+TWO_ZONES = """
+name: two-zones
+meshID: mesh1
+trustDomain: cluster.local
+linkRttMs: 25
+clusters:
+  - {name: east, network: net1, region: r1, zones: [z1, z2]}
+  - {name: west, network: net1, region: r2, zones: [z3]}
+"""
+"""A topology whose first cluster spans two zones: a server and an agent."""
+
+
+@pytest.fixture(scope="session")
+def mesh_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from conformance.certs import MeshCA
+
+    return MeshCA.create(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="session")
+def plan_for(mesh_ca: Any) -> Callable[[str], Any]:
+    """The k3s plan of a shipped topology (or of TWO_ZONES), built offline."""
+    from conformance.probe import probe_source
+    from conformance.providers.k3s.plan import PlanContext, build_plan
+    from conformance.topology import load_topology, parse_topology
+
+    cache: dict[str, Any] = {}
+
+    def make(topology: str) -> Any:
+        if topology not in cache:
+            mesh = parse_topology(yaml.safe_load(TWO_ZONES)) if topology == "two-zones" else load_topology(topology)
+            cache[topology] = build_plan(PlanContext(mesh, "1.28.0", mesh_ca, probe_source().read_text()))
+        return cache[topology]
+
+    return make

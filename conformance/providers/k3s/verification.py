@@ -50,7 +50,7 @@ VERIFICATION: dict[str, tuple[str, str]] = {
     "remote-secrets": ("secrets go from istioctl straight into kubectl's stdin, with --server at the other "
                        "cluster's server address (recorded commands)",
                        "istiod reaching the other API servers"),
-    "wait": ("the poll passes only when every cluster has its own synced row (recorded commands, parser tests)",
+    "wait": ("the poll passes only when every cluster has its own synced row (recorded runner, parser tests)",
              "istiod's real output"),
     "probes": ("probe manifests validate against Kubernetes 1.34 (strict)",
                "the pods starting with an injected sidecar"),
