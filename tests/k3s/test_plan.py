@@ -174,3 +174,17 @@ def test_meshconf_plan_prints_the_whole_bring_up() -> None:
     assert "K3S_TOKEN=${K3S_TOKEN}" in text
     for line in text.splitlines():
         assert "ca-key.pem" not in line or "<redacted:" in line
+
+
+def test_doctor_for_k3s_checks_docker_and_kubectl_not_kind(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "conformance.cli", "doctor", "--provider", "k3s"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PATH": str(tmp_path)})
+    assert done.returncode == 3
+    assert "MISSING docker daemon" in done.stdout and "MISSING kubectl " in done.stdout
+    assert "ok      python: testcontainers" in done.stdout
+    assert "MISSING kind " not in done.stdout and "absent  kind " in done.stdout  # kind's CLI is not k3s's business
+    assert "NOT ready for --provider k3s" in done.stdout
