@@ -176,7 +176,8 @@ class K3sDocker:
                 self.containers[node.name] = container
 
     def exec(self, name: str, argv: Sequence[str], timeout_s: float = 600.0) -> Result:
-        """Run ``argv`` in container ``name`` (``docker exec``); stdout and stderr come back together."""
+        """Run ``argv`` in container ``name`` (``docker exec``); stdout and stderr come back together. The Docker
+        API has no timeout for an exec: ``timeout_s`` is the Runner interface's, not enforced here."""
         container = self._container(name)
         result = container.exec_run(list(argv))
         output = result.output.decode(errors="replace") if isinstance(result.output, bytes) else str(result.output)

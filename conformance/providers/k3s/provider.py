@@ -32,9 +32,9 @@ from conformance.doctor import host_reaches_containers
 from conformance.errors import ConformanceError, EnvironmentBroken, ProviderError, UsageError
 from conformance.probe import probe_source
 from conformance.provider import Feature, MeshDescription
-from conformance.providers.k3s.addresses import free_subnet
+from conformance.providers.k3s.addresses import cluster_addresses, free_subnet
 from conformance.providers.k3s.containers import K3sDocker, K3sRunner, image_file
-from conformance.providers.k3s.nodes import K3S_IMAGE, K3S_KUBERNETES, KUBECONFIG_PATH, Node
+from conformance.providers.k3s.nodes import K3S_IMAGE, K3S_KUBERNETES, KUBECONFIG_PATH, Node, node_specs
 from conformance.providers.k3s.plan import (
     API_STEPS,
     NETWORK,
@@ -167,8 +167,8 @@ class K3sProvider(KubeMesh):
         docker = self._docker
         self._check_host(docker)
         istioctl = resolve_istioctl(self.config.istio_version, self.config.istioctl)
-        with tempfile.TemporaryDirectory(prefix="meshconf-k3s-") as scratch:
-            names = [n.name for n in plan_context(self.config, self.topology, MeshCA.create(Path(scratch))).all_nodes()]
+        names = [n.name for nodes in node_specs(self.topology, cluster_addresses(self.topology)).values()
+                 for n in nodes]
         left = docker.existing(names)
         if left:
             raise UsageError(f"k3s nodes {', '.join(left)} already exist (another run's): `meshconf down` it, or "
