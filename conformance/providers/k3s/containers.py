@@ -32,6 +32,8 @@ __all__ = ["K3sDocker", "K3sRunner", "image_file"]
 START_TIMEOUT_S = 180.0
 """A k3s server logging "Node controller sync successful" (its node registered), from a started container."""
 _READY_LOG = "Node controller sync successful"
+_CONNECTION_HINT = (" (when meshconf itself runs in a container, tell testcontainers how it reaches the others: "
+                    "TESTCONTAINERS_CONNECTION_MODE=bridge_ip or docker_host)")
 
 
 def _testcontainers() -> Any:
@@ -81,7 +83,12 @@ class K3sDocker:
         if self.reap:
             from testcontainers.core.container import Reaper
 
-            Reaper.get_instance()
+            try:
+                Reaper.get_instance()
+            except Exception as exc:  # testcontainers' and docker-py's errors, or a KeyError in what Docker said
+                raise EnvironmentBroken(f"Ryuk (testcontainers' reaper) did not start: {str(exc)[:200] or repr(exc)}"
+                                        f"{_CONNECTION_HINT}; or keep the mesh (`meshconf up`), which runs without "
+                                        "it") from None
 
     # -- network -------------------------------------------------------------------------------------------
 
@@ -150,7 +157,11 @@ class K3sDocker:
             raise ProviderError("internal: the run's network is not created yet")
         env = {key: token if key == "K3S_TOKEN" else value for key, value in node.env.items()}
         if node.role == "server":
-            container = _server_container(node.image)
+            try:
+                container = _server_container(node.image)
+            except Exception as exc:  # K3SContainer asks for its host address before it exists; see below
+                raise ProviderError(f"k3s node {node.name} could not be set up: {str(exc)[:200] or repr(exc)}"
+                                    f"{_CONNECTION_HINT}") from None
             container.env.pop("K3S_URL", None)  # testcontainers points K3S_URL at itself; a server joins nobody
         else:
             container = self._tc.core.container.DockerContainer(node.image)
