@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.config import Timeouts
+from conformance.report.model import Status
 from conformance.selftest.plan import Run, SelftestPlan, selection
 from conformance.selftest.verdict import (
     CheckVerdict,
@@ -86,7 +87,7 @@ def run_selftest(plan: SelftestPlan, out: Path, progress: Progress) -> SelftestR
 
 def _with_skipped(run: Run, plan: SelftestPlan, first: Mapping[str, Mapping[str, Any]] | None) -> Run:
     """A later clean run also runs what the first clean run (the whole catalogue) could not."""
-    skipped = [c for c in plan.catalogue if (first or {}).get(c, {}).get("status", "skipped") == "skipped"]
+    skipped = [c for c in plan.catalogue if (first or {}).get(c, {}).get("status", Status.SKIPPED) == Status.SKIPPED]
     return dataclasses.replace(run, checks=tuple(sorted({*run.checks, *skipped})))
 
 
@@ -173,9 +174,10 @@ def _summary(plan: SelftestPlan, run: Run, report: Mapping[str, Mapping[str, Any
         return "no report (see its meshconf.log)"
     if run.clean:
         statuses = [str(c["status"]) for c in report.values()]
-        counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("passed", "failed", "broken", "skipped")
+        counts = ", ".join(f"{statuses.count(s)} {s}" for s in Status
                            if statuses.count(s))
-        bad = [(check, entry) for check, entry in sorted(report.items()) if entry["status"] in ("failed", "broken")]
+        bad = [(check, entry) for check, entry in sorted(report.items())
+               if entry["status"] in (Status.FAILED, Status.BROKEN)]
         return counts + "".join(f"\n    {check} {entry['status']}: {_first_line(entry.get('message'))}"
                                 for check, entry in bad)
     catch = plan.catches[run.rows[0]]

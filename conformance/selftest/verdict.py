@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import EXIT_ENVIRONMENT, EXIT_NON_CONFORMANT, EXIT_OK
+from conformance.report.model import Status
 
 __all__ = ["CheckVerdict", "CleanVerdict", "DefectVerdict", "SelftestResult", "read_report", "render_markdown",
            "render_text"]
@@ -59,14 +60,14 @@ class CheckVerdict:
 
     @property
     def caught(self) -> bool:
-        return (self.status == "failed" and not self.precondition and self.expectation is not None
+        return (self.status == Status.FAILED and not self.precondition and self.expectation is not None
                 and self.expected in (None, self.expectation))
 
     def why_not(self) -> str:
         """Why this is no catch, in one line ("" when it is one)."""
         if self.caught:
             return ""
-        if self.status == "failed":
+        if self.status == Status.FAILED:
             where = "a precondition, " if self.precondition else ""
             return (f"{self.check} failed on {where}{self.expectation or 'no named expectation'}, not on "
                     f"{self.expected or 'an expectation of its own'}: {self.message}")
@@ -144,7 +145,7 @@ class SelftestResult:
         if self.clean.passed and all(d.caught for d in self.defects):
             return EXIT_OK
         verdicts = [v for d in self.defects for v in d.verdicts if not v.caught]
-        environment = all(v.status in ("broken", MISSING) for v in verdicts)
+        environment = all(v.status in (Status.BROKEN, MISSING) for v in verdicts)
         environment &= self.clean.passed or self.clean.broken_only
         return EXIT_ENVIRONMENT if environment else EXIT_NON_CONFORMANT
 
@@ -167,15 +168,15 @@ def judge_clean(reports: Sequence[tuple[str, int | None, Mapping[str, Mapping[st
             continue
         for check, entry in sorted(report.items()):
             status = str(entry["status"])
-            if status != "skipped":
+            if status != Status.SKIPPED:
                 ran[check] = None
-            if status in ("failed", "broken"):
+            if status in (Status.FAILED, Status.BROKEN):
                 first = str(entry.get("message") or "").strip().splitlines()
                 problems.append(f"{check} {status} on {topology} without a defect: {first[0][:300] if first else ''}")
-                broken_only &= status == "broken"
+                broken_only &= status == Status.BROKEN
         for check in sorted(claimed.get(topology, set())):
             status = str(report.get(check, {}).get("status", MISSING))
-            if status in ("skipped", MISSING):
+            if status in (Status.SKIPPED, MISSING):
                 problems.append(f"{check} {status} on {topology} without a defect: a row claims it catches a "
                                 f"defect there, so it must pass there")
                 broken_only = False
@@ -186,7 +187,7 @@ def judge_clean(reports: Sequence[tuple[str, int | None, Mapping[str, Mapping[st
 
 def render_text(result: SelftestResult) -> str:
     """The result for a terminal: the clean run, each defect, the kill rate."""
-    lines = [f"clean run at the shipped settings: {'passed' if result.clean.passed else 'FAILED'} "
+    lines = [f"clean run at the shipped settings: {Status.PASSED if result.clean.passed else 'FAILED'} "
              f"({len(result.clean.checks)} checks)"]
     lines += [f"  {problem}" for problem in result.clean.problems]
     width = max((len(d.name) for d in result.defects), default=10)
@@ -204,7 +205,7 @@ def render_markdown(result: SelftestResult) -> str:
     """The defect x check table (one line per check a defect claims), for the README."""
     caught = sum(d.caught for d in result.defects)
     lines = [
-        f"Clean run at the shipped settings: **{'passed' if result.clean.passed else 'failed'}** "
+        f"Clean run at the shipped settings: **{Status.PASSED if result.clean.passed else Status.FAILED}** "
         f"({len(result.clean.checks)} checks). Kill rate: **{caught}/{len(result.defects)} defects caught "
         f"({100 * result.kill_rate:.0f}%)**; checks no defect kills: "
         f"{', '.join(f'`{c}`' for c in result.unkilled_checks) or 'none'}.",
