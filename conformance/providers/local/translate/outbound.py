@@ -2,10 +2,9 @@
 
 Destinations are the Kubernetes services of every cluster this control plane discovers (merged by
 namespace sameness) and the ServiceEntries in its config. Clusters are named as Istio names them
-(``outbound|8080|v1|server.ns.svc.cluster.local``) and carry their endpoints inline (a STATIC cluster with a
-load assignment, localities and priorities included): with file-based xDS every EDS subscription would cost
-Envoy an inotify instance, and a user has only 128 by default. An endpoint change re-creates that one
-cluster; clusters whose endpoints did not change are untouched.
+(``outbound|8080|v1|server.ns.svc.cluster.local``) and are described with their endpoints inline (a load
+assignment, localities and priorities included); :mod:`..xds` serves them as istiod does, each an EDS cluster
+with its ClusterLoadAssignment a resource of its own, so an endpoint change is an EDS push.
 
 A sidecar's app sends every outbound call to the sidecar as an explicit HTTP proxy (there is no iptables
 here), with ``Host: <host>:<port>``; the ``virtualOutbound`` listener's route config picks the virtual host by
