@@ -77,6 +77,11 @@ CATCHES: tuple[Catch, ...] = (
         "failover-locality-preferred": "expect_share",
         "latency-locality-saves-rtt": "expect_latency_saving",
     }),
+    # local calls spread over both clusters: those sent to cluster2 fail while its gateway is down (retries off)
+    # until outlier detection ejects it, after 3 (consecutiveGatewayErrors)
+    Catch("no-locality-priority", {
+        "failover-east-west-gateway-loss": "expect_no_failed_calls",
+    }, topology="multi-network"),
     Catch("retries-disabled", {
         "failover-retries-hide-failure": "expect_no_failed_calls",
     }),
