@@ -71,9 +71,17 @@ CATCHES: tuple[Catch, ...] = (
     Catch("no-outlier-detection", {
         "failover-locality-preferred": "expect_share",
     }),
+    # calls spread over both clusters: a quarter or more cross the link, so the locality-preferred run's p90 is
+    # the link's latency (its p50 may still save)
     Catch("no-locality-priority", {
         "failover-locality-preferred": "expect_share",
+        "latency-locality-saves-rtt": "expect_latency_saving",
     }),
+    # local calls spread over both clusters: those sent to cluster2 fail while its gateway is down (retries off)
+    # until outlier detection ejects it, after 3 (consecutiveGatewayErrors)
+    Catch("no-locality-priority", {
+        "failover-east-west-gateway-loss": "expect_no_failed_calls",
+    }, topology="multi-network"),
     Catch("retries-disabled", {
         "failover-retries-hide-failure": "expect_no_failed_calls",
     }),

@@ -1,5 +1,5 @@
 from conformance import Area, Feature, Scenario, check
-from conformance.expect import expect_all_ok, expect_answered_by, expect_fails_fast, expect_no_failed_calls
+from conformance.expect import expect_all_ok, expect_fails_fast, expect_no_failed_calls
 
 
 @check("failover-east-west-gateway-loss", area=Area.FAILOVER, serial=True,
@@ -12,8 +12,10 @@ def test_failover_east_west_gateway_loss(scenario: Scenario) -> None:
     remote = scenario.deploy("remote", "cluster2")
     client = scenario.deploy("client", "cluster1")
     scenario.apply("failover-east-west-gateway-loss.yaml")
-    scenario.baseline("local calls stay in cluster1", lambda: scenario.call(client, server, count=10),
-                      lambda result: expect_answered_by(result, ["cluster1"]))
+    # Local calls are not required to stay in cluster1 before the fault: keeping them there, so that cluster2's
+    # gateway is not on their path, is what locality-preferred routing does for them, and a mesh that spreads
+    # them over both clusters loses some when the gateway goes down (retries are off): the traffic judges it.
+    scenario.baseline("local calls answer", lambda: scenario.call(client, server, count=10), expect_all_ok)
     scenario.baseline("cluster2's service answers across the networks", lambda: scenario.call(client, remote, count=3),
                       expect_all_ok)
 

@@ -117,3 +117,23 @@ def test_failover_priority_sees_only_cluster_and_network_on_a_gateway_endpoint(m
     own_network = call(mesh, client, local.url(), 30)
     assert own_network.clusters() == {"cluster1": 30}, own_network.summary()
     mesh.delete_namespace(ns)
+
+
+@pytest.mark.parametrize("label", ["topology.kubernetes.io/region", "topology.istio.io/cluster"])
+def test_a_subset_on_a_topology_label_reaches_another_network(mesh: LocalProvider, label: str) -> None:
+    """A subset may select endpoints by the topology labels Istio adds (labelutil.AugmentLabels); through the
+    east-west gateway the subset's SNI cluster is built by the same endpoint builder
+    (buildOutboundSniDnatClusters in pilot/pkg/networking/core/cluster.go), so it finds cluster2's pods too."""
+    ns = f"mn-{secrets.token_hex(3)}"
+    client = mesh.deploy_probe(ProbeSpec("client", ns, "cluster1"))
+    local = mesh.deploy_probe(ProbeSpec("server", ns, "cluster1"))
+    mesh.deploy_probe(ProbeSpec("server", ns, "cluster2"))
+    far = {"topology.kubernetes.io/region": mesh.topology.cluster("cluster2").region,
+           "topology.istio.io/cluster": "cluster2"}[label]
+    mesh.apply([doc("DestinationRule", "server", ns, {"host": "server",
+                                                      "subsets": [{"name": "far", "labels": {label: far}}]}),
+                doc("VirtualService", "server", ns, {"hosts": ["server"], "http": [
+                    {"route": [{"destination": {"host": "server", "subset": "far"}}]}]})], CLUSTERS)
+    result = call(mesh, client, local.url(), 10)
+    assert result.clusters() == {"cluster2": 10}, result.summary()
+    mesh.delete_namespace(ns)

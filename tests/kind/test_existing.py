@@ -229,18 +229,17 @@ def test_a_blocked_pod_proxy_falls_back_to_port_forward_and_says_so() -> None:
 
 def test_regions_come_from_the_nodes_and_template_the_locality_check() -> None:
     """Item 10: the clusters the provider reports carry their nodes' real regions, and the locality check's
-    baseline DestinationRule is written from them."""
+    DestinationRule's subset of the far region is written from them."""
     provider = _provider(_healthy())
     provider.up()
     regions = {c.name: c.region for c in provider.clusters()}
     assert regions == {"cluster1": "us-east1", "cluster2": "us-west1"}
-    docs = load_manifests(REPO / "suites/latency/latency-locality-saves-rtt.remote.yaml",
-                          {"namespace": "meshconf-x", "near_region": regions["cluster1"],
-                           "far_region": regions["cluster2"]})
-    distribute = docs[0]["spec"]["trafficPolicy"]["loadBalancer"]["localityLbSetting"]["distribute"]
-    assert distribute == [{"from": "us-east1/*", "to": {"us-west1/*": 100}}]
+    docs = load_manifests(REPO / "suites/latency/latency-locality-saves-rtt.yaml",
+                          {"namespace": "meshconf-x", "far_region": regions["cluster2"]})
+    subsets = docs[0]["spec"]["subsets"]
+    assert subsets == [{"name": "far", "labels": {"topology.kubernetes.io/region": "us-west1"}}]
     source = (REPO / "suites/latency/test_latency_locality_saves_rtt.py").read_text()
-    assert "near_region=" in source and "far_region=" in source  # the check passes the mesh's regions
+    assert 'far_region=regions["cluster2"]' in source  # the check passes the mesh's regions
 
 
 def test_existing_clusters_never_offer_the_link_rtt() -> None:

@@ -145,7 +145,11 @@ def build_east_west(view: MeshView, workload: Workload, source: SourceFn) -> Xds
         for port in destination.ports:
             for subset, labels in [("", {}), *subsets(rule).items()]:
                 sni = istio_sni(port, subset, destination.host)
-                chosen = [w for w in local if all(w.labels.get(k) == v for k, v in labels.items())]
+                # a subset matches Istio's labels of the endpoint, topology labels included, as the sidecar's
+                # own subset clusters do (buildOutboundSniDnatClusters -> applyDestinationRule in
+                # pilot/pkg/networking/core/cluster.go, through the same endpoint builder)
+                istio = [(w, _locality(w).topology_labels()) for w in local]
+                chosen = [w for w, own in istio if all(own.get(k) == v for k, v in labels.items())]
                 targets = [Target(w.addresses.pod_ip, port, _locality(w), mtls=False, name=w.name) for w in chosen]
                 chains.append({
                     "filter_chain_match": {"server_names": [sni]},
