@@ -113,8 +113,8 @@ class Budgets:
     ``Timeouts.call_timeout_s``, where the probe gives up on a hung call."""
     locality_rtt_saving_ms: float = 20.0
     """What locality-preferred routing must save at p50 and at p90 against calls across the link (p90: a mesh
-    that lets a tenth of the calls cross does not save it there). The shipped
-    topologies' link RTT is 25 ms; set this to about 80% of your clusters' real round trip)."""
+    that lets a tenth of the calls cross does not save it there). The shipped topologies' link RTT is 25 ms;
+    set this to about 80% of your clusters' real round trip."""
     failover_p95_ms: float = 50.0
     """p95 of calls while a local backend fails under load and traffic shifts to another cluster. Not p99: the
     calls caught in the shift (in flight when the backend failed, and those that open the new mTLS connections
