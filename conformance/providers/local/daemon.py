@@ -21,8 +21,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from conformance.certs import RootStep
 from conformance.config import RunConfig
-from conformance.errors import ConformanceError
+from conformance.errors import ConformanceError, UsageError
 from conformance.provider import ProbeSpec
 from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.dns import NameTable
@@ -166,12 +167,38 @@ def _link(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
 
 
 def _control_plane(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
-    """``up``: stop or start the cluster's control plane; ``restart``: restart it; neither: its status."""
+    """``up``: stop or start the cluster's control plane; ``restart``: restart it; ``reset``: every control plane
+    up and every broken remote secret restored; else: its status."""
+    if body.get("reset"):
+        runtime.lifecycle.reset()
+        return {}
     if body.get("restart"):
-        return runtime.restart_control_plane(body["cluster"])
+        return runtime.lifecycle.restart_control_plane(body["cluster"])
     if "up" in body:
-        return runtime.set_control_plane(body["cluster"], bool(body["up"]))
-    return runtime.control_plane_status(body["cluster"])
+        return runtime.lifecycle.set_control_plane(body["cluster"], bool(body["up"]))
+    return runtime.lifecycle.status(body["cluster"])
+
+
+def _remote_secret(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    """``action`` rotate, break (``how``: unreachable, rejected) or restore ``cluster``'s secret for ``remote``."""
+    lifecycle, cluster, remote = runtime.lifecycle, str(body["cluster"]), str(body["remote"])
+    action = body.get("action")
+    if action == "rotate":
+        return lifecycle.rotate_remote_secret(cluster, remote)
+    if action == "break":
+        return lifecycle.break_remote_secret(cluster, remote, str(body.get("how") or "unreachable"))
+    if action == "restore":
+        return lifecycle.restore_remote_secret(cluster, remote)
+    raise UsageError(f"remote secret action must be rotate, break or restore, not {action!r}")
+
+
+def _root_migration(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+    try:
+        step = RootStep(str(body["step"]))
+    except ValueError:
+        raise UsageError(f"root migration step must be one of {', '.join(RootStep)}, not {body['step']!r}") from None
+    roots = runtime.lifecycle.migrate_root(step)
+    return {"oldRoot": roots.old_root.decode(), "newRoot": roots.new_root.decode(), "bundle": roots.bundle.decode()}
 
 
 def _rotate(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
@@ -226,6 +253,8 @@ ROUTES = {
     ("POST", "/gateways"): _gateway,
     ("POST", "/links"): _link,
     ("POST", "/control-planes"): _control_plane,
+    ("POST", "/remote-secrets"): _remote_secret,
+    ("POST", "/root-migration"): _root_migration,
     ("POST", "/certificates/rotate"): _rotate,
     ("POST", "/namespaces/delete"): _delete_namespace,
     ("POST", "/resolve"): _resolve,
