@@ -575,9 +575,9 @@ def expect_connections_kept(held: HeldConnections, during: str) -> None:
     if not held.calls:
         raise AssertionError(f"no call was made on the held connections during {during}: nothing was proven")
     if held.lost or held.failed_calls:
-        raise AssertionError(f"{held.lost} of {held.held} keep-alive connections were lost during {during} "
-                             f"({held.opened} opened, {held.failed_calls} of {len(held.calls)} calls failed; "
-                             f"errors: {held.errors() or 'none'})")
+        raise AssertionError(f"keep-alive connections were lost during {during}: {held.opened} were opened for "
+                             f"{held.held} held ({held.lost} replaced or failed), {held.failed_calls} of "
+                             f"{len(held.calls)} calls failed; errors: {held.errors() or 'none'}")
 
 
 @expectation

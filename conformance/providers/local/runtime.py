@@ -294,8 +294,9 @@ class MeshRuntime:
         if Defect.WRONG_SPIFFE_IDENTITY in self.defects and workload.namespace != ROOT_NAMESPACE:
             account = "default"
         ttl = dt.timedelta(seconds=min(3600.0, self.config.budgets.cert_ttl_s))
-        return self.ca.intermediate(workload.cluster.name).issue(self.topology.trust_domain, workload.namespace,
-                                                                 account, ttl)
+        # the CA of the control plane that serves the workload: a remote cluster's is its primary's istiod
+        signer = self.ca.intermediate(workload.cluster.config_cluster)
+        return signer.issue(self.topology.trust_domain, workload.namespace, account, ttl)
 
     def _start_gateway(self, cluster_name: str, kind: str) -> None:
         cluster = self.topology.cluster(cluster_name)
