@@ -91,6 +91,7 @@ class ConnectionHold:
         self._answers: list[Any] = []
         self._errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, name="held-connections", daemon=True)
+        self._asked = False
         self.ended_early = False
 
     def _run(self) -> None:
@@ -117,7 +118,9 @@ class ConnectionHold:
         return self._thread.is_alive()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
+        """Ask the probe to end the hold (once)."""
+        if self._thread.is_alive() and not self._asked:
+            self._asked = True
             self.ended_early = bool(self._stop_forward(str(self._request["name"])).get("stopped"))
 
     def result(self) -> HeldConnections:

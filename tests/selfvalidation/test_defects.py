@@ -91,6 +91,26 @@ CATCHES: dict[Defect, tuple[Catch, ...]] = {
     Defect.CLAIMS_LIST_MATCHED_AS_STRING: _catch("authz-jwt-claim-condition", "authn-jwt-at-ingress-cross-cluster"),
     # every push reaches the proxies 2 s after the authz propagation budget, so the DENY is enforced too late
     Defect.SLOW_CONFIG_PUSH: _catch("authz-propagation-time"),
+    # issue 12, the control planes' lifecycle, on Istio's CI topology (a primary, its remote, a primary elsewhere):
+    # expect_no_failed_calls (calls to cluster3 get 503 "no healthy upstream" after the rotation)
+    Defect.REMOTE_ENDPOINTS_LOST_ON_SECRET_ROTATION: _catch("multicluster-remote-secret-rotation",
+                                                            topology="three-cluster"),
+    # expect_answered_by, in the wait for the repaired cluster's endpoints (they never come back)
+    Defect.BAD_SECRET_BLOCKS_RECOVERY: _catch("multicluster-bad-remote-secret-isolated", topology="three-cluster"),
+    # expect_endpoints_kept (the client's sidecar holds 0 of its 2 endpoints after the first push)
+    Defect.PUSH_BEFORE_REMOTE_SYNC: _catch("multicluster-control-plane-restart", topology="three-cluster"),
+    # expect_no_failed_calls (the proxies lost every listener while their control plane is down)
+    Defect.EMPTY_PUSH_ON_CONTROL_PLANE_STOP: _catch("multicluster-control-plane-down-keeps-data-plane",
+                                                    topology="three-cluster"),
+    # expect_connections_kept (every push replaces the listeners: the held connections are closed and reopened)
+    Defect.RESETS_CONNECTIONS_ON_UNRELATED_PUSH: _catch("multicluster-long-lived-connections",
+                                                        topology="three-cluster"),
+    # expect_no_failed_calls (handshakes fail between the trust bundle's push and the workloads' new certificates)
+    Defect.DROPS_OLD_ROOT_EARLY: _catch("mtls-root-ca-migration", topology="three-cluster"),
+    # expect_answered_by (the cluster-local host is answered by every cluster)
+    Defect.CLUSTER_LOCAL_IGNORED: _catch("multicluster-cluster-local-service", topology="three-cluster"),
+    # expect_answered_by (with three regions, traffic leaving region1 splits between region2 and region3)
+    Defect.LOCALITY_FAILOVER_IGNORED: _catch("failover-locality-failover-region", topology="three-cluster"),
 }
 ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
 """One self-validation run per row: a defect, on a topology, and the checks that must fail."""
@@ -144,7 +164,7 @@ def test_every_check_is_caught_by_a_defect() -> None:
     assert caught == {info.id for info in list_checks(REPO / "suites")}
 
 
-@pytest.mark.parametrize("topology", ["multi-primary", "multi-network"])
+@pytest.mark.parametrize("topology", ["multi-primary", "multi-network", "three-cluster"])
 def test_without_defects_every_check_passes(topology: str, tmp_path: Path) -> None:
     statuses = run_checks(tmp_path / "out", "--topology", topology, "-n", "2")
     assert statuses and set(statuses.values()) <= {"passed", "skipped"}, why(tmp_path / "out")
