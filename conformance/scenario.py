@@ -340,11 +340,13 @@ class Scenario:
         """GET ``path`` on the probe's sidecar Envoy admin (``/stats``, ``/certs``, ``/config_dump``...)."""
         return self.mesh.proxy_admin(probe, path, instance)
 
-    def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
-        """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget."""
+    def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None],
+                          within_s: float | None = None) -> Converged[T]:
+        """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget (or
+        ``within_s``: a check's own budget for this wait, e.g. a control plane's return)."""
         __tracebackhide__ = True
         timeouts = self.config.timeouts
-        return await_convergence(action, expectation, budget_s=timeouts.consistency_s,
+        return await_convergence(action, expectation, budget_s=timeouts.consistency_s if within_s is None else within_s,
                                  interval_s=timeouts.poll_interval_s, consecutive=timeouts.consecutive_successes)
 
     def baseline(self, what: str, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:

@@ -48,7 +48,8 @@ def test_multicluster_bad_remote_secret_isolated(scenario: Scenario) -> None:
 
     faults.restore_remote_secret(primary, broken)
     back = scenario.await_convergence(lambda: scenario.call(client, stranded, count=3, attach=False),
-                                      lambda result: expect_answered_by(result, [broken]))
+                                      lambda result: expect_answered_by(result, [broken]),
+                                      within_s=scenario.config.budgets.remote_secret_recovery_s)
 
     budget = scenario.config.budgets.remote_secret_recovery_s
     scenario.measure(f"failed calls to {', '.join(others)} while the secret was broken", len(timeline.failures()),

@@ -34,7 +34,8 @@ def test_multicluster_control_plane_down_keeps_data_plane(scenario: Scenario) ->
         traffic.mark("back")
         faults.set_control_plane(primary, True)
         reached = scenario.await_convergence(lambda: scenario.call(client, late, count=3, attach=False),
-                                             lambda result: expect_answered_by(result, [far]))
+                                             lambda result: expect_answered_by(result, [far]),
+                                             within_s=scenario.config.budgets.control_plane_return_s)
         traffic.mark("reached")
         traffic.wait(0.5)
     timeline = traffic.stop()

@@ -39,7 +39,8 @@ def test_multicluster_remote_secret_rotation(scenario: Scenario) -> None:
 
     late = scenario.deploy("late", remote)  # ready: its pod is up with its sidecar
     reached = scenario.await_convergence(lambda: scenario.call(client, late, count=3, attach=False),
-                                         lambda result: expect_answered_by(result, [remote]))
+                                         lambda result: expect_answered_by(result, [remote]),
+                                         within_s=scenario.config.budgets.endpoint_propagation_s)
 
     budget = scenario.config.budgets.endpoint_propagation_s
     scenario.measure("failed calls across the rotation", len(timeline.failures()), "calls", budget=0)
