@@ -167,3 +167,17 @@ def test_cluster_local_keeps_calls_in_the_callers_cluster(mesh: LocalProvider, t
         assert len({r.cluster for r in call(mesh, client, target, count=30).responses}) == 3
     finally:
         mesh.delete_namespace(namespace)
+
+
+def test_the_name_table_comes_from_the_control_plane(mesh: LocalProvider, pods: Pods) -> None:
+    """istio-agent's DNS names are pushed by istiod: a service that appears while its control plane is down
+    resolves only once it is back."""
+    mesh.faults.set_control_plane("cluster1", False)
+    try:
+        late = mesh.deploy_probe(ProbeSpec("late", pods.namespace, "cluster3"))
+        assert {r.error for r in call(mesh, pods.client, late.url(), count=2).responses} == {"unresolved host"}
+    finally:
+        mesh.faults.set_control_plane("cluster1", True)
+    reached = eventually(lambda: call(mesh, pods.client, late.url(), count=1), lambda r: r.responses[0].ok,
+                         within_s=40)
+    assert reached.responses[0].ok

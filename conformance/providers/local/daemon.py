@@ -49,7 +49,14 @@ class MeshServer(ThreadingHTTPServer):
         """Each cluster's DNS name table; replaced whole after every change, read without the lock."""
 
     def refresh_names(self) -> None:
-        self.names = {c: NameTable.of(self.runtime.view(c)) for c in self.runtime.topology.cluster_names}
+        """istio-agent's name table comes from its control plane (pushed with the config): while that control
+        plane is down, its proxies' table stays as it was."""
+        names = dict(self.names)
+        for cluster in self.runtime.topology.cluster_names:
+            plane = self.runtime.control_planes[self.runtime.topology.cluster(cluster).config_cluster]
+            if plane.up or cluster not in names:
+                names[cluster] = NameTable.of(self.runtime.view(cluster))
+        self.names = names
 
 
 class Handler(BaseHTTPRequestHandler):
