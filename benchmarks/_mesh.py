@@ -20,8 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: python benchmarks/x.py
 
 from conformance.config import RunConfig
-from conformance.errors import LoadShortfall
-from conformance.load import HttpTarget, LoadProfile, LoadResult, direct_entry, run_locust, sidecar_entry
+from conformance.load import HttpTarget, LoadProfile, LoadResult, LoadShortfall, direct_entry, run_locust, sidecar_entry
 from conformance.provider import ProbeSpec
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from _mesh import Deadline, line, local_mesh, profile
 
-from conformance.errors import LoadShortfall
-from conformance.load import LoadResult, run_locust
+from conformance.load import LoadResult, LoadShortfall, run_locust
 
 RATES = (500, 1000, 1500, 2000, 3000, 4000, 5000, 6000, 8000, 10000, 12000, 15000)
 MIN_RATE_PCT = 98.0

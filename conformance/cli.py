@@ -52,7 +52,7 @@ def _suites_dir() -> Path:
 
 
 def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", default=None, help="local (default), kind or existing")
+    parser.add_argument("--provider", default=None, help="local (default), kind, k3s or existing")
     parser.add_argument("--topology", default=None,
                         help="multi-primary (default), multi-network, primary-remote, or a topology file")
     parser.add_argument("--profile", default=None, help="YAML file of settings, budgets and timeouts")
@@ -278,10 +278,11 @@ def _defects(args: argparse.Namespace) -> int:
 def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--context", dest="contexts", action="append", default=[], metavar="CONTEXT",
                         help="existing provider: a kubeconfig context, one per cluster in topology order (repeatable)")
-    parser.add_argument("--istio-version", default=None, help="kind provider: the Istio to install, e.g. 1.28.0")
+    parser.add_argument("--istio-version", default=None, help="kind and k3s: the Istio to install, e.g. 1.28.0")
     parser.add_argument("--allow-mesh-wide", action="store_true", default=None,
                         help="existing provider: allow checks that change mesh-wide config")
-    parser.add_argument("--istioctl", default=None, help="kind provider: use this istioctl instead of downloading")
+    parser.add_argument("--istioctl", default=None,
+                        help="kind and k3s providers: use this istioctl instead of downloading")
     parser.add_argument("--reuse", action="store_true", default=None,
                         help="kind provider: use existing clusters of the topology's names (never deleted)")
     parser.add_argument("--kind-node-image", default=None, help="kind provider: node image (default: Kubernetes 1.34)")
@@ -326,7 +327,7 @@ def _provider_of(run_dir: Path) -> str:
 
 def _add_real_cluster_commands(commands: Any) -> None:
     plan = commands.add_parser("plan", help="print every install step (commands and manifests); runs nothing")
-    plan.add_argument("--provider", default="kind", help="kind (the only provider that installs a mesh)")
+    plan.add_argument("--provider", default="kind", help="kind (default) or k3s: the providers that install a mesh")
     plan.add_argument("--topology", default=None, help="multi-primary (default), multi-network, primary-remote")
     plan.add_argument("--istio-version", required=True, help="the Istio to install, e.g. 1.28.0")
     plan.add_argument("--kind-node-image", default=None, help="node image (default: Kubernetes 1.34)")
@@ -334,7 +335,7 @@ def _add_real_cluster_commands(commands: Any) -> None:
     plan.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io")
 
     doctor = commands.add_parser("doctor", help="report the tools and packages a provider needs (exit 3: missing)")
-    doctor.add_argument("--provider", default="kind", help="kind (default), existing or local")
+    doctor.add_argument("--provider", default="kind", help="kind (default), k3s, existing or local")
 
     gate = commands.add_parser("gate", help="compare two conformance reports; exit 1 on any regression")
     gate.add_argument("--before", required=True, help="conformance-report.json before the change")
@@ -375,9 +376,10 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _gate(args: argparse.Namespace) -> int:
-    from conformance.gate import compare_reports, load_report, render_gate
+    from conformance.report.gate import compare_reports, render_gate
+    from conformance.report.model import Report
 
-    before, after = load_report(Path(args.before)), load_report(Path(args.after))
+    before, after = Report.load(Path(args.before)), Report.load(Path(args.after))
     rows = compare_reports(before, after)
     sys.stdout.write(render_gate(before, after, rows))
     return 1 if any(r.regression for r in rows) else 0

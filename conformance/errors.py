@@ -22,17 +22,13 @@ Two kinds of outcome are never mixed:
         ├── ProviderError            a provider operation failed (names the operation and the object)
         │   └── ConfigNotApplied     Envoy rejected or never loaded a config write
         ├── TimeoutExpired           a wait ran out; carries the last state seen and a hint
-        └── LoadShortfall            the load generator could not produce the rate asked (no latency verdict)
+        └── LoadShortfall            the load generator could not produce the rate asked (no latency verdict);
+                                     in ``conformance.load`` beside the LoadResult it carries
 
 Messages name the object and the reason in one line and, where the user can act, say how.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from conformance.load.result import LoadResult
 
 __all__ = [
     "BringUpFailed",
@@ -41,7 +37,6 @@ __all__ = [
     "ConformanceError",
     "EnvironmentBroken",
     "EnvironmentLost",
-    "LoadShortfall",
     "ManifestError",
     "PreflightFailed",
     "ProviderError",
@@ -125,12 +120,3 @@ class ConfigNotApplied(ProviderError):
 
 class TimeoutExpired(EnvironmentBroken):
     """A wait ran out of time. The message carries the last state seen."""
-
-
-class LoadShortfall(EnvironmentBroken):
-    """A load run did not reach its target rate (or its generator was CPU-bound): its latencies are those of
-    another load than the one asked, so no verdict. ``result`` holds what was measured anyway."""
-
-    def __init__(self, message: str, result: LoadResult | None = None) -> None:
-        super().__init__(message)
-        self.result = result

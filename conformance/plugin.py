@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,7 @@ from conformance.provider import MeshProvider
 from conformance.providers import attach_provider, create_provider, validate_provider
 from conformance.redact import redact_tree
 from conformance.report.allure import label_check
+from conformance.report.model import Status
 from conformance.scenario import Scenario
 from conformance.session import (
     SESSION_DIR_ENV,
@@ -271,6 +273,7 @@ def _serial_lock(config: pytest.Config, info: CheckInfo) -> Iterator[None]:
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """A check that did not pass while something underneath it died is broken, not failed: ask the provider
     (its answer names the dead process and its last output), and raise that instead."""
+    started = time.time()
     try:
         return (yield)
     except CannotRun as exc:
@@ -280,7 +283,7 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         if current is None or isinstance(exc, _ONE_LINE):
             raise
         try:
-            problems = current.mesh.environment_problems([current.namespace])
+            problems = current.mesh.environment_problems([current.namespace], since=started)
         except EnvironmentLost as lost:
             raise lost from exc
         except ConformanceError:
@@ -304,8 +307,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             record_lost(item.config, str(error))
     status = _status(report, call)
     report.user_properties.append(("meshconf.check", info.as_dict()))
-    report.user_properties.append(("meshconf.status", status))
-    if status == "failed" and call.excinfo is not None:
+    report.user_properties.append(("meshconf.status", status.value))  # plain str: xdist serializes only builtins
+    if status is Status.FAILED and call.excinfo is not None:
         failure = call.excinfo.value
         report.user_properties.append(("meshconf.failed_on", {
             "expectation": getattr(failure, "expectation", None),
@@ -315,19 +318,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if current is not None and report.when == "call":
         for measurement in current.measurements:
             report.user_properties.append(("meshconf.measurement", measurement.as_dict()))
-        if status in ("failed", "broken"):
+        if status in (Status.FAILED, Status.BROKEN):
             _collect_diagnostics(item, current, info)
     return report
 
 
-def _status(report: pytest.TestReport, call: pytest.CallInfo[None]) -> str:
+def _status(report: pytest.TestReport, call: pytest.CallInfo[None]) -> Status:
     if report.skipped:
-        return "skipped"
+        return Status.SKIPPED
     if report.passed:
-        return "passed"
+        return Status.PASSED
     if report.when == "call" and call.excinfo is not None and call.excinfo.errisinstance(AssertionError):
-        return "failed"
-    return "broken"
+        return Status.FAILED
+    return Status.BROKEN
 
 
 def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) -> None:

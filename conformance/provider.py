@@ -330,9 +330,10 @@ class MeshProvider(Protocol):
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""
 
-    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
-        """What broke underneath a check in ``namespaces`` without the check asking for it (a sidecar or probe
-        someone else killed, a crashed gateway), one line each naming the process and its last output.
+    def environment_problems(self, namespaces: Sequence[str], since: float | None = None) -> list[str]:
+        """What broke underneath a check in ``namespaces`` (since ``since``, a time.time() value: when the check
+        started) without the check asking for it (a sidecar or probe someone else killed, a crashed gateway),
+        one line each naming the process and its last output.
         Asked when a check did not pass: a problem here makes the check *broken*, not *failed*. Raises
         EnvironmentLost when the environment itself is gone."""
 

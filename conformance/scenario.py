@@ -28,7 +28,7 @@ from conformance.check import CheckInfo
 from conformance.config import RunConfig
 from conformance.connections import ConnectionHold, EndpointWatch, hold_request, outbound_cluster
 from conformance.convergence import Converged, await_convergence
-from conformance.errors import CannotRun, EnvironmentBroken, LoadShortfall, ManifestError, UsageError
+from conformance.errors import CannotRun, EnvironmentBroken, ManifestError, UsageError
 from conformance.expect import Nonconformance
 from conformance.load import (
     ForwardTarget,
@@ -36,6 +36,7 @@ from conformance.load import (
     LoadEvent,
     LoadProfile,
     LoadResult,
+    LoadShortfall,
     LocustRun,
     direct_entry,
     run_forward_load,
@@ -45,7 +46,7 @@ from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
 from conformance.report.allure import attach_load
-from conformance.report.conformance import Measurement
+from conformance.report.model import Measurement
 from conformance.tokens import TokenIssuer
 from conformance.topology import Cluster
 from conformance.traffic import ContinuousTraffic, Timeline

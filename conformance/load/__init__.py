@@ -15,7 +15,7 @@ Plots live in ``conformance.load.plots`` (imports matplotlib when called).
 from conformance.load.forward import run_forward_load
 from conformance.load.locust_process import LocustRun, locustfile_source, run_locust, start_locust
 from conformance.load.profile import ForwardTarget, HttpTarget, LoadProfile, direct_entry, sidecar_entry
-from conformance.load.result import LoadEvent, LoadResult, Second
+from conformance.load.result import LoadEvent, LoadResult, LoadShortfall, Second
 
 __all__ = [
     "ForwardTarget",
@@ -23,6 +23,7 @@ __all__ = [
     "LoadEvent",
     "LoadProfile",
     "LoadResult",
+    "LoadShortfall",
     "LocustRun",
     "Second",
     "direct_entry",

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
 from conformance.config import RunConfig
-from conformance.errors import LoadShortfall, UsageError
-from conformance.load.result import LoadResult
+from conformance.errors import UsageError
+from conformance.load.result import LoadResult, LoadShortfall
 
 if TYPE_CHECKING:
     from conformance.provider import ProbeHandle

@@ -17,10 +17,13 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from conformance.errors import EnvironmentBroken
+
 __all__ = [
     "PERCENTILES",
     "LoadEvent",
     "LoadResult",
+    "LoadShortfall",
     "Second",
     "decode_histogram",
     "encode_histogram",
@@ -246,3 +249,12 @@ class LoadResult:
         values["timeline"] = tuple(Second(**s) for s in values.get("timeline", ()))
         values["events"] = tuple(LoadEvent(**e) for e in values.get("events", ()))
         return cls(**values)
+
+
+class LoadShortfall(EnvironmentBroken):
+    """A load run did not reach its target rate (or its generator was CPU-bound): its latencies are those of
+    another load than the one asked, so no verdict. ``result`` holds what was measured anyway."""
+
+    def __init__(self, message: str, result: LoadResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -39,6 +39,7 @@ PROVIDERS: dict[str, str] = {
     "local": "conformance.providers.local:LocalProvider",
     "kind": "conformance.providers.kind:KindProvider",
     "existing": "conformance.providers.existing:ExistingProvider",
+    "k3s": "conformance.providers.k3s:K3sProvider",
 }
 
 
@@ -126,7 +127,7 @@ def plan_provider(config: RunConfig, topology: Topology) -> str:
     """What ``up()`` would do, as printable numbered steps; runs nothing. UsageError if the provider has no plan."""
     cls = _provider_class(config.provider)
     if not hasattr(cls, "plan"):
-        raise UsageError(f"provider {config.provider} has no install plan to print (only kind does)")
+        raise UsageError(f"provider {config.provider} has no install plan to print (kind and k3s have)")
     text: str = cls.plan(config, topology)
     return text
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import allure
 
 from conformance.check import CheckInfo
+from conformance.report.model import Status
 
 if TYPE_CHECKING:
     from conformance.load.result import LoadResult
@@ -24,9 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["CATEGORIES", "attach_load", "label_check", "write_run_files"]
 
 CATEGORIES = [
-    {"name": "Non-conformance: the mesh did not behave as Istio specifies", "matchedStatuses": ["failed"]},
-    {"name": "Environment broken: no verdict (see diagnostics)", "matchedStatuses": ["broken"]},
-    {"name": "Skipped: the environment lacks a feature", "matchedStatuses": ["skipped"]},
+    {"name": "Non-conformance: the mesh did not behave as Istio specifies", "matchedStatuses": [Status.FAILED.value]},
+    {"name": "Environment broken: no verdict (see diagnostics)", "matchedStatuses": [Status.BROKEN.value]},
+    {"name": "Skipped: the environment lacks a feature", "matchedStatuses": [Status.SKIPPED.value]},
 ]
 
 

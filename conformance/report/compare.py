@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance.gate import load_report
+from conformance.report.gate import ABSENT as ABSENT_CHECK
+from conformance.report.model import CheckResult, Measurement, Report, Status
 
 __all__ = ["Matrix", "build_matrix", "load_reports", "render_markdown", "render_text"]
 
@@ -29,7 +30,7 @@ ABSENT = "-"
 class Run:
     path: Path
     run: Mapping[str, Any]
-    checks: Mapping[str, Mapping[str, Any]]
+    checks: Mapping[str, CheckResult]
     summary: str
 
 
@@ -48,13 +49,13 @@ class Matrix:
     summaries: list[str]
 
 
-def load_reports(paths: Sequence[Path]) -> list[tuple[Path, dict[str, Any]]]:
-    """Read every report with the gate's loader: UsageError naming the first file that is missing or invalid
-    (not JSON, not schemaVersion 1: reports of different schema versions are never mixed)."""
-    return [(path, load_report(path)) for path in paths]
+def load_reports(paths: Sequence[Path]) -> list[tuple[Path, Report]]:
+    """Read every report: UsageError naming the first file that is missing or invalid (not JSON, not
+    schemaVersion 1: reports of different schema versions are never mixed)."""
+    return [(path, Report.load(path)) for path in paths]
 
 
-def build_matrix(reports: Sequence[tuple[Path, Mapping[str, Any]]]) -> Matrix:
+def build_matrix(reports: Sequence[tuple[Path, Report]]) -> Matrix:
     runs = [_run(path, report) for path, report in reports]
     varying = [f for f in LABEL_FIELDS if len({_field(r.run, f) for r in runs}) > 1]
     common = " · ".join(f"{_NAMES[f]} {_field(runs[0].run, f)}" for f in LABEL_FIELDS if f not in varying)
@@ -69,7 +70,7 @@ def build_matrix(reports: Sequence[tuple[Path, Mapping[str, Any]]]) -> Matrix:
     areas: dict[str, str] = {}
     for r in runs:
         for check_id, check in r.checks.items():
-            areas.setdefault(check_id, str(check.get("area", "")))
+            areas.setdefault(check_id, check.area)
     rows, measured = [], []
     for check_id in sorted(areas, key=lambda c: (areas[c], c)):
         key = _key_measurement(check_id, runs)
@@ -98,7 +99,7 @@ def render_markdown(matrix: Matrix) -> str:
     lines.append("| check | " + " | ".join(_md(label) for label in matrix.labels) + " |")
     lines.append("|---|" + "---|" * len(matrix.labels))
     for check, cells in matrix.rows:
-        lines.append(f"| `{check}` | " + " | ".join(_ICONS.get(c.split(" ")[0], "") + _md(c) for c in cells) + " |")
+        lines.append(f"| `{check}` | " + " | ".join(_icon(c) + _md(c) for c in cells) + " |")
     lines.append("| **summary** | " + " | ".join(matrix.summaries) + " |")
     if matrix.measured:
         lines += ["", "Measurements shown: " + "; ".join(f"`{check}`: {name}" for check, name in matrix.measured) + "."]
@@ -106,7 +107,11 @@ def render_markdown(matrix: Matrix) -> str:
 
 
 _NAMES = {"provider": "provider", "topology": "topology", "meshVersion": "mesh", "proxyVersion": "proxy"}
-_ICONS = {"passed": "✅ ", "failed": "❌ ", "broken": "⚠️ ", "skipped": "⏭️ "}
+
+
+def _icon(cell: str) -> str:
+    status = cell.split(" ")[0]
+    return f"{Status(status).icon} " if status in tuple(Status) else ""
 
 
 def _md(text: str) -> str:
@@ -122,51 +127,35 @@ def _field(run: Mapping[str, Any], name: str) -> str:
     return ABSENT if value in (None, "") else str(value)
 
 
-def _run(path: Path, report: Mapping[str, Any]) -> Run:
-    run = report.get("run")
-    checks = {str(c["id"]): c for c in report["checks"]}
-    statuses = [str(c["status"]) for c in checks.values()]
-    counts = [f"{statuses.count(s)} {s}" for s in ("passed", "failed", "broken", "skipped") if s in statuses]
+def _run(path: Path, report: Report) -> Run:
+    checks = report.by_id()
+    statuses = [c.status for c in checks.values()]
+    counts = [f"{statuses.count(s)} {s}" for s in Status if s in statuses]
     summary = f"{', '.join(counts)} of {len(statuses)}" if statuses else "no checks"
-    return Run(path, run if isinstance(run, Mapping) else {}, checks, summary)
+    return Run(path, report.run, checks, summary)
 
 
-def _budgeted(check: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    return [m for m in check.get("measurements") or []
-            if isinstance(m, Mapping) and m.get("budget") is not None and isinstance(m.get("value"), int | float)]
+def _budgeted(check: CheckResult | None) -> list[Measurement]:
+    return [m for m in check.measurements if m.budget is not None] if check is not None else []
 
 
 def _key_measurement(check_id: str, runs: Sequence[Run]) -> str | None:
     for r in runs:
-        budgeted = _budgeted(r.checks.get(check_id, {}))
+        budgeted = _budgeted(r.checks.get(check_id))
         if budgeted:
-            return str(budgeted[0].get("name"))
+            return budgeted[0].name
     return None
 
 
-def _cell(check: Mapping[str, Any] | None, key: str | None) -> str:
+def _cell(check: CheckResult | None, key: str | None) -> str:
     if check is None:
-        return "absent"
-    text = str(check["status"])
+        return ABSENT_CHECK
+    text = str(check.status)
     budgeted = _budgeted(check)
-    shown = next((m for m in budgeted if m.get("name") == key), None)
+    shown = next((m for m in budgeted if m.name == key), None)
     if shown is not None:
-        text += f" {_measured(shown)}"
-    others_over = sum(1 for m in budgeted if m is not shown and m.get("withinBudget") is False)
+        text += f" {shown.text()}"
+    others_over = sum(1 for m in budgeted if m is not shown and m.within_budget is False)
     if others_over:
         text += f" (+{others_over} over budget)"
     return text
-
-
-def _measured(m: Mapping[str, Any]) -> str:
-    """``1.82 s (<= 6)``, and ``OVER`` when outside the budget."""
-    value, budget = float(m["value"]), float(m["budget"])
-    unit = f" {m['unit']}" if m.get("unit") else ""
-    over = " OVER" if m.get("withinBudget") is False else ""
-    return f"{_number(value)}{unit} ({m.get('comparison', '<=')} {_number(budget)}){over}"
-
-
-def _number(value: float) -> str:
-    if abs(value) >= 100 or value == int(value):
-        return f"{value:.0f}"
-    return f"{value:.1f}" if abs(value) >= 10 else f"{value:.3g}"

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import EnvironmentBroken, UsageError
-from conformance.gate import load_report
 from conformance.report.allure import CATEGORIES
+from conformance.report.model import Report
 
 __all__ = ["ALLURE_PACKAGE", "allure_config", "failure_summary", "render_report", "report_name", "report_server",
            "strip_analytics"]
@@ -153,8 +153,7 @@ def _run_metadata(out: Path) -> dict[str, Any]:
     path = out / "conformance-report.json"
     if not path.is_file():
         return {}  # a run that broke before writing its report still has Allure results worth reading
-    run = load_report(path).get("run")
-    return run if isinstance(run, dict) else {}
+    return Report.load(path).run
 
 
 def _remove_analytics(report_dir: Path) -> None:

@@ -1,6 +1,7 @@
 """Faults in the middle of a run, from the checks' side: a sidecar someone else killed makes its check *broken*
 (naming the process and its last output), not *failed*; the local mesh process dying makes every remaining
-check broken at once with one reason, with no hang. (Restarting what died is the provider's part, not here.)"""
+check broken at once with one reason, with no hang; the local mesh's kubelet starts a dead process again, so the
+checks after it run on a healthy mesh, and a death counts only for the check it happened under."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from conformance.probe import ProbeClient
 from conformance.provider import ProbeSpec
 from conformance.providers.local import LocalProvider
 from conformance.runstate import RunState
 from tests.conftest import processes_mentioning, run_meshconf
+from tests.integration.mesh import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +115,55 @@ def test_a_fault_the_check_asked_for_is_no_environment_problem(local_mesh: Local
         assert local_mesh.environment_problems(["meshconf-elsewhere"]) == []
     finally:
         local_mesh.delete_namespace(namespace)
-    # a gateway is under every check: its death is every check's problem (and the last thing this mesh sees)
+    # a gateway is under every check: its death is the problem of every check running then
     gateway = next(p for p in RunState(local_mesh.run_dir).read()["processes"]
                    if p["name"] == "istio-ingressgateway.cluster1/envoy")
+    before = time.time()
     os.kill(gateway["pid"], signal.SIGKILL)
-    assert _problems(local_mesh, "meshconf-elsewhere") == [
+    problems = _problems(local_mesh, "meshconf-elsewhere")
+    assert len(problems) == 1 and problems[0].startswith(
         f"istio-ingressgateway.cluster1 (ingress gateway of cluster cluster1): its Envoy (pid {gateway['pid']}) was "
-        "killed by signal 9 (SIGKILL), and meshconf did not stop it; its last output: (no output)"]
+        "killed by signal 9 (SIGKILL), and meshconf did not stop it; its last output: (no output) ("), problems
+    # ... and the kubelet starts it again (its control plane ACKed its config), and a check that starts now
+    # sees no problem
+    assert _restarted(local_mesh, "istio-ingressgateway.cluster1/envoy", gateway["pid"])
+    assert local_mesh.environment_problems(["meshconf-elsewhere"], since=time.time()) == []
+    assert local_mesh.environment_problems(["meshconf-elsewhere"], since=before)[0].endswith("(restarted)")
+
+
+def _restarted(mesh: LocalProvider, name: str, old_pid: int) -> bool:
+    assert mesh.run_dir is not None
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pids = [p["pid"] for p in RunState(mesh.run_dir).read()["processes"] if p["name"] == name]
+        if pids and pids[0] != old_pid and all(
+                p.endswith("(restarted)") for p in mesh.environment_problems(["meshconf-elsewhere"], since=0)):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_sidecar_someone_killed_is_started_again_and_serves(local_mesh: LocalProvider) -> None:
+    namespace = "meshconf-kubelet"
+    assert local_mesh.run_dir is not None
+    try:
+        server = local_mesh.deploy_probe(ProbeSpec("server", namespace, "cluster1"))
+        client = local_mesh.deploy_probe(ProbeSpec("client", namespace, "cluster1"))
+        name = f"{server.instances[0].name}/envoy"
+        pid = next(p["pid"] for p in RunState(local_mesh.run_dir).read()["processes"] if p["name"] == name)
+        killed_at = time.time()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            pids = [p["pid"] for p in RunState(local_mesh.run_dir).read()["processes"] if p["name"] == name]
+            if pids and pids[0] != pid:
+                break
+            time.sleep(0.1)
+        # the client's sidecar may still hold a connection to the dead Envoy: its first call can fail
+        answered = eventually(lambda: ProbeClient(local_mesh, 2, 30).call(client, server.url(), 5),
+                              lambda result: result.statuses() == {200: 5})
+        assert answered.statuses() == {200: 5}, answered.summary()
+        problems = local_mesh.environment_problems([namespace], since=killed_at)
+        assert len(problems) == 1 and problems[0].endswith("(restarted)"), problems
+    finally:
+        local_mesh.delete_namespace(namespace)

@@ -20,8 +20,16 @@ import httpx
 import pytest
 
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, LoadShortfall
-from conformance.load import ForwardTarget, HttpTarget, LoadProfile, run_forward_load, run_locust, start_locust
+from conformance.errors import EnvironmentBroken
+from conformance.load import (
+    ForwardTarget,
+    HttpTarget,
+    LoadProfile,
+    LoadShortfall,
+    run_forward_load,
+    run_locust,
+    start_locust,
+)
 from conformance.load.distributed import result_from_configmap
 from conformance.probe import probe_source
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec

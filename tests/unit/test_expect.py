@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from conformance.convergence import await_convergence
@@ -19,7 +17,6 @@ from conformance.expect import (
     expect_within_budget,
 )
 from conformance.probe import CallResult, Response
-from conformance.report.conformance import CheckResult, RunReport
 from conformance.traffic import Timeline
 
 
@@ -52,17 +49,6 @@ def test_convergence_keeps_the_expectation() -> None:
 
 def test_a_passing_expectation_returns_its_value() -> None:
     expect_all_ok(_result(200))
-
-
-def test_the_report_says_what_a_failed_check_failed_on(tmp_path: Path) -> None:
-    failed = CheckResult("a-b", "mtls", "d", "failed", 1.0, "n", message="m", expectation="expect_all_ok",
-                         precondition=True)
-    passed = CheckResult("c-d", "mtls", "d", "passed", 1.0, "n2")
-    report = RunReport({}, [failed, passed])
-    checks = {c["id"]: c for c in report.as_dict()["checks"]}
-    assert checks["a-b"]["failedOn"] == {"expectation": "expect_all_ok", "precondition": True}
-    assert "failedOn" not in checks["c-d"]
-    assert "failed on precondition `expect_all_ok`" in report.markdown()
 
 
 def test_answered_by_version_names_the_wrong_version() -> None:

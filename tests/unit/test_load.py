@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from conformance.config import RunConfig
-from conformance.errors import EnvironmentBroken, LoadShortfall, UsageError
+from conformance.errors import EnvironmentBroken, UsageError
 from conformance.expect import expect_error_rate_within, expect_latency_within, expect_overhead_within
-from conformance.load import HttpTarget, LoadEvent, LoadProfile, LoadResult
+from conformance.load import HttpTarget, LoadEvent, LoadProfile, LoadResult, LoadShortfall
 from conformance.load.forward import result_of_forward
 from conformance.load.result import (
     decode_histogram,

@@ -4,7 +4,8 @@ One function per step, in the order Istio's own CI follows (``prow/integ-suite-k
 ``common/scripts/kind_provisioner.sh``: create the clusters in parallel, read each node's address on the
 ``kind`` network, MetalLB one cluster at a time, routes between clusters of one network) and then Istio's
 multi-cluster guides (plug-in CA -> install primaries -> east-west gateways and exposed services -> remote
-clusters -> remote secrets -> wait until synced). meshconf adds a kernel check for netem, image preloading, the
+clusters -> remote secrets -> wait until synced; those steps are the kube layer's, ``kube/istio_steps.py``,
+shared with k3s). meshconf adds a kernel check for netem, image preloading, the
 topology's link RTT (after the wait) and the probe workloads. ``meshconf plan`` prints it; ``KindProvider.up``
 runs the same steps through the runner.
 """
@@ -17,20 +18,26 @@ from pathlib import Path
 from typing import Any
 
 from conformance.certs import MeshCA
-from conformance.provider import ProbeSpec
 from conformance.providers.kind import images as i
 from conformance.providers.kind import links
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
-from conformance.providers.kind.steps import Command, Manifest, Step, Until
-from conformance.providers.kube.probes import probe_docs, probe_workload_name
-from conformance.topology import Cluster, Role, Topology
+from conformance.providers.kube.istio_steps import (
+    SMOKE_NAMESPACE,
+    east_west_gateways,
+    install_primaries,
+    install_remotes,
+    plug_in_ca,
+    remote_secrets,
+    smoke_probes,
+    wait_synced,
+)
+from conformance.providers.kube.steps import Command, Manifest, Step, Until
+from conformance.topology import Cluster, Topology
 
 __all__ = ["SMOKE_NAMESPACE", "PlanContext", "build_plan", "context_name", "delete_cluster", "kind_config_docs",
            "link_targets", "node_variable", "teardown", "variable"]
 
-SMOKE_NAMESPACE = "meshconf-smoke"
-_ISTIOD_WAIT = "300s"
 NETEM_HINT = ("the host kernel lacks a tc module meshconf needs to emulate the link between clusters (sch_netem, "
               "sch_prio, cls_u32): install the kernel's extra modules (e.g. `sudo apt-get install linux-modules-"
               "extra-$(uname -r)`), then `sudo modprobe sch_netem sch_prio cls_u32`; `meshconf doctor` checks them")
@@ -70,9 +77,22 @@ class PlanContext:
     """A Docker Hub mirror (``--image-hub``); None: Docker Hub."""
     locust_dockerfile: Path = i.LOCUST_DOCKERFILE
     addresses: dict[str, ClusterAddresses] = field(default_factory=dict)
+    east_west_address_note: str = "pinned MetalLB address"
 
     def __post_init__(self) -> None:
         self.addresses = cluster_addresses(self.topology, self.kind_subnet)
+
+    def install_overlay(self, cluster: Cluster) -> dict[str, Any]:
+        return m.install_overlay(cluster, self.topology, self.addresses, self.revision, hub=self.hub,
+                                 tag=self.istio_version)
+
+    def east_west_gateway(self, cluster: Cluster) -> dict[str, Any]:
+        return m.east_west_gateway(cluster, self.topology, self.addresses[cluster.name], self.revision, hub=self.hub,
+                                   tag=self.istio_version)
+
+    def api_server(self, cluster: str) -> str:
+        """The control plane's address on the kind network (captured at run time) and kubeadm's port."""
+        return f"https://${{{variable(cluster)}}}:6443"
 
     @property
     def hub(self) -> str:
@@ -228,123 +248,6 @@ def routes(ctx: PlanContext) -> Step:
                 tuple(commands))
 
 
-def plug_in_ca(ctx: PlanContext) -> Step:
-    commands, manifests = [], []
-    for cluster in ctx.topology.clusters:
-        namespace = Manifest(f"{cluster.name}/istio-system.yaml", (m.istio_system_namespace(cluster),))
-        secret = Manifest(f"{cluster.name}/cacerts.yaml",
-                          (m.cacerts_secret(ctx.ca.intermediate(cluster.name)),), sensitive=True)
-        manifests += [namespace, secret]
-        commands.append(Command(ctx.kubectl(cluster.name, "apply", "-f", namespace.shown_path, "-f",
-                                            secret.shown_path), cluster=cluster.name))
-    return Step(0, "ca", "Plug in the shared root CA and label istio-system with each cluster's network",
-                "cacerts = the cluster's intermediate (conformance.certs), the shared root, the chain",
-                tuple(commands), tuple(manifests))
-
-
-def _install(ctx: PlanContext, clusters: list[Cluster]) -> tuple[list[Command], list[Manifest]]:
-    commands, manifests = [], []
-    for cluster in clusters:
-        overlay = Manifest(f"{cluster.name}/istio.yaml",
-                           (m.install_overlay(cluster, ctx.topology, ctx.addresses, ctx.revision, hub=ctx.hub,
-                                              tag=ctx.istio_version),))
-        manifests.append(overlay)
-        commands.append(Command(ctx.istioctl_cmd(cluster.name, "install", "-y", "-f", overlay.shown_path),
-                                cluster=cluster.name))
-    return commands, manifests
-
-
-def install_primaries(ctx: PlanContext) -> Step:
-    commands, manifests = _install(ctx, list(ctx.topology.primaries))
-    return Step(0, "install", f"Install Istio {ctx.istio_version} in every primary cluster",
-                "meshID, clusterName and network per cluster; short workload cert TTL for the rotation check; "
-                "DNS proxying so ServiceEntry hosts resolve",
-                tuple(commands), tuple(manifests), parallel=True)
-
-
-def _gateway(ctx: PlanContext, cluster: Cluster) -> tuple[list[Command], list[Manifest]]:
-    gateway = Manifest(f"{cluster.name}/eastwest-gateway.yaml",
-                       (m.east_west_gateway(cluster, ctx.topology, ctx.addresses[cluster.name], ctx.revision,
-                                            hub=ctx.hub, tag=ctx.istio_version),))
-    commands = [
-        Command(ctx.istioctl_cmd(cluster.name, "install", "-y", "-f", gateway.shown_path), cluster=cluster.name),
-        Command(ctx.kubectl(cluster.name, "-n", "istio-system", "rollout", "status",
-                            f"deployment/{m.EAST_WEST_GATEWAY}", f"--timeout={_ISTIOD_WAIT}"), cluster=cluster.name),
-    ]
-    manifests = [gateway]
-    exposed: list[dict[str, Any]] = []
-    if ctx.topology.multi_network:
-        exposed.append(m.expose_services())
-    if m.serves_remotes(cluster, ctx.topology):
-        exposed += m.expose_istiod()
-    if exposed:
-        expose = Manifest(f"{cluster.name}/expose.yaml", tuple(exposed))
-        manifests.append(expose)
-        commands.append(Command(ctx.kubectl(cluster.name, "apply", "-f", expose.shown_path), cluster=cluster.name))
-    return commands, manifests
-
-
-def _gateways(ctx: PlanContext, clusters: Sequence[Cluster]) -> tuple[list[Command], list[Manifest]]:
-    """Commands and manifests of the east-west gateway of each of ``clusters`` that needs one."""
-    commands: list[Command] = []
-    manifests: list[Manifest] = []
-    for cluster in clusters:
-        if m.needs_east_west_gateway(cluster, ctx.topology):
-            more_commands, more_manifests = _gateway(ctx, cluster)
-            commands += more_commands
-            manifests += more_manifests
-    return commands, manifests
-
-
-def east_west_gateways(ctx: PlanContext) -> Step:
-    commands, manifests = _gateways(ctx, ctx.topology.primaries)
-    return Step(0, "east-west", "Install east-west gateways and expose services through them",
-                "15443 AUTO_PASSTHROUGH for *.local across networks; istiod on 15012/15017 for remote clusters",
-                tuple(commands), tuple(manifests), parallel=True)
-
-
-def install_remotes(ctx: PlanContext) -> Step:
-    remotes = [c for c in ctx.topology.clusters if c.role is Role.REMOTE]
-    commands, manifests = _install(ctx, remotes)
-    gateway_commands, gateway_manifests = _gateways(ctx, remotes)
-    return Step(0, "remotes", "Install the remote profile in every remote cluster",
-                "remotePilotAddress = its primary's east-west gateway (pinned MetalLB address)",
-                tuple(commands + gateway_commands), tuple(manifests + gateway_manifests))
-
-
-def remote_secrets(ctx: PlanContext) -> Step:
-    commands = []
-    for primary in ctx.topology.primaries:
-        for other in ctx.topology.clusters:
-            if other.name == primary.name:
-                continue
-            # the run's kubeconfig points at 127.0.0.1 (the host's view); istiod in the other cluster needs the
-            # API server's address on the kind network (istioctl/pkg/multicluster/remote_secret.go warns
-            # about 127.0.0.1 and asks for --server on "Kubernetes in Docker")
-            commands.append(Command(
-                ctx.istioctl_cmd(other.name, "create-remote-secret", f"--name={other.name}",
-                                 f"--server=https://${{{variable(other.name)}}}:6443"),
-                cluster=primary.name, pipe_to=ctx.kubectl(primary.name, "apply", "-f", "-")))
-    return Step(0, "remote-secrets", "Give every control plane a remote secret for every other cluster",
-                "istioctl create-remote-secret piped straight into kubectl apply: the credentials are never "
-                "written or printed", tuple(commands))
-
-
-def wait_synced(ctx: PlanContext) -> Step:
-    commands = []
-    names = ctx.topology.cluster_names
-    for primary in ctx.topology.primaries:
-        commands += [
-            Command(ctx.kubectl(primary.name, "-n", "istio-system", "rollout", "status", "deployment/istiod",
-                                f"--timeout={_ISTIOD_WAIT}"), cluster=primary.name),
-            Command(ctx.istioctl_cmd(primary.name, "remote-clusters"), cluster=primary.name, attempts=36,
-                    until=Until("synced", names)),
-        ]
-    return Step(0, "wait", "Wait until every istiod is ready and sees every cluster",
-                f"`istioctl remote-clusters` must list each of {', '.join(names)} as synced (remote clusters "
-                "appear only once their secrets are read)", tuple(commands))
-
-
 def link_targets(ctx: PlanContext, cluster: Cluster) -> list[str]:
     """What "traffic to ``cluster``" is on the kind network: its nodes, pod and service subnets, MetalLB slice."""
     addresses = ctx.addresses[cluster.name]
@@ -368,24 +271,6 @@ def link_rtt(ctx: PlanContext) -> Step:
     return Step(0, "links", f"Give the link between clusters its round trip ({ctx.topology.link_rtt_ms:g} ms)",
                 "netem delays half the round trip on each side, on traffic to the other cluster's nodes, pods, "
                 "services and load balancers; link faults change these delays", tuple(commands), parallel=True)
-
-
-def smoke_probes(ctx: PlanContext) -> Step:
-    commands, manifests = [], []
-    for cluster in ctx.topology.clusters:
-        spec = ProbeSpec(service="smoke", namespace=SMOKE_NAMESPACE, cluster=cluster.name)
-        docs = probe_docs(spec, cluster, ctx.probe_source, image=ctx.probe_image)
-        manifest = Manifest(f"{cluster.name}/smoke-probe.yaml", tuple(docs),
-                            elide={"probe.py": f"<workloads/probe/probe.py, {len(ctx.probe_source.encode())} bytes>"})
-        manifests.append(manifest)
-        commands += [
-            Command(ctx.kubectl(cluster.name, "apply", "-f", manifest.shown_path), cluster=cluster.name),
-            Command(ctx.kubectl(cluster.name, "-n", SMOKE_NAMESPACE, "rollout", "status",
-                                f"deployment/{probe_workload_name(spec)}", "--timeout=180s"), cluster=cluster.name),
-        ]
-    return Step(0, "probes", "Deploy a probe workload in every cluster (sidecar injected)",
-                f"{ctx.probe_image} with probe.py from a ConfigMap; each check deploys its own the same way",
-                tuple(commands), tuple(manifests), parallel=True)
 
 
 STEPS: tuple[Callable[[PlanContext], Step], ...] = (

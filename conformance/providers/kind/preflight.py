@@ -20,7 +20,7 @@ from pathlib import Path
 from conformance.config import RunConfig
 from conformance.doctor import Finding, examine
 from conformance.providers.kind import manifests as m
-from conformance.providers.kind.istioctl import istioctl_version
+from conformance.providers.kube.istioctl import given_istioctl_problem
 from conformance.topology import Topology
 
 __all__ = ["MIN_DOCKER_FREE_GB", "preflight", "version_problems"]
@@ -64,14 +64,8 @@ def version_problems(findings: Sequence[Finding], config: RunConfig) -> list[str
             problems.append(f"kubectl {found['kubectl'].version} is more than one minor version away from the "
                             f"clusters' Kubernetes {server[0]}.{server[1]} (kubectl's version skew policy allows one); "
                             f"install kubectl {server[0]}.{server[1]}")
-    if config.istioctl is not None and config.istio_version:
-        given = istioctl_version(config.istioctl)
-        if given != config.istio_version:
-            problems.append(f"--istioctl {config.istioctl} is "
-                            + (f"istioctl {given}" if given else "not an istioctl that runs")
-                            + f", not --istio-version {config.istio_version}; pass the matching istioctl, or leave "
-                            "--istioctl out to download it")
-    return problems
+    istioctl = given_istioctl_problem(config.istioctl, config.istio_version)
+    return [*problems, istioctl] if istioctl else problems
 
 
 def _semver(text: str) -> tuple[int, int, int] | None:

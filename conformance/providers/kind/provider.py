@@ -39,12 +39,12 @@ from conformance.providers.kind.plan import (
     node_variable,
     teardown,
 )
-from conformance.providers.kind.runner import Runner, SubprocessRunner, run_steps
-from conformance.providers.kind.steps import Step, render_argv, render_plan
 from conformance.providers.kind.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.meshconfig import STATE_KEY, restore_mesh_configs
+from conformance.providers.kube.runner import Runner, SubprocessRunner, run_steps
+from conformance.providers.kube.steps import Step, render_argv, render_plan
 from conformance.runstate import RunState, new_run_dir, runs_root
 from conformance.topology import Topology
 
@@ -185,7 +185,7 @@ class KindProvider(KubeMesh):
 
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _line: None)
-        from conformance.providers.kind.istioctl import resolve_istioctl
+        from conformance.providers.kube.istioctl import resolve_istioctl
 
         if not self.config.istio_version:
             raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")

@@ -126,11 +126,12 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
     or budget overrun. ``provider`` (a KindProvider, not yet up), ``istioctl_to`` and ``catalogue`` are seams
     for tests; by default they are a new KindProvider, V2's verified istioctl and ``meshconf run --attach``.
     """
-    from conformance.gate import compare_reports, load_report, render_gate
     from conformance.provider import ProbeSpec
     from conformance.providers.kind.istioctl import resolve_istioctl
     from conformance.providers.kind.provider import KindProvider, plan_context
     from conformance.providers.kind.runner import run_steps
+    from conformance.report.gate import compare_reports, render_gate
+    from conformance.report.model import Report
     from conformance.runstate import RunState
 
     provider = provider or KindProvider(replace(config, keep=False), topology)
@@ -176,8 +177,9 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
         (out / "upgrade.json").write_text(json.dumps({"from": config.istio_version, "to": to_version, **during,
                                                       "heldConnections": connections}, indent=2) + "\n")
         after = run_catalogue(replace(config, istio_version=to_version), provider.run_dir, out / "after", say)
-        rows = compare_reports(load_report(before), load_report(after))
-        text = render_gate(load_report(before), load_report(after), rows)
+        reports = Report.load(before), Report.load(after)
+        rows = compare_reports(*reports)
+        text = render_gate(*reports, rows)
         (out / "gate.txt").write_text(text)
         say(text.rstrip())
         say(f"during the upgrade: {during['errors']} errors of {during['calls']} calls, p99 {during['p99Ms']} ms "

@@ -1,8 +1,10 @@
-"""Workload faults through the Kubernetes API and the probe (kind and existing providers).
+"""Workload faults through the Kubernetes API and the probe (kind, k3s and existing providers).
 
 - 503 / delay: the probe's ``/mode`` on its control port (pod proxy).
 - Scale (0 removes every instance) and kill (delete a pod; the Deployment starts a new one).
-- Gateways and links: only where the provider can reach the network (kind); elsewhere a clear error.
+- East-west gateway down and up (:class:`GatewayFaults`): scale ``istio-eastwestgateway`` in istio-system to 0
+  and back, where meshconf installed it (k3s; kind has the same in its own faults, with its links).
+- Links: only where the provider can reach the network (kind); elsewhere a clear error.
 - Control planes: restart, stop, start and status of istiod through the API (``kube/lifecycle.py``) on existing
   clusters when mesh-wide changes are allowed; kind runs its own commands. Remote secrets and the root CA belong
   to whoever runs the clusters: only kind, which made them, changes them.
@@ -15,13 +17,14 @@ from typing import TYPE_CHECKING
 
 from conformance.errors import ProviderError
 from conformance.provider import ControlPlaneStatus, ProbeHandle, RootStep, TrustRoots
+from conformance.providers.kube.istio_manifests import EAST_WEST_GATEWAY, ISTIO_SYSTEM
 from conformance.providers.kube.lifecycle import KubeControlPlanes
 from conformance.providers.kube.probes import probe_workload_name
 
 if TYPE_CHECKING:
     from conformance.providers.kube.mesh import KubeMesh
 
-__all__ = ["ControlPlaneFaults", "WorkloadFaults"]
+__all__ = ["ControlPlaneFaults", "GatewayFaults", "WorkloadFaults"]
 
 
 class WorkloadFaults:
@@ -96,3 +99,26 @@ class ControlPlaneFaults(WorkloadFaults):
     def reset(self) -> None:
         """Every istiod this run stopped is started again."""
         self.control_planes.reset()
+
+
+class GatewayFaults(WorkloadFaults):
+    """Workload faults, and each cluster's east-west gateway taken down and brought back (scaled to 0 and 1)."""
+
+    def __init__(self, mesh: KubeMesh) -> None:
+        super().__init__(mesh)
+        self._gateways_down: set[str] = set()
+
+    def set_gateway(self, cluster: str, up: bool) -> None:
+        api = self.mesh.api(cluster)
+        if up:
+            api.scale(ISTIO_SYSTEM, EAST_WEST_GATEWAY, 1)
+            api.wait_rollout(ISTIO_SYSTEM, EAST_WEST_GATEWAY, self.mesh.probe_wait_s)
+            self._gateways_down.discard(cluster)
+        else:
+            api.scale(ISTIO_SYSTEM, EAST_WEST_GATEWAY, 0)
+            self._gateways_down.add(cluster)
+
+    def reset(self) -> None:
+        """Every east-west gateway this run took down is up again."""
+        for cluster in sorted(self._gateways_down):
+            self.set_gateway(cluster, up=True)

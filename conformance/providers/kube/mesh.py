@@ -164,7 +164,7 @@ class KubeMesh(abc.ABC):
         return self.api(probe.cluster).exec(probe.namespace, pod, "istio-proxy",
                                             ["pilot-agent", "request", "GET", path.lstrip("/")])
 
-    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
+    def environment_problems(self, namespaces: Sequence[str], since: float | None = None) -> list[str]:
         """Not inspected on Kubernetes yet (pod restarts and OOM kills would go here): always none."""
         return []
 

@@ -28,6 +28,7 @@ from conformance.provider import ProbeSpec
 from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.dns import NameTable
 from conformance.providers.local.envoy import envoy_version
+from conformance.providers.local.lifecycle import Lifecycle
 from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
 from conformance.runstate import RunState
@@ -42,6 +43,8 @@ class MeshServer(ThreadingHTTPServer):
     def __init__(self, runtime: MeshRuntime, token: str, state: RunState) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.runtime = runtime
+        self.lifecycle = Lifecycle(runtime)
+        """Stop, start and restart control planes, remote secrets, the root migration."""
         self.token = token
         self.state = state
         self.stopping = threading.Event()
@@ -89,15 +92,20 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, {"resolves": table.resolves(str(body["host"]), str(body["namespace"]))})
             return
-        route = ROUTES.get((method, self.path.split("?")[0]))
-        if route is None:
+        key = (method, self.path.split("?")[0])
+        route, lifecycle_route = ROUTES.get(key), LIFECYCLE_ROUTES.get(key)
+        if route is None and lifecycle_route is None:
             self._send(404, {"error": f"no such API: {method} {self.path}"})
             return
         try:
             runtime = self.server.runtime
             with runtime.lock:
                 try:
-                    result = route(runtime, body)
+                    if route is not None:
+                        result = route(runtime, body)
+                    else:
+                        assert lifecycle_route is not None
+                        result = lifecycle_route(self.server.lifecycle, body)
                 finally:
                     self.server.refresh_names()
             self._send(200, result)
@@ -173,22 +181,22 @@ def _link(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {"links": runtime.links.describe()}
 
 
-def _control_plane(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+def _control_plane(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
     """``up``: stop or start the cluster's control plane; ``restart``: restart it; ``reset``: every control plane
     up and every broken remote secret restored; else: its status."""
     if body.get("reset"):
-        runtime.lifecycle.reset()
+        lifecycle.reset()
         return {}
     if body.get("restart"):
-        return runtime.lifecycle.restart_control_plane(body["cluster"])
+        return lifecycle.restart_control_plane(body["cluster"])
     if "up" in body:
-        return runtime.lifecycle.set_control_plane(body["cluster"], bool(body["up"]))
-    return runtime.lifecycle.status(body["cluster"])
+        return lifecycle.set_control_plane(body["cluster"], bool(body["up"]))
+    return lifecycle.status(body["cluster"])
 
 
-def _remote_secret(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+def _remote_secret(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
     """``action`` rotate, break (``how``: unreachable, rejected) or restore ``cluster``'s secret for ``remote``."""
-    lifecycle, cluster, remote = runtime.lifecycle, str(body["cluster"]), str(body["remote"])
+    cluster, remote = str(body["cluster"]), str(body["remote"])
     action = body.get("action")
     if action == "rotate":
         return lifecycle.rotate_remote_secret(cluster, remote)
@@ -199,12 +207,12 @@ def _remote_secret(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     raise UsageError(f"remote secret action must be rotate, break or restore, not {action!r}")
 
 
-def _root_migration(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
+def _root_migration(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
     try:
         step = RootStep(str(body["step"]))
     except ValueError:
         raise UsageError(f"root migration step must be one of {', '.join(RootStep)}, not {body['step']!r}") from None
-    roots = runtime.lifecycle.migrate_root(step)
+    roots = lifecycle.migrate_root(step)
     return {"oldRoot": roots.old_root.decode(), "newRoot": roots.new_root.decode(), "bundle": roots.bundle.decode()}
 
 
@@ -227,25 +235,27 @@ def _diagnostics(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
 
 
 def _health(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
-    """Processes that died without meshconf stopping or killing them: those of ``namespaces``, and gateways
-    (every check goes through them), each with its exit status and last lines of output."""
+    """Processes that died without meshconf stopping or killing them (since ``since``, when given): those of
+    ``namespaces``, and gateways (every check goes through them), each with its exit status, its last lines of
+    output, and whether the mesh's kubelet started it again."""
     namespaces = set(body.get("namespaces") or ())
     where = {w.name: f"namespace {w.namespace}, cluster {w.cluster.name}" for w in runtime.registry.workloads()
              if w.namespace in namespaces}
     gateways = {p.envoy.name: f"{kind} gateway of cluster {cluster}" for (cluster, kind), p in runtime.gateways.items()}
     where.update(gateways)
     problems = []
-    for child in runtime.supervisor.casualties():
-        workload, _, process = child.name.rpartition("/")
+    deaths = runtime.kubelet.deaths(body.get("since")) if runtime.kubelet is not None else []
+    for death in deaths:
+        workload, _, process = death.name.rpartition("/")
         if workload not in where:
             continue
         what = "its Envoy" if workload in gateways else "its sidecar Envoy" if process == "envoy" else "its probe"
-        code = child.process.returncode
+        code = death.returncode
         how = (f"was killed by signal {-code} ({signal.Signals(-code).name})" if code is not None and code < 0
                else f"exited with code {code}")
-        tail = " | ".join(line.strip() for line in child.log_tail(3).splitlines() if line.strip()) or "(no output)"
-        problems.append(f"{workload} ({where[workload]}): {what} (pid {child.pid}) {how}, and meshconf did not stop "
-                        f"it; its last output: {tail[:400]}")
+        tail = " | ".join(line.strip() for line in death.tail.splitlines() if line.strip()) or "(no output)"
+        problems.append(f"{workload} ({where[workload]}): {what} (pid {death.pid}) {how}, and meshconf did not stop "
+                        f"it; its last output: {tail[:400]} ({death.restart})")
     return {"problems": problems}
 
 
@@ -259,14 +269,16 @@ ROUTES = {
     ("POST", "/probes/kill"): _kill,
     ("POST", "/gateways"): _gateway,
     ("POST", "/links"): _link,
-    ("POST", "/control-planes"): _control_plane,
-    ("POST", "/remote-secrets"): _remote_secret,
-    ("POST", "/root-migration"): _root_migration,
     ("POST", "/certificates/rotate"): _rotate,
     ("POST", "/namespaces/delete"): _delete_namespace,
     ("POST", "/resolve"): _resolve,
     ("POST", "/diagnostics"): _diagnostics,
     ("POST", "/health"): _health,
+}
+LIFECYCLE_ROUTES = {
+    ("POST", "/control-planes"): _control_plane,
+    ("POST", "/remote-secrets"): _remote_secret,
+    ("POST", "/root-migration"): _root_migration,
 }
 
 

@@ -53,18 +53,10 @@ class Lifecycle:
 
     # -- control planes ------------------------------------------------------------------------------------
 
-    def control_plane(self, cluster: str) -> ControlPlane:
-        """The control plane of a primary cluster. Raises UsageError for a remote cluster."""
-        found = self.runtime.topology.cluster(cluster)
-        if found.config_cluster != found.name:
-            raise UsageError(f"cluster {found.name} is a remote cluster: its proxies get their config from the "
-                             f"control plane of {found.config_cluster}")
-        return self.runtime.control_planes[found.name]
-
     def set_control_plane(self, cluster: str, up: bool) -> dict[str, Any]:
         """Stop a control plane (its streams close, it refuses connections; Envoys keep their config) or start
         it again (as a new control plane: see the module docstring)."""
-        plane = self.control_plane(cluster)
+        plane = self.runtime.control_plane(cluster)
         if up and not plane.up:
             self._serve(plane)
         elif not up and plane.up:
@@ -76,20 +68,14 @@ class Lifecycle:
 
     def restart_control_plane(self, cluster: str) -> dict[str, Any]:
         """Stop a control plane, forget every proxy's state, and serve again as a new one."""
-        plane = self.control_plane(cluster)
+        plane = self.runtime.control_plane(cluster)
         plane.stop()
         plane.forget()
         self._serve(plane)
         return self.status(cluster)
 
     def status(self, cluster: str) -> dict[str, Any]:
-        """Up and ready or not, every remote cluster's sync status (``istioctl remote-clusters``), and for each
-        proxy: connected, in sync, versions, NACKs."""
-        plane = self.control_plane(cluster)
-        status = plane.status()
-        status["ready"] = plane.up
-        status["remoteClusters"] = self.runtime.remotes[plane.cluster].status()
-        return status
+        return self.runtime.control_plane_status(cluster)
 
     def _serve(self, plane: ControlPlane) -> None:
         remotes = self.runtime.remotes[plane.cluster]
@@ -128,7 +114,7 @@ class Lifecycle:
     # -- remote secrets ------------------------------------------------------------------------------------
 
     def _secrets(self, cluster: str, remote: str) -> RemoteClusters:
-        plane = self.control_plane(cluster)
+        plane = self.runtime.control_plane(cluster)
         found = self.runtime.topology.cluster(remote)
         if found.name == plane.cluster:
             raise UsageError(f"cluster {cluster} holds no remote secret for itself; name another cluster")

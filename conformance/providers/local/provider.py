@@ -342,11 +342,12 @@ class LocalProvider:
         answer = self._call("POST", "/diagnostics", {"dest": str(dest.resolve()), "namespaces": list(namespaces)})
         return [Path(f) for f in answer["files"]]
 
-    def environment_problems(self, namespaces: Sequence[str]) -> list[str]:
-        """Processes of ``namespaces`` and gateways that died without meshconf stopping or killing them (someone
-        else did, or they crashed), each with its last lines of output. Raises EnvironmentLost if the mesh
-        process itself is gone."""
-        problems: list[str] = self._call("POST", "/health", {"namespaces": list(namespaces)})["problems"]
+    def environment_problems(self, namespaces: Sequence[str], since: float | None = None) -> list[str]:
+        """Processes of ``namespaces`` and gateways that died (since ``since``) without meshconf stopping or
+        killing them (someone else did, or they crashed), each with its last lines of output and whether the
+        mesh restarted it. Raises EnvironmentLost if the mesh process itself is gone."""
+        problems: list[str] = self._call("POST", "/health", {"namespaces": list(namespaces), "since": since})[
+            "problems"]
         return problems
 
     # -- plumbing ------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from conformance.providers.local.ads import ControlPlane, EventLoopThread, Push
 from conformance.providers.local.defects import Defect
 from conformance.providers.local.envoy import EnvoyProxy, XdsSnapshot, envoy_binary
 from conformance.providers.local.jwks import JwksResolver
-from conformance.providers.local.lifecycle import Lifecycle
+from conformance.providers.local.kubelet import Kubelet
 from conformance.providers.local.links import Links
 from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
@@ -100,8 +100,7 @@ class MeshRuntime:
         """The last step of a root migration taken (None: the mesh's first root only)."""
         self._generation = 0
         """Pushes so far (the resets-connections-on-unrelated-push defect stamps it into every listener)."""
-        self.lifecycle = Lifecycle(self)
-        """Stop, start and restart control planes, remote secrets, the root migration."""
+        self.kubelet: Kubelet | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -136,8 +135,12 @@ class MeshRuntime:
             for kind in kinds:
                 self._start_gateway(cluster.name, kind)
         self.sync()
+        self.kubelet = Kubelet(self.supervisor, self.lock, self.restart_process)
+        self.kubelet.start()
 
     def down(self) -> None:
+        if self.kubelet is not None:
+            self.kubelet.stop()
         self.supervisor.stop_all(self.config.timeouts.teardown_s)
         for plane in self.control_planes.values():
             plane.stop()
@@ -330,6 +333,25 @@ class MeshRuntime:
             self.supervisor.stop(f"{proxy.envoy.name}/envoy")
             self._forget(proxy)
 
+    # -- control planes (stopped, started and restarted by lifecycle.py) --------------------------------------
+
+    def control_plane(self, cluster: str) -> ControlPlane:
+        """The control plane of a primary cluster. Raises UsageError for a remote cluster."""
+        found = self.topology.cluster(cluster)
+        if found.config_cluster != found.name:
+            raise UsageError(f"cluster {found.name} is a remote cluster: its proxies get their config from the "
+                             f"control plane of {found.config_cluster}")
+        return self.control_planes[found.name]
+
+    def control_plane_status(self, cluster: str) -> dict[str, Any]:
+        """Up and ready or not, every remote cluster's sync status (``istioctl remote-clusters``), and for each
+        proxy: connected, in sync, versions, NACKs."""
+        plane = self.control_plane(cluster)
+        status = plane.status()
+        status["ready"] = plane.up
+        status["remoteClusters"] = self.remotes[plane.cluster].status()
+        return status
+
     def _xds_address(self, cluster: str) -> tuple[str, int]:
         plane = self.control_planes[self.topology.cluster(cluster).config_cluster]
         return plane.address, plane.port
@@ -389,6 +411,26 @@ class MeshRuntime:
             proxy.running = False
         self.supervisor.kill(f"{name}/envoy")
         self.supervisor.kill(f"{name}/probe")
+
+    def restart_process(self, name: str) -> None:
+        """Start a pod's process again after it died on its own (the kubelet calls this, under the lock): its
+        probe, or its Envoy, which fetches its config from its control plane again."""
+        assert self.pods is not None
+        pod, _, process = name.rpartition("/")
+        if process == "probe":
+            workload = self.registry.get(pod)
+            if workload is None:
+                raise ProviderError(f"{pod} is no longer deployed")
+            self.pods.start_probe(workload)
+            self.pods.wait_probe(workload)
+            return
+        proxy = self.proxies.get(pod)
+        if proxy is None:
+            raise ProviderError(f"{pod} has no proxy any more")
+        proxy.running = False
+        self.supervisor.stop(name)
+        self._forget(proxy)
+        self._start_proxy(proxy)
 
     def stop_workload(self, name: str, sync: bool = False) -> None:
         self.registry.remove(name)
@@ -460,7 +502,7 @@ class MeshRuntime:
             "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running,
                           "controlPlane": p.workload.cluster.config_cluster} for (c, k), p in self.gateways.items()],
             "links": self.links.describe() if self.links is not None else {},
-            "controlPlanes": {name: self.lifecycle.status(name) for name in self.control_planes},
+            "controlPlanes": {name: self.control_plane_status(name) for name in self.control_planes},
             "trustBundleRoots": self.trust_bundle().count(b"BEGIN CERTIFICATE"),
             "rootMigrationStep": self.root_step,
             "remoteSecrets": {name: remotes.describe() for name, remotes in self.remotes.items()},

@@ -67,9 +67,9 @@ def test_columns_are_labelled_by_what_differs_and_rows_by_check(tmp_path: Path) 
     assert cells["mtls-strict-rejects-plaintext"] == ["passed", "passed", "skipped"]
     # the same measurement in every column (the first one with a budget); others over budget are flagged
     assert cells["failover-on-endpoint-failure"] == [
-        "passed 2 calls (<= 5)",
-        "failed 9 calls (<= 5) OVER (+1 over budget)",
-        "failed 4 calls (<= 5) (+1 over budget)",
+        "passed 2 calls (budget <= 5)",
+        "failed 9 calls (budget <= 5) OVER (+1 over budget)",
+        "failed 4 calls (budget <= 5) (+1 over budget)",
     ]
     assert matrix.measured == [("failover-on-endpoint-failure", "client-visible errors")]
     assert matrix.summaries == ["2 passed of 2", "1 passed, 1 failed, 1 broken of 3", "1 failed, 1 skipped of 2"]
@@ -85,7 +85,8 @@ def test_text_and_markdown_renderings(tmp_path: Path) -> None:
     markdown = render_markdown(matrix)
     assert "| check | mesh 1.26.4 · istio-proxy 1.26.4 | mesh 1.27.3 · istio-proxy 1.27.3 |" in markdown
     assert "|---|---|---|---|" in markdown
-    assert "| `failover-on-endpoint-failure` | ✅ passed 2 calls (<= 5) | ❌ failed 9 calls (<= 5) OVER" in markdown
+    assert ("| `failover-on-endpoint-failure` | ✅ passed 2 calls (budget <= 5) | ❌ failed 9 calls (budget <= 5) OVER"
+            in markdown)
     assert "| `authz-allow-principal` | absent | ⚠️ broken | absent |" in markdown
 
 
