@@ -83,12 +83,15 @@ def test_restart_stop_start_and_status_run_kubectl_and_istioctl() -> None:
         faults.restart_control_plane("cluster2")
 
 
-def test_a_restart_waits_until_every_cluster_is_synced_again() -> None:
+def test_a_restart_waits_until_every_cluster_is_synced_again(monkeypatch: pytest.MonkeyPatch) -> None:
     syncing = SYNCED.replace("cluster3   synced", "cluster3   syncing").replace(
         "istio-remote-secret-cluster3   synced", "istio-remote-secret-cluster3   syncing")
     provider, recorder, _ = _provider({r"remote-clusters": [syncing, SYNCED]})
+    waits: list[float] = []
+    monkeypatch.setattr("conformance.providers.kube.runner.time.sleep", waits.append)  # the runner's poll
     provider.faults.restart_control_plane("cluster1")
     assert sum("remote-clusters" in c for c in recorder.rendered()) == 2
+    assert waits == [5.0]
 
 
 def test_rotation_makes_a_new_token_and_deletes_only_the_previous_rotations() -> None:
