@@ -42,6 +42,7 @@ __all__ = [
     "expect_all_unavailable",
     "expect_answered_by",
     "expect_answered_by_version",
+    "expect_both_roots_trusted",
     "expect_chain_moved_to_new_root",
     "expect_connections_kept",
     "expect_control_plane_ready",
@@ -578,6 +579,22 @@ def expect_connections_kept(held: HeldConnections, during: str) -> None:
         raise AssertionError(f"keep-alive connections were lost during {during}: {held.opened} were opened for "
                              f"{held.held} held ({held.lost} replaced or failed), {held.failed_calls} of "
                              f"{len(held.calls)} calls failed; errors: {held.errors() or 'none'}")
+
+
+@expectation
+def expect_both_roots_trusted(identity: ServedIdentity, roots: TrustRoots, workload: str, step: str) -> None:
+    """Before the step that removes it, ``workload``'s proxy still trusts the old root beside the new one: Istio's
+    root migration keeps the combined root in ``root-cert.pem`` through the step that re-signs the workloads
+    (tests/integration/security/cacert_rotation: ``root-cert-combined.pem``, then ``root-cert-combined-2.pem``),
+    so peers whose certificates are not yet re-signed are still accepted."""
+    __tracebackhide__ = True
+    new = x509.load_pem_x509_certificate(roots.new_root)
+    old = x509.load_pem_x509_certificate(roots.old_root)
+    missing = [name for name, root in (("old", old), ("new", new)) if root not in identity.roots]
+    if missing:
+        raise AssertionError(f"after step {step} the proxy of {workload} does not trust the "
+                             f"{' and the '.join(missing)} root ({len(identity.roots)} roots trusted): peers still "
+                             f"holding certificates of the other root are refused until they are re-signed")
 
 
 @expectation

@@ -16,6 +16,7 @@ from conformance.connections import ConnectionHold, EndpointWatch, HeldConnectio
 from conformance.errors import ProviderError
 from conformance.expect import (
     Nonconformance,
+    expect_both_roots_trusted,
     expect_chain_moved_to_new_root,
     expect_connections_kept,
     expect_control_plane_ready,
@@ -135,3 +136,17 @@ def test_chain_moved_to_the_new_root(tmp_path: Path) -> None:
         expect_chain_moved_to_new_root(identity(before, new), roots, "client")
     with pytest.raises(Nonconformance, match="still trusts the old root"):
         expect_chain_moved_to_new_root(identity(after, old, new), roots, "client")
+
+
+def test_both_roots_trusted_until_the_old_one_is_removed(tmp_path: Path) -> None:
+    ca = MeshCA.create(tmp_path)
+    roots = ca.migrate(RootStep.COMBINED_ROOT)
+    cert = ca.intermediate("cluster1").issue("cluster.local", "ns", "sa")
+    chain = tuple(x509.load_pem_x509_certificates(cert.chain_pem))
+    new, old = (x509.load_pem_x509_certificate(r) for r in (roots.new_root, roots.old_root))
+    expect_both_roots_trusted(ServedIdentity(chain, (old, new)), roots, "client", "combined-root")
+    with pytest.raises(Nonconformance, match="after step new-intermediates the proxy of client does not trust the "
+                                             "old root"):
+        expect_both_roots_trusted(ServedIdentity(chain, (new,)), roots, "client", "new-intermediates")
+    with pytest.raises(Nonconformance, match="does not trust the new root"):
+        expect_both_roots_trusted(ServedIdentity(chain, (old,)), roots, "client", "combined-root")
