@@ -1,65 +1,63 @@
-"""Self-validation report: run the whole catalogue against the local mesh with each deliberate defect.
+"""Self-validation benchmark: what ``meshconf selftest`` proves, and what it costs on this machine.
 
-Prints, per defect, the checks that failed (and whether the ones ``CATCHES`` says must catch it did), then
-the kill rate: defects caught by at least one check / defects. Takes a few minutes per defect on 2 cores.
+Runs the self-validation plan (``conformance.selftest.CATCHES``: all rows, or only ``--defect NAME ...`` /
+``--topology T``) at the shipped settings, then prints the verdict per defect, the kill rate, and its cost:
+wall time per run and per phase (clean runs, load-measuring defect runs alone, the other defect runs side by
+side), and the load average before and after. Takes 6-10
+minutes on 2 cores for the whole table.
 
-    python benchmarks/self_validation.py [--defect NAME ...] [-n 2]
+    python benchmarks/self_validation.py [--defect NAME ...] [--topology T] [-n CHECKS_AT_ONCE]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
+import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from conformance.providers.local.defects import Defect  # noqa: E402
-from tests.selfvalidation.test_defects import CATCHES, NOT_YET_CAUGHT, Catch  # noqa: E402
-
-
-def run(defect: Defect, topology: str, workers: str, out: Path, extra: tuple[str, ...]) -> dict[str, str]:
-    subprocess.run([sys.executable, "-m", "conformance.cli", "run", "--out", str(out), "--topology", topology,
-                    "--mesh-defect", defect.value, "--timeout", "consistency_s=4", "-n", workers, *extra],
-                   cwd=REPO, capture_output=True, text=True, timeout=1800)
-    report = out / "conformance-report.json"
-    if not report.exists():
-        return {}
-    return {c["id"]: c["status"] for c in json.loads(report.read_text())["checks"]}
+from conformance.cli import list_checks  # noqa: E402
+from conformance.selftest import CATCHES, SelftestPlan, render_text, run_selftest  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--defect", action="append", default=None)
-    parser.add_argument("-n", dest="workers", default="2")
+    parser.add_argument("--defect", action="append", default=None, help="only this defect's rows (repeatable)")
+    parser.add_argument("--topology", default=None, help="only the rows on this topology")
+    parser.add_argument("-n", dest="parallel", type=int, default=None, help="checks at once side by side")
+    parser.add_argument("--out", default=None, help="keep every run's reports here (default: a temporary directory)")
     args = parser.parse_args()
-    defects = [Defect(d) for d in args.defect] if args.defect else list(Defect)
-    caught = 0
-    with tempfile.TemporaryDirectory(prefix="meshconf-selfval-") as tmp:
-        for defect in defects:
-            any_failed = False
-            for catch in CATCHES.get(defect, (Catch(frozenset()),)):
-                out = Path(tmp) / f"{defect.value}-{catch.topology}"
-                statuses = run(defect, catch.topology, args.workers, out, catch.args)
-                failed = sorted(c for c, s in statuses.items() if s == "failed")
-                broken = sorted(c for c, s in statuses.items() if s == "broken")
-                verdict = "caught" if failed else "NOT CAUGHT"
-                any_failed |= bool(failed)
-                missing = sorted(catch.checks - set(failed))
-                print(f"{defect.value:<28} {verdict:<10} on {catch.topology}: {len(failed)} checks failed: "
-                      + ", ".join(failed))
-                if missing:
-                    print(f"{'':<28} expected but did not fail: {', '.join(missing)}")
-                if broken:
-                    print(f"{'':<28} broken (environment, not a verdict): {', '.join(broken)}")
-            caught += any_failed
-            if defect in NOT_YET_CAUGHT:
-                print(f"{'':<28} (listed as not yet caught by a check)")
-    print(f"kill rate: {caught}/{len(defects)} defects caught ({100 * caught / max(1, len(defects)):.0f}%)")
+    catalogue = {info.id: str(info.area) for info in list_checks(REPO / "suites")}
+    catches = [c for c in CATCHES if args.defect is None or c.defect in args.defect]
+    plan = SelftestPlan.build(catalogue, topology=args.topology, parallel=args.parallel, catches=catches)
+
+    started = time.monotonic()
+    marks: list[tuple[float, str]] = []
+
+    def progress(line: str) -> None:
+        marks.append((time.monotonic() - started, line))
+        print(f"{time.monotonic() - started:6.0f}s  {line}", flush=True)
+
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="meshconf-selftest-") as tmp:
+        result = run_selftest(plan, Path(args.out or tmp), progress)
+    total = time.monotonic() - started
+    print()
+    print(render_text(result), end="")
+    runs = plan.runs()
+    side = next((t for t, line in marks if "side by side" in line), total)
+    clean_end = next((t for t, line in marks if line.startswith(f"[{sum(r.clean for r in runs)}/")), 0.0)
+    print(f"runs: {len(runs)} ({sum(r.clean for r in runs)} clean, {sum(r.alone for r in runs)} load-measuring "
+          f"alone, {sum(not (r.clean or r.alone) for r in runs)} side by side at {plan.parallel} checks at once)")
+    print(f"wall: {total:.0f} s in all; clean runs {clean_end:.0f} s, load-measuring defect runs "
+          f"{side - clean_end:.0f} s, side by side {total - side:.0f} s")
+    print(f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} ({os.cpu_count()} cores)")
+    print(f"exit code meshconf selftest would give: {result.exit_code}")
 
 
 if __name__ == "__main__":

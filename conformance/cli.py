@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_real_cluster_commands(commands)
     _add_report_command(commands)
     _add_compare_command(commands)
+    _add_selftest_command(commands)
     return parser
 
 
@@ -454,9 +455,54 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- self-validation: every check can fail, at the shipped settings --------------------------------------------
+
+
+def _add_selftest_command(commands: Any) -> None:
+    selftest = commands.add_parser(
+        "selftest", help="prove every check can fail: a clean run, then every local-mesh defect (shipped settings)",
+        description="Run the whole catalogue on a clean local mesh at the shipped settings (it must pass), then "
+                    "each deliberate defect against the checks that claim to catch it: a catch counts only when "
+                    "the check failed on the expectation named for it, not on a precondition.",
+        epilog="Exit codes: 0 the clean run passed and every defect was caught; 1 a check failed without a "
+               "defect, or a defect was not caught on its expectation; 2 usage error; 3 only the environment "
+               "kept it from a verdict (a run broke or wrote no report); 130 interrupted.")
+    selftest.add_argument("--topology", default=None,
+                          help="only the rows (and the clean run) on this topology (default: every topology)")
+    selftest.add_argument("-n", dest="parallel", type=int, default=None, metavar="N",
+                          help="at most N checks at once while defect runs go side by side (default 12); "
+                               "load-measuring runs always run alone")
+    output = selftest.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the result as JSON (progress goes to stderr)")
+    output.add_argument("--markdown", action="store_true", help="print the defect x check table (for the README)")
+    selftest.add_argument("--out", default="out-selftest",
+                          help="each run's reports, one directory per run, and the result as selftest.json and "
+                               "selftest.md (default: out-selftest)")
+
+
+def _selftest(args: argparse.Namespace) -> int:
+    from conformance.selftest import SelftestPlan, render_markdown, render_text, run_selftest
+
+    catalogue = {info.id: str(info.area) for info in list_checks(_suites_dir())}
+    plan = SelftestPlan.build(catalogue, topology=args.topology, parallel=args.parallel)
+    out = Path(args.out)
+    def progress(text: str) -> None:
+        for line in text.splitlines():
+            print(f"selftest: {line}", file=sys.stderr, flush=True)
+
+    result = run_selftest(plan, out, progress)
+    (out / "selftest.json").write_text(json.dumps(result.as_dict(), indent=1) + "\n")
+    (out / "selftest.md").write_text(render_markdown(result))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=1))
+    else:
+        sys.stdout.write(render_markdown(result) if args.markdown else render_text(result))
+    return result.exit_code
+
+
 COMMANDS = {"run": _run, "up": _up, "down": _down, "checks": _checks, "defects": _defects,
             "plan": _plan, "doctor": _doctor, "gate": _gate, "upgrade": _upgrade,
-            "report": _report, "compare": _compare}
+            "report": _report, "compare": _compare, "selftest": _selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -120,6 +120,12 @@ class Budgets:
     locality_rtt_saving_ms: float = 20.0
     """What locality-preferred routing must save at p50 against calls across the link (the shipped
     topologies' link RTT is 25 ms; set this to about 80% of your clusters' real round trip)."""
+    failover_p95_ms: float = 50.0
+    """p95 of calls while a local backend fails under load and traffic shifts to another cluster. Not p99: the
+    calls caught in the shift (in flight when the backend failed, and those that open the new mTLS connections
+    across the link: TCP and TLS handshakes, two more round trips each) are slower on any mesh, Istio on
+    clusters included, and at the shipped load they are about 1% of the window (p99 59 ms measured on a
+    conformant local mesh with a 25 ms link, p95 at the cross-cluster level, ~30 ms). The p99 is reported."""
     failover_error_rate_pct: float = 1.0
     """Share of requests allowed to fail under load while a local backend fails and traffic shifts."""
     locality_local_pct: float = 99.0
@@ -153,17 +159,31 @@ class LoadSettings:
 
     The rate is paced (constant throughput), so the latencies measured are those of this rate, not of
     whatever the generator could manage. A run whose generator fell short is broken, never passed.
+
+    Why 300 rps for 7 s after 1 s of warm-up (2100 measured calls, about the 2000 that 200 rps for 10 s after 2 s
+    gave, in 8 s instead of 12), measured on a 2-core machine shared with other work: the generator holds the
+    rate (299.3-300 rps achieved; the probe's paced forward used 8-12% of a core, Locust 11-19%), and three
+    clean runs of the latency checks stayed inside every budget (p99: in-cluster 2.5-5.3 ms of 10, ingress
+    4.0-9.5 of 20, cross-cluster 29.3-37.9 of 50, mesh overhead 2.7-4.0 of 5; locality saved 26.6-27.2 ms of
+    the 20 required). One second of warm-up opens every pooled connection: the first second of a window was
+    no slower than the others. Not shorter windows: a window's p99 is its slowest 1%, so one stall of the
+    machine longer than 1% of the window decides it (70 ms at 7 s, 40 ms at 4 s); at 500 rps for 4 s one 88 ms
+    stall put an in-cluster p99 at 68 ms. Not a higher rate: work the emulated network does per request grows
+    with it: under the ``no-connection-reuse`` defect (a new connection through the link relay per call)
+    cross-cluster answers took p50 55-59 ms at 300 rps but 56-79 ms at 400, where they starved the generator
+    into a shortfall (broken) instead of failing the budget. 60 users give each user 200 ms between calls
+    (four times the cross-cluster budget), and a window's edges may cost at most 60 of its 2100 calls (2.9%).
     """
 
-    rate_rps: float = 200.0
+    rate_rps: float = 300.0
     """Target request rate of one load run, over all users."""
-    users: int = 10
+    users: int = 60
     """Concurrent users (Locust users, or probe forward slots); each sends ``rate_rps / users`` per second."""
-    spawn_rate_per_s: float = 100.0
-    """Users started per second at the beginning of a run (before the warm-up)."""
-    warmup_s: float = 2.0
+    spawn_rate_per_s: float = 300.0
+    """Users started per second at the beginning of a run (before the warm-up): all of them in 0.1 s."""
+    warmup_s: float = 1.0
     """Load that runs before the measurement and is excluded from it (connections, pools, caches)."""
-    duration_s: float = 10.0
+    duration_s: float = 7.0
     """The measured window."""
     min_rate_pct: float = 98.0
     """The achieved rate must reach this share of the target, or the run is broken (generator shortfall)."""

@@ -100,7 +100,9 @@ def test_fault_abort_and_delay(local_mesh: LocalProvider, pods: Pods) -> None:
     delay = {"delay": {"fixedDelay": "150ms", "percentage": {"value": 100}}}
     local_mesh.apply([_route(pods, [{"fault": delay, "route": [_to("v1")]}])], CLUSTERS)
     result = call(local_mesh, pods.client, pods.v1.url(), 3)
-    assert result.statuses() == {200: 3} and min(r.latency_us for r in result.responses) >= 150_000
+    # Envoy arms the delay timer from its event loop's cached time, taken when the loop woke: on a busy machine
+    # that is a few ms before the request arrived, so the delay can end a little early (148 ms was seen in CI)
+    assert result.statuses() == {200: 3} and min(r.latency_us for r in result.responses) >= 140_000
 
 
 def test_timeout_gives_504(local_mesh: LocalProvider, pods: Pods) -> None:

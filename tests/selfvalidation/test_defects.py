@@ -1,184 +1,175 @@
-"""Self-validation: every check can fail. The suite runs against a mesh with each deliberate defect, and
-the checks meant to catch that defect must fail (and none may break). Without defects, all pass.
+"""Self-validation: every check can fail, at the shipped settings.
 
-``CATCHES`` is the one table of which checks catch which defect (on which topology); it feeds the
-self-validation report (``benchmarks/self_validation.py`` prints the kill rate from it).
+The table of which check catches which defect, on which expectation, is ``conformance.selftest.CATCHES``
+(it ships in the wheel: ``meshconf selftest`` runs it). The fast tests here hold the table to the catalogue
+and the defects; ``test_selftest_at_shipped_settings`` runs the real ``meshconf selftest`` (a clean run of
+the catalogue, then every row) and is the proof. It measures load, so tox runs it on its own, after the
+other tests (``-m slow``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from dataclasses import dataclass
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from conformance.cli import list_checks
-from conformance.providers.local.defects import Defect
+from conformance.config import Budgets, LoadSettings, Timeouts
+from conformance.errors import UsageError
+from conformance.providers import provider_defects
+from conformance.selftest import CATCHES, Catch, SelftestPlan
+from conformance.selftest.plan import selection
+from conformance.selftest.runner import _with_skipped, workers_that_fit
 from tests.conftest import REPO, run_meshconf
 
-pytestmark = pytest.mark.slow
+CATALOGUE = {info.id: str(info.area) for info in list_checks(REPO / "suites")}
 
-
-@dataclass(frozen=True)
-class Catch:
-    checks: frozenset[str]
-    """Checks that must fail against the defect. Others may fail too: defects are not surgical."""
-    topology: str = "multi-primary"
-    args: tuple[str, ...] = ()
-    """More ``meshconf run`` flags for this run (after FAST's, so they win)."""
-
-
-def _catch(*checks: str, topology: str = "multi-primary", args: tuple[str, ...] = ()) -> tuple[Catch, ...]:
-    return (Catch(frozenset(checks), topology, args),)
-
-
-CATCHES: dict[Defect, tuple[Catch, ...]] = {
-    # a partition drops SYNs: without the DestinationRule's 500 ms connectTimeout a call hangs until the probe gives up
-    Defect.CONNECT_TIMEOUT_IGNORED: _catch("failover-partition-keeps-local-traffic"),
-    Defect.IGNORE_PEER_AUTHENTICATION: _catch("mtls-strict-rejects-plaintext", "mtls-mesh-wide-strict",
-                                              "mtls-workload-overrides-namespace", "mtls-disable-plaintext"),
-    Defect.PERMISSIVE_AS_STRICT: _catch("mtls-permissive-accepts-both", "mtls-workload-overrides-namespace"),
-    Defect.WRONG_SPIFFE_IDENTITY: _catch("mtls-strict-peer-identity", "mtls-cross-cluster-identity",
-                                         "mtls-certificate-chain"),
-    Defect.NO_CLIENT_CERT_FORWARDING: _catch("mtls-strict-peer-identity", "mtls-permissive-accepts-both",
-                                             "ingress-to-mesh-mtls"),
-    Defect.NO_CROSS_CLUSTER_ENDPOINTS: _catch("mtls-cross-cluster-identity", "failover-cross-cluster-discovery",
-                                              "failover-reaches-all-clusters", "failover-on-workload-loss"),
-    Defect.ALWAYS_PLAINTEXT: _catch("mtls-strict-peer-identity", "mtls-disable-plaintext", "ingress-to-mesh-mtls"),
-    Defect.NO_OUTLIER_DETECTION: _catch("failover-locality-preferred", "failover-on-endpoint-failure",
-                                        "failover-failback", "latency-during-failover"),
-    Defect.NO_LOCALITY_PRIORITY: _catch("failover-locality-preferred", "failover-partition-keeps-local-traffic",
-                                        "latency-locality-saves-rtt")
-    + _catch("failover-east-west-gateway-loss", topology="multi-network"),
-    Defect.RETRIES_DISABLED: _catch("failover-retries-hide-failure"),
-    Defect.PLAINTEXT_CROSS_NETWORK: _catch("mtls-cross-cluster-identity", topology="multi-network"),
-    Defect.REGISTRY_ONLY_IGNORED: _catch("egress-registry-only-blocks-unknown"),
-    Defect.NO_CERT_ROTATION: _catch("mtls-rotation-zero-errors"),
-    Defect.ROTATION_DROPS_CONNECTIONS: _catch("mtls-rotation-zero-errors"),
-    Defect.GATEWAY_ROUTES_EVERYTHING: _catch("ingress-only-declared-routes"),
-    Defect.IGNORE_AUTHZ_DENY: _catch("authz-deny-path-method", "authz-deny-overrides-allow", "authz-propagation-time"),
-    Defect.IGNORE_AUTHZ_ALLOW: _catch("authz-allow-nothing-denies-all", "authz-allow-principal",
-                                      "authz-allow-namespace", "authz-header-condition",
-                                      "authz-cross-cluster-principal", "authz-plaintext-has-no-principal",
-                                      # each on expect_all_forbidden
-                                      "authz-require-jwt", "authz-jwt-claim-condition", "authz-service-account-field"),
-    Defect.ALLOW_NOTHING_ALLOWS: _catch("authz-allow-nothing-denies-all"),
-    Defect.IGNORE_PRINCIPAL_RULES: _catch("authz-allow-principal", "authz-cross-cluster-principal",
-                                          "authz-plaintext-has-no-principal"),
-    Defect.SLOW_SIDECAR: _catch("latency-in-cluster-budget", "latency-mesh-overhead", "latency-ingress-budget"),
-    # every cross-cluster call pays an mTLS handshake across the 25 ms link: p50 ~56 ms against the default
-    # 50 ms budget (FAST's 200 ms allows for short windows, so put the default back)
-    Defect.NO_CONNECTION_REUSE: _catch("latency-cross-cluster-budget", "latency-during-failover",
-                                       args=("--budget", "cross_cluster_p99_ms=50")),
-    Defect.PORT_LEVEL_MTLS_IGNORED: _catch("mtls-workload-overrides-namespace"),
-    Defect.DENY_AFTER_ALLOW: _catch("authz-deny-overrides-allow"),
-    Defect.PATH_PREFIX_MATCHES_BARE_PREFIX: _catch("authz-deny-path-method"),
-    Defect.FAILBACK_SLOW: _catch("failover-failback"),
-    Defect.SIDECAR_OVER_OVERHEAD_BUDGET: _catch("latency-mesh-overhead"),
-    Defect.SIDECAR_OVER_IN_CLUSTER_BUDGET: _catch("latency-in-cluster-budget"),
-    Defect.DISTRIBUTE_IGNORED: _catch("failover-locality-distribute"),
-    Defect.FAILOVER_PRIORITY_IGNORED: _catch("failover-priority-labels"),
-    Defect.PLAINTEXT_XFCC_TRUSTED: _catch("mtls-permissive-accepts-both"),
-    # both on expect_all_unauthenticated (at the ingress gateway: a failed token passes jwt_authn, then 403)
-    Defect.JWT_SIGNATURE_UNCHECKED: _catch("authn-invalid-jwt-rejected", "authn-jwt-at-ingress-cross-cluster"),
-    # authn-invalid-jwt-rejected on expect_all_ok (no token: 401); the others on expect_all_forbidden (401, not 403)
-    Defect.MISSING_TOKEN_DENIED: _catch("authn-invalid-jwt-rejected", "authz-require-jwt",
-                                        "authn-jwt-at-ingress-cross-cluster"),
-    Defect.DRY_RUN_ENFORCED: _catch("authz-dry-run-does-not-enforce"),  # expect_all_ok
-    Defect.TRUST_DOMAIN_ALIASES_IGNORED: _catch("authz-trust-domain-alias"),  # expect_all_ok
-    # authz-jwt-claim-condition on expect_all_ok (a member is denied); the ingress check on expect_answered_by
-    Defect.CLAIMS_LIST_MATCHED_AS_STRING: _catch("authz-jwt-claim-condition", "authn-jwt-at-ingress-cross-cluster"),
-    # every push reaches the proxies 2 s after the authz propagation budget, so the DENY is enforced too late
-    Defect.SLOW_CONFIG_PUSH: _catch("authz-propagation-time"),
-    # issue 12, the control planes' lifecycle, on Istio's CI topology (a primary, its remote, a primary elsewhere):
-    # expect_no_failed_calls (calls to cluster3 get 503 "no healthy upstream" after the rotation)
-    Defect.REMOTE_ENDPOINTS_LOST_ON_SECRET_ROTATION: _catch("multicluster-remote-secret-rotation",
-                                                            topology="three-cluster"),
-    # expect_answered_by, in the wait for the repaired cluster's endpoints (they never come back). A conformant
-    # local mesh has them back in ~0.2 s: waiting out the default 30 s recovery budget shows nothing more
-    Defect.BAD_SECRET_BLOCKS_RECOVERY: _catch("multicluster-bad-remote-secret-isolated", topology="three-cluster",
-                                              args=("--budget", "remote_secret_recovery_s=5")),
-    # expect_endpoints_kept (the client's sidecar holds 0 of its 2 endpoints after the first push)
-    Defect.PUSH_BEFORE_REMOTE_SYNC: _catch("multicluster-control-plane-restart", topology="three-cluster"),
-    # expect_no_failed_calls (the proxies lost every listener while their control plane is down)
-    Defect.EMPTY_PUSH_ON_CONTROL_PLANE_STOP: _catch("multicluster-control-plane-down-keeps-data-plane",
-                                                    topology="three-cluster"),
-    # expect_connections_kept (every push replaces the listeners: the held connections are closed and reopened)
-    Defect.RESETS_CONNECTIONS_ON_UNRELATED_PUSH: _catch("multicluster-long-lived-connections",
-                                                        topology="three-cluster"),
-    # expect_both_roots_trusted (after new-intermediates the proxies trust the new root alone; the handshakes that
-    # fail until the workloads are re-signed last milliseconds here, too short for traffic to show every time)
-    Defect.DROPS_OLD_ROOT_EARLY: _catch("mtls-root-ca-migration", topology="three-cluster"),
-    # expect_answered_by (the cluster-local host is answered by every cluster)
-    Defect.CLUSTER_LOCAL_IGNORED: _catch("multicluster-cluster-local-service", topology="three-cluster"),
-    # expect_answered_by (with three regions, traffic leaving region1 splits between region2 and region3)
-    Defect.LOCALITY_FAILOVER_IGNORED: _catch("failover-locality-failover-region", topology="three-cluster"),
+NOT_YET_CAUGHT = {
+    # these fail their named defects only on a precondition (their starting state), which is no catch:
+    "failover-east-west-gateway-loss",  # no-locality-priority: local calls never stay local (and a downed
+                                        # gateway refuses at once, so connect-timeout-ignored changes nothing)
+    "latency-locality-saves-rtt",       # no-locality-priority: its "across the link" phase needs
+                                        # localityLbSetting.distribute, so the defect breaks its starting state
 }
-ROWS: list[tuple[Defect, Catch]] = [(defect, catch) for defect, catches in CATCHES.items() for catch in catches]
-"""One self-validation run per row: a defect, on a topology, and the checks that must fail."""
-
-NOT_YET_CAUGHT: set[Defect] = set()
-"""Defects no conformance check catches yet (their behaviour is shown by tests/integration). Must shrink."""
-
-# A defect that is caught shows within seconds: no need to wait out the default 30 s consistency budget.
-# Latency checks: short, light load runs, and limits for a busy shared 2-core CI machine (its stalls cost a
-# paced generator calls, and lengthen tails: p99 up to ~30 ms was seen at load average 3.5) that still
-# catch slow-sidecar's 20 ms on every request. A 2 s window holds only ~200 requests, so its p99 is the 2nd
-# slowest: in latency-during-failover that is one of the calls that opened a new mTLS connection across the
-# 25 ms link when traffic shifted (~3 round trips, 85-90 ms seen); the default 10 s window dilutes them.
-# The cross-cluster checks are caught by errors and by locality here, not by their p99 budget.
-FAST = ["--timeout", "consistency_s=4", "--load", "duration_s=2", "--load", "warmup_s=0.5",
-        "--load", "rate_rps=100", "--load", "min_rate_pct=90",
-        "--budget", "in_cluster_p99_ms=18", "--budget", "ingress_p99_ms=18", "--budget", "mesh_overhead_p99_ms=15",
-        "--budget", "cross_cluster_p99_ms=200"]
-
-
-def run_checks(out: Path, *args: str) -> dict[str, str]:
-    """Run ``meshconf run`` and return check id -> status, after checking the exit code agrees."""
-    result = run_meshconf("run", "--out", str(out), *FAST, *args)
-    report = out / "conformance-report.json"
-    assert report.exists(), f"no report; meshconf said:\n{result.stdout[-3000:]}\n{result.stderr[-2000:]}"
-    statuses = {c["id"]: c["status"] for c in json.loads(report.read_text())["checks"]}
-    expected_exit = 1 if "failed" in statuses.values() else 3 if "broken" in statuses.values() else 0
-    assert result.returncode == expected_exit, result.stdout[-3000:]
-    return statuses
-
-
-def why(out: Path) -> str:
-    """Each check of a run that did not pass, with its message."""
-    checks = json.loads((out / "conformance-report.json").read_text())["checks"]
-    return "\n".join(f"{c['id']} {c['status']}: {c['message']}" for c in checks if c["status"] not in
-                     ("passed", "skipped"))
-
-
-def selection(checks: frozenset[str]) -> str:
-    return " or ".join(f"test_{c.replace('-', '_')}" for c in sorted(checks))
+"""Checks that no defect fails on their own expectation yet. Must shrink to nothing."""
 
 
 def test_every_defect_is_in_the_table() -> None:
-    assert set(CATCHES) | NOT_YET_CAUGHT == set(Defect)
-    assert not set(CATCHES) & NOT_YET_CAUGHT
-    assert all(catch.checks for _, catch in ROWS)
+    assert {c.defect for c in CATCHES} == set(provider_defects("local"))
 
 
 def test_every_check_is_caught_by_a_defect() -> None:
-    caught = {check for _, catch in ROWS for check in catch.checks}
-    assert caught == {info.id for info in list_checks(REPO / "suites")}
+    claimed = {check for catch in CATCHES for check in catch.checks}
+    assert claimed | NOT_YET_CAUGHT == set(CATALOGUE)
+    assert not claimed & NOT_YET_CAUGHT
 
 
-@pytest.mark.parametrize("topology", ["multi-primary", "multi-network", "three-cluster"])
-def test_without_defects_every_check_passes(topology: str, tmp_path: Path) -> None:
-    statuses = run_checks(tmp_path / "out", "--topology", topology, "-n", "2")
-    assert statuses and set(statuses.values()) <= {"passed", "skipped"}, why(tmp_path / "out")
-    assert "passed" in statuses.values()
+def test_every_row_names_real_checks_and_expectations_at_shipped_settings() -> None:
+    plan = SelftestPlan.build(CATALOGUE)  # raises UsageError for the first row that cannot stand
+    assert plan.catches == CATCHES
+    unnamed = [(c.defect, check) for c in CATCHES for check, expectation in c.checks.items() if expectation is None]
+    assert not unnamed, "every shipped row names the expectation that decides each check"
 
 
-@pytest.mark.parametrize(("defect", "catch"), ROWS,
-                         ids=[d.value if c.topology == "multi-primary" else f"{d.value}-{c.topology}" for d, c in ROWS])
-def test_defect_is_caught(defect: Defect, catch: Catch, tmp_path: Path) -> None:
-    statuses = run_checks(tmp_path / "out", "--mesh-defect", defect.value, "--topology", catch.topology,
-                          "-k", selection(catch.checks), *catch.args)
-    assert set(statuses) == catch.checks
-    not_failed = {c: s for c, s in statuses.items() if s != "failed"}
-    assert not not_failed, f"{defect.value} was not caught by {not_failed}"
+@pytest.mark.parametrize(("catch", "complaint"), [
+    (Catch("no-such-defect", {"mtls-strict-peer-identity": "expect_peer_identity"}), "no defect 'no-such-defect'"),
+    (Catch("slow-sidecar", {"no-such-check": "expect_latency_within"}), "no check 'no-such-check'"),
+    (Catch("slow-sidecar", {"latency-in-cluster-budget": "expect_fast"}), "not an expect_*"),
+    (Catch("slow-sidecar", {"latency-in-cluster-budget": "expect_latency_within"},
+           args=("--budget", "in_cluster_p99_ms=30")), "may not carry --budget"),
+    (Catch("slow-sidecar", {"latency-in-cluster-budget": "expect_latency_within"},
+           args=("--load=duration_s=2",)), "may not carry --load"),
+    (Catch("slow-sidecar", {}), "names no check"),
+])
+def test_a_row_that_cannot_stand_is_refused(catch: Catch, complaint: str) -> None:
+    with pytest.raises(UsageError, match=complaint):
+        SelftestPlan.build(CATALOGUE, catches=[catch])
+
+
+def test_runs_measure_load_alone_and_the_rest_side_by_side() -> None:
+    plan = SelftestPlan.build(CATALOGUE)
+    runs = plan.runs()
+    topologies = ["multi-primary", "multi-network", "three-cluster"]
+    assert [r.name for r in runs[:3]] == [f"clean-{t}" for t in topologies]
+    assert all(r.clean for r in runs[:3]) and not any(r.clean for r in runs[3:])
+    assert runs[0].checks == ()  # the whole catalogue
+    for run, topology in zip(runs[1:3], topologies[1:], strict=True):  # elsewhere only what rows there claim
+        assert set(run.checks) == {c for catch in plan.catches if catch.topology == topology for c in catch.checks}
+    alone = [r for r in runs if r.alone]
+    assert alone and all(CATALOGUE[c] == "latency" for r in alone for c in r.checks)
+    assert all(CATALOGUE[c] != "latency" for r in runs if not r.alone for c in r.checks)
+    # every claim is decided by exactly one run
+    claims = [(index, check) for index, catch in enumerate(plan.catches) for check in catch.checks]
+    decided = [(index, check) for r in runs for index in r.rows for check in r.checks]
+    assert sorted(decided) == sorted(claims)
+    assert len({r.name for r in runs}) == len(runs)
+
+
+def test_a_later_clean_run_adds_what_the_first_skipped() -> None:
+    plan = SelftestPlan.build(CATALOGUE)
+    second = plan.runs()[1]
+    report = {check: {"status": "passed"} for check in CATALOGUE}
+    report["failover-east-west-gateway-loss"] = {"status": "skipped"}
+    del report["mtls-mesh-wide-strict"]
+    widened = _with_skipped(second, plan, report)
+    assert set(widened.checks) == {*second.checks, "failover-east-west-gateway-loss", "mtls-mesh-wide-strict"}
+    assert set(_with_skipped(second, plan, None).checks) == set(CATALOGUE)  # no report: run them all
+
+
+def test_side_by_side_runs_fit_in_the_checks_left() -> None:
+    runs = {r.name: r for r in SelftestPlan.build(CATALOGUE).runs()}
+    six, one = runs["ignore-authz-allow"], runs["retries-disabled"]
+    assert workers_that_fit(six, 8, []) == min(8, len(six.checks))
+    assert workers_that_fit(six, 4, []) == 4  # never more than -n checks at once
+    assert workers_that_fit(one, 8, [6]) == 1
+    assert workers_that_fit(one, 8, [6, 2]) == 0  # 8 checks already run: wait
+    assert workers_that_fit(six, 2, [2]) == 0
+
+
+def test_a_topology_picks_its_rows() -> None:
+    plan = SelftestPlan.build(CATALOGUE, topology="multi-network")
+    assert plan.topologies == ("multi-network",) and plan.catches
+    assert all(c.topology == "multi-network" for c in plan.catches)
+    with pytest.raises(UsageError, match="no self-validation rows on topology 'primary-remote'"):
+        SelftestPlan.build(CATALOGUE, topology="primary-remote")
+
+
+def test_selection_selects_exactly_the_checks_asked(tmp_path: Path) -> None:
+    catalogue = ["mtls-strict", "mtls-strict-peer", "authz-allow"]
+    assert selection(["mtls-strict"], catalogue) == "(test_mtls_strict and not test_mtls_strict_peer)"
+    assert selection(["authz-allow", "mtls-strict-peer"], catalogue) == "test_authz_allow or test_mtls_strict_peer"
+    wanted = ["mtls-strict-peer-identity", "authz-allow-principal", "latency-in-cluster-budget"]
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:locust", "-p", "no:cacheprovider",
+         str(REPO / "suites"), "-k", selection(wanted, CATALOGUE), f"--rootdir={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    ids = sorted(line.split("::")[1].removeprefix("test_").replace("_", "-")
+                 for line in collected.stdout.splitlines() if "::" in line)
+    assert ids == sorted(wanted), collected.stdout[-2000:]
+
+
+SHAPE = {"settings", "clean", "defects", "killRate", "unkilledChecks"}
+
+
+@pytest.mark.slow
+def test_selftest_at_shipped_settings(tmp_path: Path) -> None:
+    out = tmp_path / "selftest"
+    result = run_meshconf("selftest", "--json", "--out", str(out), timeout=3600)
+    assert result.stdout.strip(), f"no JSON; meshconf said:\n{result.stderr[-4000:]}"
+    document = json.loads(result.stdout)
+    assert set(document) == SHAPE
+    assert document["settings"] == "shipped"
+    assert set(document["clean"]) == {"passed", "checks"}
+    assert all(set(d) == {"name", "description", "checks", "caught", "caughtBy"} for d in document["defects"])
+    progress = "\n".join(line for line in result.stderr.splitlines() if line.startswith("selftest:"))
+    assert result.returncode in (0, 1), progress  # 2: a usage error, 3: the environment broke
+
+    # every run really ran at the shipped settings: nothing relaxed
+    shipped = {"budgets": dataclasses.asdict(Budgets()), "timeouts": dataclasses.asdict(Timeouts()),
+               "load": dataclasses.asdict(LoadSettings())}
+    reports = sorted(out.glob("*/conformance-report.json"))
+    assert len(reports) == len(SelftestPlan.build(CATALOGUE).runs())
+    for report in reports:
+        run = json.loads(report.read_text())["run"]
+        assert {k: run[k] for k in shipped} == shipped, report
+
+    problems = []  # every way the proof fell short, all at once
+    if not document["clean"]["passed"]:
+        problems.append("the clean run did not pass at the shipped settings")
+    if document["clean"]["checks"] != len(CATALOGUE):
+        problems.append(f"the clean runs ran {document['clean']['checks']} of {len(CATALOGUE)} checks")
+    escaped = [d["name"] for d in document["defects"] if not d["caught"]]
+    if escaped:
+        problems.append(f"not caught on their expectations: {', '.join(escaped)}")
+    if {d["name"] for d in document["defects"]} != set(provider_defects("local")):
+        problems.append("the result does not cover every defect of the local mesh")
+    if document["unkilledChecks"] != sorted(NOT_YET_CAUGHT):
+        problems.append(f"checks no defect kills: {document['unkilledChecks']}, expected {sorted(NOT_YET_CAUGHT)}")
+    if not escaped and document["killRate"] != 1.0:
+        problems.append(f"kill rate {document['killRate']} with every defect caught")
+    assert not problems, "\n".join(problems) + "\n" + progress
+    assert result.returncode == 0, progress

@@ -82,7 +82,7 @@ def test_bad_load_settings_are_usage_errors(override: str, message: str) -> None
 
 
 def test_users_for_a_budget_leave_room_for_twice_its_latency() -> None:
-    load = RunConfig.build().load  # 200 rps, 10 users: one call per user every 50 ms
+    load = RunConfig.build(load_overrides=["rate_rps=200", "users=10"]).load  # one call per user every 50 ms
     assert load.users_for(10) == 10  # a 10 ms budget fits the default users
     assert load.users_for(50) == 20  # 100 ms answers at 200 rps need 20 in flight
     users = load.users_for(50)

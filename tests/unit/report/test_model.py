@@ -98,18 +98,18 @@ def test_the_rank_decides_which_phase_a_check_reports() -> None:
     assert sorted(Status, key=lambda s: s.rank) == [Status.PASSED, Status.SKIPPED, Status.FAILED, Status.BROKEN]
 
 
-# Outside the report model, a status is Status.X. conformance/selftest/ is being written beside this change and
-# still compares strings (listed in the lead's report); ads.py's "skipped" is xDS vocabulary (a proxy the
-# control plane did not push to), not a check's status.
+# Outside the report model, a status is Status.X; ads.py's "skipped" is xDS vocabulary (a proxy the
+# control plane did not push to), and selftest's "passed" a key of the JSON issue 10 specifies
+# ({"clean": {"passed": bool, ...}}), not a check's status.
 _STATUS_WORDS = {str(s) for s in Status}
-_NOT_A_STATUS = {("conformance/providers/local/ads.py", "skipped")}
+_NOT_A_STATUS = {("conformance/providers/local/ads.py", "skipped"), ("conformance/selftest/verdict.py", "passed")}
 
 
 def test_no_bare_status_string_outside_the_model() -> None:
     found = []
     for path in sorted((REPO / "conformance").rglob("*.py")):
         relative = path.relative_to(REPO).as_posix()
-        if relative.startswith("conformance/selftest/") or relative == "conformance/report/model.py":
+        if relative == "conformance/report/model.py":
             continue
         tree = ast.parse(path.read_text())
         docstrings = {id(node.body[0].value) for node in ast.walk(tree)
