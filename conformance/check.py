@@ -29,6 +29,7 @@ class Area(StrEnum):
     AUTHN = "authn"
     AUTHZ = "authz"
     FAILOVER = "failover"
+    MULTICLUSTER = "multicluster"
     LATENCY = "latency"
     INGRESS = "ingress"
     EGRESS = "egress"

@@ -54,7 +54,8 @@ def _suites_dir() -> Path:
 def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--provider", default=None, help="local (default), kind, k3s or existing")
     parser.add_argument("--topology", default=None,
-                        help="multi-primary (default), multi-network, primary-remote, or a topology file")
+                        help="multi-primary (default), multi-network, primary-remote, three-cluster, or a topology "
+                             "file")
     parser.add_argument("--profile", default=None, help="YAML file of settings, budgets and timeouts")
     parser.add_argument("--mesh-defect", action="append", default=[], metavar="NAME",
                         help="local provider: start the mesh with this deliberate bug (repeatable)")
@@ -329,7 +330,8 @@ def _provider_of(run_dir: Path) -> str:
 def _add_real_cluster_commands(commands: Any) -> None:
     plan = commands.add_parser("plan", help="print every install step (commands and manifests); runs nothing")
     plan.add_argument("--provider", default="kind", help="kind (default) or k3s: the providers that install a mesh")
-    plan.add_argument("--topology", default=None, help="multi-primary (default), multi-network, primary-remote")
+    plan.add_argument("--topology", default=None,
+                      help="multi-primary (default), multi-network, primary-remote, three-cluster")
     plan.add_argument("--istio-version", required=True, help="the Istio to install, e.g. 1.28.0")
     plan.add_argument("--kind-node-image", default=None, help="node image (default: Kubernetes 1.34)")
     plan.add_argument("--profile", default=None, help="YAML file of settings")

@@ -68,6 +68,12 @@ class Timeouts:
     upgrade_hold_s: float = 540.0
     """How long ``meshconf upgrade`` holds its keep-alive connections (the canary steps must end within it;
     the probe's forward is bounded at 600 s)."""
+    connection_hold_s: float = 590.0
+    """Longest a check holds keep-alive connections while it changes the mesh (it ends them as soon as it is
+    done; the probe's forward is bounded at 600 s)."""
+    control_plane_s: float = 300.0
+    """A control plane restarted, stopped or started, or a root migration step's restarts, on Kubernetes:
+    each ``kubectl rollout status`` and the wait for ``istioctl remote-clusters`` to show the clusters synced."""
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,15 @@ class Budgets:
     upgrade_connection_resets: int = 0
     """Keep-alive connections between workloads that are not restarted, held across clusters through
     ``meshconf upgrade``, that may be reset or closed (a canary upgrade must not drop them)."""
+    endpoint_propagation_s: float = 10.0
+    """A workload newly deployed in one cluster is reached from a client in another (the remote registry's watch,
+    then a push), measured from when its pod is ready."""
+    remote_secret_recovery_s: float = 30.0
+    """A broken remote secret replaced by a working one -> that cluster's endpoints served again (istiod gives a
+    remote cluster PILOT_REMOTE_CLUSTER_TIMEOUT, 30 s, to sync)."""
+    control_plane_return_s: float = 30.0
+    """A stopped control plane started again -> config applied while it was down reaches its proxies. Proxies
+    reconnect with their own backoff: Envoy's xDS retry doubles from 0.5 s up to 30 s."""
     locality_sample_calls: int = 500
     """Calls in the sample that measures ``locality_local_pct`` once the config has converged (retries off, so
     every call is one load-balancing decision): at 99% the sample may hold 5 calls answered elsewhere."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
@@ -19,8 +19,11 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from conformance.certs import TrustRoots
+from conformance.connections import HeldConnections
 from conformance.identity import ServedIdentity
 from conformance.probe import CallResult, Response
+from conformance.provider import ControlPlaneStatus
 from conformance.traffic import Timeline
 
 if TYPE_CHECKING:
@@ -39,7 +42,12 @@ __all__ = [
     "expect_all_unavailable",
     "expect_answered_by",
     "expect_answered_by_version",
+    "expect_both_roots_trusted",
+    "expect_chain_moved_to_new_root",
+    "expect_connections_kept",
+    "expect_control_plane_ready",
     "expect_counted",
+    "expect_endpoints_kept",
     "expect_error_rate_within",
     "expect_failover",
     "expect_fails_fast",
@@ -52,6 +60,8 @@ __all__ = [
     "expect_overhead_within",
     "expect_peer_identity",
     "expect_reached_clusters",
+    "expect_remote_cluster_synced",
+    "expect_remote_cluster_unsynced",
     "expect_request_header",
     "expect_share",
     "expect_within_budget",
@@ -514,3 +524,92 @@ def expect_latency_saving(faster: LoadResult, slower: LoadResult, percentile: st
             f"({faster.percentile_ms(percentile):.3f} ms vs {slower.percentile_ms(percentile):.3f} ms); "
             f"at least {at_least_ms:g} ms expected"
         )
+
+
+# -- the control planes' lifecycle ----------------------------------------------------------------------------
+
+
+@expectation
+def expect_remote_cluster_synced(status: ControlPlaneStatus, cluster: str) -> None:
+    """The control plane lists ``cluster`` as ``synced`` (``istioctl remote-clusters``)."""
+    __tracebackhide__ = True
+    found = status.status_of(cluster)
+    if found != "synced":
+        raise AssertionError(f"{cluster} is {found or 'not listed'}, not synced: {status.describe()}")
+
+
+@expectation
+def expect_remote_cluster_unsynced(status: ControlPlaneStatus, cluster: str) -> None:
+    """The control plane no longer lists ``cluster`` as ``synced`` (its secret is broken: syncing, timeout)."""
+    __tracebackhide__ = True
+    if status.status_of(cluster) == "synced":
+        raise AssertionError(f"{cluster} is still synced: {status.describe()}")
+
+
+@expectation
+def expect_control_plane_ready(status: ControlPlaneStatus) -> None:
+    """The control plane is ready (serves its proxies)."""
+    __tracebackhide__ = True
+    if not status.ready:
+        raise AssertionError(f"the control plane is not ready: {status.describe()}")
+
+
+@expectation
+def expect_endpoints_kept(samples: Sequence[tuple[float, int]], baseline: int, during: str) -> None:
+    """A client's sidecar held at least ``baseline`` endpoints of the service at every read (``samples``:
+    seconds, endpoints) made ``during`` something: no push left any of them out, even for a moment."""
+    __tracebackhide__ = True
+    if not samples:
+        raise AssertionError(f"the client's endpoints were never read during {during}: nothing was proven")
+    low = min(samples, key=lambda s: (s[1], s[0]))
+    if low[1] < baseline:
+        short = [s for s in samples if s[1] < baseline]
+        raise AssertionError(f"during {during} the client's sidecar held {low[1]} of the service's {baseline} "
+                             f"endpoints ({low[0]:.2f} s in; {len(short)} of {len(samples)} reads were short, "
+                             f"from {short[0][0]:.2f} s to {short[-1][0]:.2f} s): a push left them out")
+
+
+@expectation
+def expect_connections_kept(held: HeldConnections, during: str) -> None:
+    """Every held keep-alive connection lasted through ``during``: none replaced, no call failed on one."""
+    __tracebackhide__ = True
+    if not held.calls:
+        raise AssertionError(f"no call was made on the held connections during {during}: nothing was proven")
+    if held.lost or held.failed_calls:
+        raise AssertionError(f"keep-alive connections were lost during {during}: {held.opened} were opened for "
+                             f"{held.held} held ({held.lost} replaced or failed), {held.failed_calls} of "
+                             f"{len(held.calls)} calls failed; errors: {held.errors() or 'none'}")
+
+
+@expectation
+def expect_both_roots_trusted(identity: ServedIdentity, roots: TrustRoots, workload: str, step: str) -> None:
+    """Before the step that removes it, ``workload``'s proxy still trusts the old root beside the new one: Istio's
+    root migration keeps the combined root in ``root-cert.pem`` through the step that re-signs the workloads
+    (tests/integration/security/cacert_rotation: ``root-cert-combined.pem``, then ``root-cert-combined-2.pem``),
+    so peers whose certificates are not yet re-signed are still accepted."""
+    __tracebackhide__ = True
+    new = x509.load_pem_x509_certificate(roots.new_root)
+    old = x509.load_pem_x509_certificate(roots.old_root)
+    missing = [name for name, root in (("old", old), ("new", new)) if root not in identity.roots]
+    if missing:
+        raise AssertionError(f"after step {step} the proxy of {workload} does not trust the "
+                             f"{' and the '.join(missing)} root ({len(identity.roots)} roots trusted): peers still "
+                             f"holding certificates of the other root are refused until they are re-signed")
+
+
+@expectation
+def expect_chain_moved_to_new_root(identity: ServedIdentity, roots: TrustRoots, workload: str) -> None:
+    """After a root migration ``workload``'s certificate chain ends at the new root, and the old root is no longer
+    among the roots its proxy trusts."""
+    __tracebackhide__ = True
+    new = x509.load_pem_x509_certificate(roots.new_root)
+    old = x509.load_pem_x509_certificate(roots.old_root)
+    last = identity.chain[-1]
+    if not _issued_by(last, new):
+        raise AssertionError(f"{workload}'s certificate chain ends at {last.issuer.rfc4514_string()!r}, not at the "
+                             f"new root {new.subject.rfc4514_string()!r}")
+    if old in identity.roots:
+        raise AssertionError(f"{workload}'s proxy still trusts the old root {old.subject.rfc4514_string()!r} "
+                             f"({len(identity.roots)} roots trusted)")
+    if new not in identity.roots:
+        raise AssertionError(f"{workload}'s proxy does not trust the new root {new.subject.rfc4514_string()!r}")

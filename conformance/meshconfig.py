@@ -74,6 +74,18 @@ def validate_mesh_config(config: Mapping[str, Any]) -> None:
             if not _valid_trust_domain(alias):
                 raise UsageError(f"MeshConfig trustDomainAliases[{i}]: trust domain {alias!r} is invalid "
                                  "(dot-separated DNS-1123 labels; istiod refuses it)")
+    settings = config.get("serviceSettings")
+    if settings is not None:
+        if not isinstance(settings, list):
+            raise UsageError(f"MeshConfig serviceSettings must be a list, got {settings!r}")
+        for i, entry in enumerate(settings):
+            hosts = entry.get("hosts") if isinstance(entry, Mapping) else None
+            if not isinstance(hosts, list):
+                raise UsageError(f"MeshConfig serviceSettings[{i}] needs a list of hosts, got {entry!r}")
+            for host in hosts:
+                if not _valid_wildcard_domain(host):
+                    raise UsageError(f"MeshConfig serviceSettings[{i}], host {host!r}: not a domain name (a "
+                                     "wildcard is allowed only as the whole first label; istiod refuses it)")
     topology = ((config.get("defaultConfig") or {}).get("gatewayTopology") or {})
     trusted = topology.get("numTrustedProxies")
     if trusted is not None and (isinstance(trusted, bool) or not isinstance(trusted, int) or trusted < 0):
@@ -92,3 +104,14 @@ def _valid_trust_domain(domain: Any) -> bool:
     if labels[-1] == "" and len(labels) > 1:
         labels = labels[:-1]
     return all(_DNS_LABEL.fullmatch(label) for label in labels)
+
+
+def _valid_wildcard_domain(domain: Any) -> bool:
+    """agent.ValidateWildcardDomain: DNS-1123 labels, the first of which may be ``*`` (or start with ``*``)."""
+    if not isinstance(domain, str) or not domain or len(domain) > 255:
+        return False
+    first, _, rest = domain.partition(".")
+    if first != "*" and not (first.startswith("*") and _DNS_LABEL.fullmatch(first[1:])) \
+            and not _DNS_LABEL.fullmatch(first):
+        return False
+    return not rest or all(_DNS_LABEL.fullmatch(label) for label in rest.rstrip(".").split("."))

@@ -14,10 +14,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from conformance.certs import RootStep, TrustRoots
 from conformance.topology import Cluster
 
 __all__ = [
     "DATA_PORT",
+    "ControlPlaneStatus",
     "Faults",
     "Feature",
     "MeshDescription",
@@ -25,6 +27,9 @@ __all__ = [
     "ProbeHandle",
     "ProbeInstance",
     "ProbeSpec",
+    "RemoteClusterStatus",
+    "RootStep",
+    "TrustRoots",
 ]
 
 DATA_PORT = 8080
@@ -53,6 +58,13 @@ class Feature(StrEnum):
     """Workloads can be made to fail (503/delay), killed, and scaled to zero."""
     GATEWAY_FAULTS = "gateway-faults"
     """A cluster's east-west gateway can be taken down and brought back."""
+    CONTROL_PLANE_FAULTS = "control-plane-faults"
+    """A primary's control plane can be restarted, stopped and started, and its status read (with the sync state
+    of every remote cluster, as ``istioctl remote-clusters`` lists it)."""
+    REMOTE_SECRET_FAULTS = "remote-secret-faults"
+    """A primary's remote secret for another cluster can be rotated (a new credential), broken and restored."""
+    ROOT_CA_MIGRATION = "root-ca-migration"
+    """The mesh's root CA can be replaced in Istio's documented steps (plug-in CA ``cacerts``)."""
     SIDECAR_ENTRY = "sidecar-entry"
     """The machine running meshconf can send requests into a workload's sidecar (its outbound listener, as
     the workload's app does) and straight to its app (no sidecar): load from this machine through the mesh.
@@ -163,6 +175,35 @@ class MeshDescription:
         }
 
 
+@dataclass(frozen=True)
+class RemoteClusterStatus:
+    """One row of ``istioctl remote-clusters``: a cluster a control plane reads, through which secret, and how
+    far it got (``synced``, ``syncing``, ``timeout``, ``closed``; istiod's ``/debug/clusterz``)."""
+
+    cluster: str
+    secret: str
+    """The remote secret's name; empty for the control plane's own cluster."""
+    status: str
+
+
+@dataclass(frozen=True)
+class ControlPlaneStatus:
+    """What a primary's control plane reports about itself."""
+
+    cluster: str
+    ready: bool
+    """It serves its proxies (istiod: a ready pod)."""
+    remote_clusters: tuple[RemoteClusterStatus, ...]
+
+    def status_of(self, cluster: str) -> str | None:
+        """The sync status of ``cluster`` (None: not listed)."""
+        return next((r.status for r in self.remote_clusters if r.cluster == cluster), None)
+
+    def describe(self) -> str:
+        rows = ", ".join(f"{r.cluster} {r.status}" for r in self.remote_clusters)
+        return f"control plane of {self.cluster}: {'ready' if self.ready else 'NOT ready'}; clusters: {rows}"
+
+
 @runtime_checkable
 class Faults(Protocol):
     """Deliberate failures, for failover and resilience checks."""
@@ -182,8 +223,36 @@ class Faults(Protocol):
     def set_link(self, a: str, b: str, rtt_ms: float | None = None, cut: bool | None = None) -> None:
         """Change the network between two clusters: round-trip latency, or cut it (both directions)."""
 
+    def restart_control_plane(self, cluster: str) -> None:
+        """Restart the control plane of primary ``cluster`` and return once it is ready again (kind/existing:
+        ``kubectl rollout restart deploy/istiod`` and its rollout); proxies keep their config meanwhile."""
+
+    def set_control_plane(self, cluster: str, up: bool) -> None:
+        """Stop (istiod scaled to 0) or start the control plane of primary ``cluster``; returns once it is gone,
+        or ready again."""
+
+    def control_plane_status(self, cluster: str) -> ControlPlaneStatus:
+        """Whether the control plane of primary ``cluster`` is ready, and every cluster it reads with its sync
+        status (``istioctl remote-clusters``)."""
+
+    def rotate_remote_secret(self, cluster: str, remote: str) -> None:
+        """Give primary ``cluster`` a new remote secret for ``remote`` with a new credential (kind: a new token
+        and ``istioctl create-remote-secret`` applied again); returns once it is applied."""
+
+    def break_remote_secret(self, cluster: str, remote: str) -> None:
+        """Replace primary ``cluster``'s remote secret for ``remote`` with one whose API server is unreachable."""
+
+    def restore_remote_secret(self, cluster: str, remote: str) -> None:
+        """Put back a working remote secret for ``remote`` in primary ``cluster``."""
+
+    def migrate_root(self, step: RootStep, namespaces: Sequence[str]) -> TrustRoots:
+        """Take one step of Istio's plug-in CA root migration on every cluster: ``cacerts`` replaced, the control
+        planes restarted, then the gateways and the workloads of ``namespaces`` restarted, as Istio documents it.
+        Returns the old and new roots and the trust bundle after the step."""
+
     def reset(self) -> None:
-        """Links back to the topology's defaults and every gateway up."""
+        """Links back to the topology's defaults, every gateway and control plane up, broken remote secrets
+        restored (a root migration stays: a new root is no fault)."""
 
 
 @runtime_checkable

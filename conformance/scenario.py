@@ -26,8 +26,9 @@ import yaml
 from conformance.certs import spiffe_id
 from conformance.check import CheckInfo
 from conformance.config import RunConfig
+from conformance.connections import ConnectionHold, EndpointWatch, hold_request, outbound_cluster
 from conformance.convergence import Converged, await_convergence
-from conformance.errors import EnvironmentBroken, ManifestError, UsageError
+from conformance.errors import CannotRun, EnvironmentBroken, ManifestError, UsageError
 from conformance.expect import Nonconformance
 from conformance.load import (
     ForwardTarget,
@@ -47,6 +48,7 @@ from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, Probe
 from conformance.report.allure import attach_load
 from conformance.report.model import Measurement
 from conformance.tokens import TokenIssuer
+from conformance.topology import Cluster
 from conformance.traffic import ContinuousTraffic, Timeline
 
 __all__ = ["ForwardRun", "RunningLoad", "Scenario", "load_manifests"]
@@ -169,6 +171,20 @@ class Scenario:
         """A second namespace of this check (for callers from elsewhere), removed with the first."""
         return f"{self.namespace}-b"
 
+    def cluster(self, name: str) -> Cluster:
+        """The cluster ``name`` of the mesh (network, region, role...)."""
+        for candidate in self.mesh.clusters():
+            if candidate.name == name:
+                return candidate
+        raise UsageError(f"the mesh has no cluster {name!r}; its clusters: {', '.join(self.clusters)}")
+
+    def require(self, holds: bool, needs: str) -> None:
+        """Skip the check, saying so, when the mesh's topology lacks what it needs (``needs``: e.g. "three
+        regions"): raises CannotRun unless ``holds``."""
+        if not holds:
+            topology = self.config.topology
+            raise CannotRun(f"check {self.check.id} needs {needs}; topology {topology} has not")
+
     def control_plane_of(self, cluster: str) -> str:
         """The cluster whose control plane configures proxies in ``cluster`` (itself, or its primary)."""
         for candidate in self.mesh.clusters():
@@ -285,6 +301,25 @@ class Scenario:
 
         return ContinuousTraffic(calls, max_seconds or self.config.timeouts.forward_s)
 
+    def hold_connections(self, source: ProbeHandle, destination: ProbeHandle, connections: int,
+                         max_seconds: float) -> ConnectionHold:
+        """``connections`` keep-alive connections from ``source`` to ``destination`` (one call a second on each),
+        held in the background (``with scenario.hold_connections(...) as held:``) until ``held.result()`` or
+        ``max_seconds``."""
+        name = f"hold-{secrets.token_hex(4)}"
+        request = hold_request(destination.url(), connections, max_seconds, self.config.timeouts.call_timeout_s,
+                               name=name)
+        return ConnectionHold(lambda body: self.mesh.forward(source, body),
+                              lambda hold: self.mesh.probe_control(source, "POST", "/forward/stop", {"name": hold}),
+                              request)
+
+    def watch_endpoints(self, client: ProbeHandle, destination: ProbeHandle, max_seconds: float,
+                        port: int = DATA_PORT) -> EndpointWatch:
+        """The endpoints ``client``'s sidecar has for ``destination``'s service port, read over and over in the
+        background (``with scenario.watch_endpoints(...) as watch:``) for at most ``max_seconds``."""
+        return EndpointWatch(lambda: self.admin(client, "/clusters"), outbound_cluster(destination.host, port),
+                             max_seconds)
+
     def attach_timeline(self, timeline: Timeline, name: str) -> None:
         """Attach a continuous-traffic timeline (every call, its time, status and answering cluster)."""
         rows = [{"t": round(t, 4), "status": r.status, "cluster": r.cluster, "error": r.error}
@@ -306,11 +341,13 @@ class Scenario:
         """GET ``path`` on the probe's sidecar Envoy admin (``/stats``, ``/certs``, ``/config_dump``...)."""
         return self.mesh.proxy_admin(probe, path, instance)
 
-    def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:
-        """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget."""
+    def await_convergence(self, action: Callable[[], T], expectation: Callable[[T], None],
+                          within_s: float | None = None) -> Converged[T]:
+        """Repeat ``action`` until ``expectation`` holds N times in a row, within the consistency budget (or
+        ``within_s``: a check's own budget for this wait, e.g. a control plane's return)."""
         __tracebackhide__ = True
         timeouts = self.config.timeouts
-        return await_convergence(action, expectation, budget_s=timeouts.consistency_s,
+        return await_convergence(action, expectation, budget_s=timeouts.consistency_s if within_s is None else within_s,
                                  interval_s=timeouts.poll_interval_s, consecutive=timeouts.consecutive_successes)
 
     def baseline(self, what: str, action: Callable[[], T], expectation: Callable[[T], None]) -> Converged[T]:

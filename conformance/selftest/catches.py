@@ -190,5 +190,39 @@ CATCHES: tuple[Catch, ...] = (
     Catch("slow-config-push", {
         "authz-propagation-time": "expect_within_budget",
     }),
+    # issue 12, the control planes' lifecycle, on Istio's CI topology (a primary, its remote, a primary elsewhere).
+    # Calls to cluster3 get 503 "no healthy upstream" after the rotation
+    Catch("remote-endpoints-lost-on-secret-rotation", {
+        "multicluster-remote-secret-rotation": "expect_no_failed_calls",
+    }, topology="three-cluster"),
+    # in the wait for the repaired cluster's endpoints: they never come back (remote_secret_recovery_s, 30 s)
+    Catch("bad-secret-blocks-recovery", {
+        "multicluster-bad-remote-secret-isolated": "expect_answered_by",
+    }, topology="three-cluster"),
+    # the client's sidecar holds 0 of its 2 endpoints after the restarted control plane's first push
+    Catch("push-before-remote-sync", {
+        "multicluster-control-plane-restart": "expect_endpoints_kept",
+    }, topology="three-cluster"),
+    # the proxies lost every listener while their control plane is down
+    Catch("empty-push-on-control-plane-stop", {
+        "multicluster-control-plane-down-keeps-data-plane": "expect_no_failed_calls",
+    }, topology="three-cluster"),
+    # every push replaces the listeners: the held connections are closed and reopened
+    Catch("resets-connections-on-unrelated-push", {
+        "multicluster-long-lived-connections": "expect_connections_kept",
+    }, topology="three-cluster"),
+    # after new-intermediates the proxies trust the new root alone; the handshakes that fail until the workloads
+    # are re-signed last milliseconds on the local mesh, too short for traffic to show every time
+    Catch("drops-old-root-early", {
+        "mtls-root-ca-migration": "expect_both_roots_trusted",
+    }, topology="three-cluster"),
+    # the cluster-local host is answered by every cluster
+    Catch("cluster-local-ignored", {
+        "multicluster-cluster-local-service": "expect_answered_by",
+    }, topology="three-cluster"),
+    # with three regions, traffic leaving region1 splits between region2 and region3
+    Catch("locality-failover-ignored", {
+        "failover-locality-failover-region": "expect_answered_by",
+    }, topology="three-cluster"),
 )
 """Every self-validation run: see the module docstring."""

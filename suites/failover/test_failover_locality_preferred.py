@@ -5,8 +5,7 @@ from conformance.expect import expect_share
 @check("failover-locality-preferred", area=Area.FAILOVER, features=[Feature.MULTI_CLUSTER],
        description="With localityLbSetting and outlier detection, calls stay in the caller's own cluster")
 def test_failover_locality_preferred(scenario: Scenario) -> None:
-    server = scenario.deploy("server", "cluster1")
-    scenario.deploy("server", "cluster2")
+    server, *_ = [scenario.deploy("server", cluster) for cluster in scenario.clusters]
     clients = {cluster: scenario.deploy("client", cluster) for cluster in scenario.clusters}
 
     scenario.apply("failover-locality-preferred.yaml")  # retries off: each call is one load-balancing decision

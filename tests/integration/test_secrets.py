@@ -1,7 +1,8 @@
 """No secrets anywhere in out/: a check fails on the local mesh (so diagnostics are written: Envoy config dumps,
 certs, stats, process logs), then every file under out/ is scanned for the run's private keys (PEM blocks,
 the base64 of their DER and of their PEM, as SDS carries them), the mesh's API token, and kubeconfig
-credentials. Envoy's config dump must keep showing inline keys as ``[redacted]``. Workload keys never touch the
+credentials, and the remote secrets' API server tokens. Envoy's config dump must keep showing inline keys as
+``[redacted]``. Workload keys never touch the
 disk: they reach Envoy only over its ADS stream (SDS), so the run directory must not hold one."""
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ def run_secrets(run_dir: Path) -> dict[str, str]:
             pems.append(data)
         assert b'"private_key"' not in data, f"{path} holds a workload key (SDS must only be served over ADS)"
     assert len(pems) >= 3, "expected the CA keys: the root and one intermediate per cluster"
+    remote_secrets = sorted(run_dir.glob("remote-secrets/*/istio-remote-secret-*.json"))
+    assert remote_secrets, "expected each primary's remote secrets"
+    for path in remote_secrets:
+        found[f"token of {path.parent.name}/{path.name}"] = json.loads(path.read_text())["token"]
     for n, pem in enumerate(pems):
         key = serialization.load_pem_private_key(pem, password=None)
         der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
@@ -66,8 +71,10 @@ def test_nothing_under_out_holds_a_secret(tmp_path: Path) -> None:
         for dump in dumps:  # Envoy redacts the keys it serves: keep it so
             secrets_dump = next(c for c in json.loads(dump.read_text())["configs"]
                                 if c["@type"].endswith("SecretsConfigDump"))
-            for secret in secrets_dump.get("dynamic_active_secrets", []):
-                key = secret["secret"]["tls_certificate"]["private_key"]
-                assert base64.b64decode(key["inline_bytes"]) == b"[redacted]"
+            served = [s["secret"]["tls_certificate"] for s in secrets_dump.get("dynamic_active_secrets", [])
+                      if "tls_certificate" in s["secret"]]  # the other one is ROOTCA, the trust bundle
+            assert served
+            for certificate in served:
+                assert base64.b64decode(certificate["private_key"]["inline_bytes"]) == b"[redacted]"
     finally:
         assert run_meshconf("down", str(run_dir), env=env).returncode == 0

@@ -13,7 +13,7 @@ from conformance.providers.kind.plan import PlanContext, build_plan
 from conformance.providers.kind.steps import Step
 from conformance.topology import load_topology
 
-TOPOLOGIES = ("multi-primary", "multi-network", "primary-remote")
+TOPOLOGIES = ("multi-primary", "multi-network", "primary-remote", "three-cluster")
 
 
 @pytest.fixture(scope="session")

@@ -18,10 +18,43 @@ def test_plan_multi_network_prints_every_step_and_runs_nothing() -> None:
     done = run_meshconf("plan", "--provider", "kind", "--topology", "multi-network", "--istio-version", "1.28.0")
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    steps = [line for line in text.splitlines() if line.startswith("Step ")]
+    bring_up, _, faults = text.partition("\nFaults the lifecycle checks run once the mesh is up")
+    steps = [line for line in bring_up.splitlines() if line.startswith("Step ")]
     assert [s.split(".")[0] for s in steps] == [f"Step {n}" for n in range(1, 16)]
+    assert [s.split(".")[0] for s in faults.splitlines() if s.startswith("Step ")] == \
+        [f"Step {n}" for n in range(16, 26)]
     assert "cross-network-gateway" in text and "AUTO_PASSTHROUGH" in text
     assert "PRIVATE KEY" not in text and "<redacted:" in text
+
+
+def test_plan_three_cluster_prints_the_bring_up_and_the_fault_commands() -> None:
+    """Issue 12, "Done when": the three-cluster bring-up (cluster2 a remote of cluster1, cluster3 on network2) and
+    every control-plane and trust fault, with the exact commands."""
+    done = run_meshconf("plan", "--provider", "kind", "--topology", "three-cluster", "--istio-version", "1.28.0")
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    kubectl = "kubectl --kubeconfig $RUN/kubeconfig --context"
+    for line in (
+        "clusters: cluster1 (primary, network1, region1/zone1), cluster2 (remote, network1, region2/zone2), "
+        "cluster3 (primary, network2, region3/zone3)",
+        "$ istioctl create-remote-secret --name=cluster2 --server=https://${CLUSTER2_CONTROL_PLANE_IP}:6443 "
+        f"--kubeconfig $RUN/kubeconfig --context kind-cluster2 | {kubectl} kind-cluster3 apply -f -",
+        f"$ {kubectl} kind-cluster1 -n istio-system rollout restart deployment/istiod",
+        f"$ {kubectl} kind-cluster1 -n istio-system scale deployment/istiod --replicas=0",
+        f"$ {kubectl} kind-cluster1 -n istio-system scale deployment/istiod --replicas=1",
+        "$ istioctl remote-clusters --kubeconfig $RUN/kubeconfig --context kind-cluster1    # polled up to 60 times; "
+        "until it lists cluster1, cluster2, cluster3 as synced",
+        "--secret-name=istio-reader-service-account-meshconf-cluster1-1 "
+        "--server=https://${CLUSTER3_CONTROL_PLANE_IP}:6443",
+        "--server=https://255.255.255.255:6443",
+        "write $RUN/faults/root-new-intermediates/cluster3/cacerts.yaml  (0600, key material)",
+        f"$ {kubectl} kind-cluster3 -n istio-system rollout restart deployment/istiod",
+        f"$ {kubectl} kind-cluster2 -n meshconf-smoke annotate pods --all "
+        "meshconf.io/root-migration=old-root-removed --overwrite",
+    ):
+        assert line in text, line
+    assert f"{kubectl} kind-cluster2 -n istio-system rollout restart" not in text  # a remote runs no istiod
+    assert "PRIVATE KEY" not in text and "BEGIN CERTIFICATE" not in text
 
 
 def _steps_of(text: str) -> dict[str, str]:

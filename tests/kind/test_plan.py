@@ -151,7 +151,8 @@ def test_remote_secrets_name_the_api_server_on_the_kind_network(topology: str,
 def test_the_sync_wait_names_every_cluster(topology: str, plan_for: Callable[[str], list[Step]]) -> None:
     """Item 3."""
     polls = [c for c in _step(plan_for(topology), "wait").commands if c.until is not None]
-    assert polls and all(c.until == Until("synced", ("cluster1", "cluster2")) for c in polls)
+    names = load_topology(topology).cluster_names
+    assert polls and all(c.until == Until("synced", names) for c in polls)
 
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
@@ -183,6 +184,7 @@ def test_every_step_has_a_verification_row_and_the_readme_shows_the_same_table(
     "What is verified here" section lists exactly those rows."""
     from pathlib import Path
 
+    from conformance.providers.kind.lifecycle import fault_steps
     from conformance.providers.kind.plan import teardown
     from conformance.providers.kind.upgrade import upgrade_steps
     from conformance.providers.kind.verification import VERIFICATION
@@ -190,6 +192,7 @@ def test_every_step_has_a_verification_row_and_the_readme_shows_the_same_table(
     ctx = PlanContext(load_topology("multi-network"), "1.27.3", mesh_ca, probe_source().read_text())
     keys = {s.key for t in TOPOLOGIES for s in plan_for(t)} | {teardown(ctx).key}
     keys |= {s.key for s in upgrade_steps(ctx, "1.28.0", "istioctl", 1)}
+    keys |= {s.key for s in fault_steps(ctx, 300)}
     assert keys == set(VERIFICATION)
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = readme.split("### What is verified here")[1].split("\n## ")[0]

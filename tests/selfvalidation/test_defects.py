@@ -68,11 +68,12 @@ def test_a_row_that_cannot_stand_is_refused(catch: Catch, complaint: str) -> Non
 def test_runs_measure_load_alone_and_the_rest_side_by_side() -> None:
     plan = SelftestPlan.build(CATALOGUE)
     runs = plan.runs()
-    assert [r.name for r in runs[:2]] == ["clean-multi-primary", "clean-multi-network"]
-    assert all(r.clean for r in runs[:2]) and not any(r.clean for r in runs[2:])
+    topologies = ["multi-primary", "multi-network", "three-cluster"]
+    assert [r.name for r in runs[:3]] == [f"clean-{t}" for t in topologies]
+    assert all(r.clean for r in runs[:3]) and not any(r.clean for r in runs[3:])
     assert runs[0].checks == ()  # the whole catalogue
-    claimed = {c for catch in plan.catches if catch.topology == "multi-network" for c in catch.checks}
-    assert set(runs[1].checks) == claimed
+    for run, topology in zip(runs[1:3], topologies[1:], strict=True):  # elsewhere only what rows there claim
+        assert set(run.checks) == {c for catch in plan.catches if catch.topology == topology for c in catch.checks}
     alone = [r for r in runs if r.alone]
     assert alone and all(CATALOGUE[c] == "latency" for r in alone for c in r.checks)
     assert all(CATALOGUE[c] != "latency" for r in runs if not r.alone for c in r.checks)

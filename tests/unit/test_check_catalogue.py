@@ -36,7 +36,7 @@ def test_a_check_that_needs_what_a_provider_lacks_says_which() -> None:
 
 
 def test_a_provider_offers_at_least_what_it_reports_in_every_topology() -> None:
-    for name in ("multi-primary", "multi-network", "primary-remote"):
+    for name in ("multi-primary", "multi-network", "primary-remote", "three-cluster"):
         topology = load_topology(name)
         contexts = tuple(f"ctx{i}" for i in range(len(topology.clusters)))
         assert LocalProvider(RunConfig.build(topology=name), topology).features() <= provider_offers("local")

@@ -283,6 +283,23 @@ def test_forward_duration_and_max_duration(start_probe: StartProbe) -> None:
     assert bounded["durationUs"] < 1_000_000
 
 
+def test_a_named_forward_stops_early_on_request(start_probe: StartProbe) -> None:
+    client, server = start_probe("client"), start_probe("server")
+    answers: list[Any] = []
+    holding = threading.Thread(target=lambda: answers.append(client.forward(
+        url=f"http://{server.data}/", concurrency=2, rate=20, duration_ms=20_000, name="hold")))
+    holding.start()
+    time.sleep(0.5)
+    assert client.control("POST", "/forward/stop", {"name": "hold"}) == (200, {"stopped": True})
+    holding.join(5)
+    assert not holding.is_alive() and answers
+    calls = answers[0]["calls"]
+    assert 3 <= len(calls) <= 15 and answers[0]["durationUs"] < 2_000_000  # far short of its 20 s
+    assert {c["connection"] for c in calls} == {1, 2}  # each slot kept its connection to the end
+    assert client.control("POST", "/forward/stop", {"name": "hold"}) == (200, {"stopped": False})
+    assert client.control("POST", "/forward/stop", {"nom": "x"})[0] == 400
+
+
 def test_forward_summary(start_probe: StartProbe) -> None:
     client, server = start_probe("client"), start_probe("server")
     server.control("POST", "/mode", {"status": 503})

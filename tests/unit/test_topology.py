@@ -14,6 +14,18 @@ def test_multi_primary_ships() -> None:
     assert "multi-primary" in available_topologies()
 
 
+def test_three_cluster_is_istios_ci_multicluster_topology() -> None:
+    """prow/config/topology/multicluster.json: a primary, its remote on the same network, a primary on another."""
+    topology = load_topology("three-cluster")
+    assert [(c.name, c.role, c.primary, c.network, c.region) for c in topology.clusters] == [
+        ("cluster1", Role.PRIMARY, None, "network1", "region1"),
+        ("cluster2", Role.REMOTE, "cluster1", "network1", "region2"),
+        ("cluster3", Role.PRIMARY, None, "network2", "region3"),
+    ]
+    assert topology.multi_network and [c.name for c in topology.primaries] == ["cluster1", "cluster3"]
+    assert "three-cluster" in available_topologies()
+
+
 def test_unknown_topology_lists_known_ones() -> None:
     with pytest.raises(UsageError, match=r"unknown topology 'triangle'.*multi-primary"):
         load_topology("triangle")

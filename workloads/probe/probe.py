@@ -40,7 +40,10 @@ Control port, JSON in and out:
         schedule continues from it, no catch-up burst), duration_ms (with rate: call until it elapses or
         count calls are made; count then defaults to its maximum), max_duration_ms (60000; max 600000:
         hard bound, calls not started by then are not made and "truncated" is true), summary (false),
-        body_limit (65536 characters of each response body).
+        body_limit (65536 characters of each response body), name (null | a string: POST /forward/stop
+        ends this forward early).
+    POST /forward/stop         {"name": "..."}: the named forward starts no more calls (those under way
+        finish); it answers as usual. The answer here: {"stopped": true | false (no such forward running)}.
     The answer: {"calls": [{"index", "status" (0: no response), "latencyUs", "startedUs", "connection"
     (id; 0: none), "body", "headers", "error"}], "durationUs", "cpuUs", "truncated"}, or with summary:
     {"latenciesUs", "startedUs", "callStatuses" (each call's status, 0: no response), "statuses": {"200": n},
@@ -339,7 +342,7 @@ class Mode:
 
 FORWARD_FIELDS = {"url", "count", "concurrency", "method", "headers", "body", "timeout_ms", "proxy",
                   "resolve", "new_connection", "rate", "duration_ms", "max_duration_ms", "summary",
-                  "body_limit"}
+                  "body_limit", "name"}
 
 
 @dataclass
@@ -364,6 +367,7 @@ class ForwardSpec:
     max_duration_s: float
     summary: bool
     body_limit: int
+    name: Optional[str] = None
 
     @classmethod
     def parse(cls, data: Any) -> ForwardSpec:
@@ -434,6 +438,9 @@ class ForwardSpec:
         if duration_ms is not None and rate is None:
             raise ValueError("duration_ms needs rate")
         count_default = 100000 if duration_ms is not None else 1
+        name = data.get("name")
+        if name is not None and not isinstance(name, str):
+            raise ValueError("name must be a string")
         return cls(
             url=url, request=request, close_after=close_after, direct=(parts.hostname, port), proxy=proxy,
             resolved=resolved, unresolvable=unresolvable,
@@ -445,6 +452,7 @@ class ForwardSpec:
             max_duration_s=_number(data, "max_duration_ms", 60000, 1, 600000, integer=False) / 1000,
             summary=_bool(data, "summary"),
             body_limit=_number(data, "body_limit", 65536, 0, 1 << 30),
+            name=name,
         )
 
 
@@ -501,6 +509,10 @@ class Forward:
         self.compact: List[Tuple[int, int, int, int]] = []
         self.cpu_started = time.process_time()
         self.outcomes: Dict[Tuple[int, Optional[str]], Dict[str, Any]] = {}
+
+    def stop(self) -> None:
+        """Start no more calls; those under way finish."""
+        self.stop_at = time.perf_counter()
 
     async def run(self) -> Dict[str, Any]:
         await asyncio.gather(*(self._slot() for _ in range(min(self.spec.concurrency, self.spec.count))))
@@ -677,6 +689,8 @@ class Probe:
         self.identity = identity
         self.ports = ports
         self.mode = Mode()
+        self.forwards: Dict[str, Forward] = {}
+        """Named forwards under way (POST /forward/stop ends one)."""
 
     async def data(self, request: Request, local: str, peer: str) -> Tuple[int, Any]:
         params = parse_qs(request.query, keep_blank_values=True)
@@ -708,7 +722,8 @@ class Probe:
         return status, answer
 
     async def _control(self, request: Request) -> Tuple[int, Any, str]:
-        routes = {"/healthz": ("GET",), "/info": ("GET",), "/mode": ("GET", "POST"), "/forward": ("POST",)}
+        routes = {"/healthz": ("GET",), "/info": ("GET",), "/mode": ("GET", "POST"), "/forward": ("POST",),
+                  "/forward/stop": ("POST",)}
         if request.path not in routes:
             return 404, {"error": f"no such endpoint {request.path!r}; try {sorted(routes)}"}, ""
         if request.method not in routes[request.path]:
@@ -727,10 +742,24 @@ class Probe:
             if request.path == "/mode":
                 self.mode = Mode.parse(data)
                 return 200, self.mode.to_json(), f"status={self.mode.status} delay_ms={self.mode.delay_ms:g}"
+            if request.path == "/forward/stop":
+                if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+                    raise ValueError('the body must be {"name": "..."}')
+                running = self.forwards.get(data["name"])
+                if running is not None:
+                    running.stop()
+                return 200, {"stopped": running is not None}, data["name"]
             spec = ForwardSpec.parse(data)
         except ValueError as exc:
             return 400, {"error": str(exc)}, ""
-        answer = await Forward(spec).run()
+        forward = Forward(spec)
+        if spec.name is not None:
+            self.forwards[spec.name] = forward
+        try:
+            answer = await forward.run()
+        finally:
+            if spec.name is not None and self.forwards.get(spec.name) is forward:
+                del self.forwards[spec.name]
         made = len(answer["calls"]) if "calls" in answer else len(answer["latenciesUs"])
         return 200, answer, f"{made} calls to {spec.url}{', truncated' if answer['truncated'] else ''}"
 

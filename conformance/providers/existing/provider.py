@@ -25,6 +25,7 @@ from conformance.istio import doc_ref
 from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpec
 from conformance.providers.existing.preflight import DEFAULT_REVISION, ClusterReport, preflight
 from conformance.providers.kube.api import KubeAPI
+from conformance.providers.kube.lifecycle import restore_control_planes
 from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.meshconfig import restore_mesh_configs
 from conformance.runstate import RunState, new_run_dir, runs_root
@@ -45,7 +46,8 @@ class ExistingProvider(KubeMesh):
 
     name = "existing"
     OFFERS = frozenset({Feature.MULTI_CLUSTER, Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY,  # what features()
-                        Feature.OUT_OF_MESH_WORKLOADS, Feature.WORKLOAD_FAULTS, Feature.MESH_WIDE_CONFIG})  # can return
+                        Feature.OUT_OF_MESH_WORKLOADS, Feature.WORKLOAD_FAULTS, Feature.MESH_WIDE_CONFIG,  # can return
+                        Feature.CONTROL_PLANE_FAULTS})
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  api_factory: Callable[[str], KubeAPI] | None = None) -> None:
@@ -145,6 +147,7 @@ class ExistingProvider(KubeMesh):
         data = state.read()
         contexts = dict(data.get("contexts", {}))
         apis = {cluster: KubeAPI(str(context)) for cluster, context in contexts.items()}
+        restore_control_planes(apis, state)
         restore_mesh_configs(apis, state)
         _delete_own_objects(apis, list(data.get("objects", [])), run_dir.name)
         for api in apis.values():
@@ -162,6 +165,7 @@ class ExistingProvider(KubeMesh):
     def down(self) -> None:
         if self.run_dir is None:
             return
+        restore_control_planes({c: self.api(c) for c in self.topology.cluster_names}, RunState(self.run_dir))
         self.restore_mesh_configs()
         state = RunState(self.run_dir)
         data = state.read()
@@ -204,8 +208,8 @@ class ExistingProvider(KubeMesh):
             features.add(Feature.MULTI_CLUSTER)
         if self.topology.multi_network:
             features |= {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY}
-        if self.config.allow_mesh_wide:
-            features.add(Feature.MESH_WIDE_CONFIG)
+        if self.config.allow_mesh_wide:  # restarting or stopping istiod is mesh-wide too
+            features |= {Feature.MESH_WIDE_CONFIG, Feature.CONTROL_PLANE_FAULTS}
         return frozenset(features)
 
     def revision_for(self, cluster: str) -> str | None:
@@ -262,8 +266,11 @@ class ExistingProvider(KubeMesh):
 
     @property
     def faults(self) -> Any:
-        from conformance.providers.kube.faults import WorkloadFaults
+        from conformance.providers.kube.faults import ControlPlaneFaults, WorkloadFaults
+        from conformance.providers.kube.lifecycle import KubeControlPlanes
 
+        if self.config.allow_mesh_wide:
+            return ControlPlaneFaults(self, KubeControlPlanes(self))
         return WorkloadFaults(self)
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:

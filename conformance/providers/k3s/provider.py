@@ -81,8 +81,11 @@ class K3sProvider(KubeMesh):
     """k3s in Docker through testcontainers + istioctl, per Istio's multi-cluster install guides."""
 
     name = "k3s"
-    OFFERS = frozenset(Feature) - {Feature.SIDECAR_ENTRY, Feature.LINK_RTT, Feature.LINK_FAULTS}
-    """No link RTT or link faults: the rancher/k3s image has no tc that can run netem."""
+    OFFERS = frozenset(Feature) - {Feature.SIDECAR_ENTRY, Feature.LINK_RTT, Feature.LINK_FAULTS,
+                                   Feature.CONTROL_PLANE_FAULTS, Feature.REMOTE_SECRET_FAULTS,
+                                   Feature.ROOT_CA_MIGRATION}
+    """No link RTT or link faults: the rancher/k3s image has no tc that can run netem. No lifecycle faults
+    (control planes, remote secrets, root CA) yet: its faults are the kube layer's GatewayFaults, which have none."""
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  host: Runner | None = None) -> None:

@@ -6,20 +6,38 @@
   ``kind get nodes`` lists), on traffic to the other cluster's nodes, pods, services and load balancers
   (``links.py``). Latency changes the netem qdiscs the plan's ``links`` step set up; ``reset`` puts the
   topology's round trip back, not zero.
+- Control planes, remote secrets and the root CA: the kubectl and istioctl commands of ``lifecycle.py`` (what
+  ``meshconf plan`` prints after the bring-up), run through the provider's runner.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from conformance.providers.kind import links
+from conformance.certs import MeshCA
+from conformance.errors import ProviderError
+from conformance.provider import ControlPlaneStatus, RootStep, TrustRoots
+from conformance.providers.kind import lifecycle, links
 from conformance.providers.kind.manifests import EAST_WEST_GATEWAY
+from conformance.providers.kind.plan import SMOKE_NAMESPACE
+from conformance.providers.kind.runner import run_steps
+from conformance.providers.kind.steps import Command, Step
 from conformance.providers.kube.faults import WorkloadFaults
+from conformance.providers.kube.lifecycle import STOPPED_KEY, parse_remote_clusters, wait_for_identities
+from conformance.runstate import RunState
 
 if TYPE_CHECKING:
     from conformance.providers.kind.provider import KindProvider
 
-__all__ = ["KindFaults"]
+__all__ = ["BROKEN_KEY", "ROTATIONS_KEY", "TOKENS_KEY", "KindFaults"]
+
+TOKENS_KEY = "remoteSecretTokens"
+"""Run-state key: "primary/remote" -> the reader token Secret its remote secret holds now (the install's until a
+rotation)."""
+ROTATIONS_KEY = "remoteSecretRotations"
+BROKEN_KEY = "brokenRemoteSecrets"
+"""Run-state key: "primary/remote" of every remote secret broken and not restored yet."""
 
 
 class KindFaults(WorkloadFaults):
@@ -63,6 +81,109 @@ class KindFaults(WorkloadFaults):
         self._changed.clear()
         for cluster in list(self._gateways_down):
             self.set_gateway(cluster, up=True)
+        for cluster in list(self._state().get(STOPPED_KEY) or {}):
+            self.set_control_plane(cluster, True)
+        for key in list(self._state().get(BROKEN_KEY) or []):
+            primary, _, remote = str(key).partition("/")
+            self.restore_remote_secret(primary, remote)
+
+    # -- the control planes' lifecycle (lifecycle.py) --------------------------------------------------------
+
+    def restart_control_plane(self, cluster: str) -> None:
+        self._run(lifecycle.restart(self.provider.fault_context(), self._primary(cluster), self._timeout))
+
+    def set_control_plane(self, cluster: str, up: bool) -> None:
+        primary = self._primary(cluster)
+        stopped = dict(self._state().get(STOPPED_KEY) or {})
+        if up:
+            self._run(lifecycle.start(self.provider.fault_context(), primary, self._timeout))
+            stopped.pop(primary, None)
+        else:
+            stopped[primary] = {"deployment": "istiod", "replicas": 1}  # recorded first: down() brings it back
+            self._update(**{STOPPED_KEY: stopped})
+            self._run(lifecycle.stop(self.provider.fault_context(), primary, self._timeout))
+        self._update(**{STOPPED_KEY: stopped})
+
+    def control_plane_status(self, cluster: str) -> ControlPlaneStatus:
+        ready, clusters = lifecycle.status_commands(self.provider.fault_context(), self._primary(cluster))
+        variables = self.provider.variables()
+        captured = [Command(c.argv, c.cluster, capture=name) for c, name in ((ready, "READY"), (clusters, "CLUSTERS"))]
+        self._run(Step(1, "fault-status", f"Read {cluster}'s control plane", "", tuple(captured)), variables)
+        rows = parse_remote_clusters(variables["CLUSTERS"], cluster)
+        return ControlPlaneStatus(cluster, (variables["READY"] or "0").isdigit() and int(variables["READY"] or 0) > 0,
+                                  rows)
+
+    def rotate_remote_secret(self, cluster: str, remote: str) -> None:
+        key = self._secret_key(cluster, remote)
+        tokens = dict(self._state().get(TOKENS_KEY) or {})
+        rotations = dict(self._state().get(ROTATIONS_KEY) or {})
+        rotations[key] = int(rotations.get(key, 0)) + 1
+        new = f"{lifecycle.READER}-meshconf-{cluster}-{rotations[key]}"
+        self._run(lifecycle.rotate_secret(self.provider.fault_context(), cluster, remote, new, tokens.get(key)))
+        tokens[key] = new
+        self._update(**{TOKENS_KEY: tokens, ROTATIONS_KEY: rotations})
+
+    def break_remote_secret(self, cluster: str, remote: str) -> None:
+        key = self._secret_key(cluster, remote)
+        broken = sorted({*(self._state().get(BROKEN_KEY) or []), key})
+        self._update(**{BROKEN_KEY: broken})
+        self._run(lifecycle.break_secret(self.provider.fault_context(), cluster, remote, self._token(key)))
+
+    def restore_remote_secret(self, cluster: str, remote: str) -> None:
+        key = self._secret_key(cluster, remote)
+        self._run(lifecycle.restore_secret(self.provider.fault_context(), cluster, remote, self._token(key)))
+        self._update(**{BROKEN_KEY: [k for k in self._state().get(BROKEN_KEY) or [] if k != key]})
+
+    def migrate_root(self, step: RootStep, namespaces: Sequence[str]) -> TrustRoots:
+        """``cacerts`` replaced, istiod restarted, the pods of ``namespaces`` (and meshconf's smoke probes and the
+        gateways) annotated; returns once every one of them serves a chain of its cluster's new intermediate."""
+        assert self.provider.run_dir is not None
+        ca = MeshCA.load(self.provider.run_dir / "ca")
+        roots = ca.migrate(step)
+        every = [*namespaces, SMOKE_NAMESPACE]
+        self._run(lifecycle.migrate_root(self.provider.fault_context(), step, every, self._timeout))
+        # a remote cluster's workloads are signed by its primary's istiod, with the primary's cacerts
+        signers = {c.name: ca.intermediate(c.config_cluster).cert_pem for c in self.provider.topology.clusters}
+        wait_for_identities(self.provider, every, signers, ca.trust_bundle, self._timeout)
+        return roots
+
+    @property
+    def _timeout(self) -> float:
+        return self.provider.config.timeouts.control_plane_s
+
+    def _primary(self, cluster: str) -> str:
+        found = self.provider.topology.cluster(cluster)
+        if found.config_cluster != found.name:
+            raise ProviderError(f"cluster {cluster} is a remote cluster: its control plane is "
+                                f"{found.config_cluster}'s")
+        return found.name
+
+    def _secret_key(self, cluster: str, remote: str) -> str:
+        self._primary(cluster)
+        if self.provider.topology.cluster(remote).name == cluster:
+            raise ProviderError(f"cluster {cluster} holds no remote secret for itself")
+        return f"{cluster}/{remote}"
+
+    def _token(self, key: str) -> str:
+        return str((self._state().get(TOKENS_KEY) or {}).get(key) or lifecycle.TOKEN_SECRET)
+
+    def _state(self) -> dict[str, Any]:
+        return RunState(self.provider.run_dir).read() if self.provider.run_dir else {}
+
+    def _update(self, **values: object) -> None:
+        if self.provider.run_dir is not None:
+            RunState(self.provider.run_dir).update(**values)
+
+    def _run(self, step: Step, variables: dict[str, str] | None = None) -> None:
+        assert self.provider.run_dir is not None
+        log = self.provider.run_dir / "faults.log"
+
+        def say(line: str) -> None:
+            with log.open("a") as out:
+                out.write(line + "\n")
+
+        run_steps(self.provider.runner, [step], self.provider.run_dir,
+                  variables if variables is not None else self.provider.variables(), say)
 
     def gateway_down(self, cluster: str) -> None:
         self.provider.api(cluster).scale("istio-system", EAST_WEST_GATEWAY, 0)

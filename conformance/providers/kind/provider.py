@@ -30,6 +30,7 @@ from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
 from conformance.providers.kind.diagnostics import write_diagnostics
 from conformance.providers.kind.faults import KindFaults
+from conformance.providers.kind.lifecycle import fault_steps
 from conformance.providers.kind.plan import (
     PlanContext,
     build_plan,
@@ -129,7 +130,13 @@ class KindProvider(KubeMesh):
             ]
             steps = build_plan(ctx)
             steps.append(_numbered(teardown(ctx), len(steps) + 1))
-            return render_plan(header, steps, verification=VERIFICATION)
+            faults = [_numbered(s, len(steps) + s.number) for s in fault_steps(ctx, config.timeouts.control_plane_s)]
+            primary = topology.primaries[0].name
+            section = ["", f"Faults the lifecycle checks run once the mesh is up (not part of the bring-up; shown for "
+                           f"{primary}" + (f" and {topology.cluster_names[-1]}" if len(topology.clusters) > 1 else "")
+                           + ", each check picks its own clusters):"]
+            return (render_plan(header, steps, verification=VERIFICATION)
+                    + render_plan(section, faults, verification=VERIFICATION))
 
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
@@ -324,6 +331,14 @@ class KindProvider(KubeMesh):
         if cluster not in self._apis:
             self._apis[cluster] = KubeAPI(context_name(cluster), self.run_dir / "kubeconfig")
         return self._apis[cluster]
+
+    def fault_context(self) -> PlanContext:
+        """The plan's context at run time (the real istioctl, the kind network's subnet), for fault commands."""
+        if self.run_dir is None:
+            raise EnvironmentBroken("the kind mesh is not up (call up() or attach() first)")
+        state = RunState(self.run_dir).read()
+        return plan_context(self.config, self.topology, MeshCA.load(self.run_dir / "ca"),
+                            str(state.get("istioctl", "istioctl")), state.get("kind_subnet"))
 
     def variables(self) -> dict[str, str]:
         return dict(RunState(self.run_dir).read().get("variables", {})) if self.run_dir else {}

@@ -19,13 +19,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from conformance.certs import MeshCA
 from conformance.config import RunConfig
+from conformance.connections import HeldConnections, hold_request
 from conformance.errors import UsageError
 from conformance.providers.kind import images as i
 from conformance.providers.kind import manifests as m
@@ -151,9 +152,7 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
         held_server = provider.deploy_probe(ProbeSpec(service="held", namespace=UPGRADE_NAMESPACE, cluster=last))
         held_client = provider.deploy_probe(ProbeSpec(service="holder", namespace=UPGRADE_NAMESPACE, cluster=first))
         hold_ms = int(min(config.timeouts.upgrade_hold_s, 590.0) * 1000)
-        held_request = {"url": held_server.url(), "concurrency": HELD_CONNECTIONS, "rate": HELD_CONNECTIONS,
-                        "duration_ms": hold_ms, "max_duration_ms": min(hold_ms + 10_000, 600_000), "body_limit": 0,
-                        "timeout_ms": int(config.timeouts.call_timeout_s * 1000)}
+        held_request = hold_request(held_server.url(), HELD_CONNECTIONS, hold_ms / 1000, config.timeouts.call_timeout_s)
         held: list[Any] = []
         holding = threading.Thread(target=lambda: held.append(provider.forward(held_client, held_request)),
                                    daemon=True)
@@ -196,21 +195,13 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
 
 def held_connections_verdict(answer: Mapping[str, Any], held: int, budget: int, covered: bool) -> dict[str, Any]:
     """How many of the ``held`` keep-alive connections of a probe ``/forward`` answer (per-call records) were
-    lost: the probe keeps one connection per slot and opens a new one only when the old one failed, timed out or
-    was closed by the other side, so every connection beyond ``held``, and every connection a call failed on,
-    is a connection the upgrade took down."""
-    calls: Sequence[Mapping[str, Any]] = answer.get("calls") or []
-    opened = {int(c.get("connection") or 0) for c in calls} - {0}
-    failed_on = {int(c.get("connection") or 0) for c in calls if c.get("error")} - {0}
-    lost = max(len(opened) - held, len(failed_on))
-    errors: dict[str, int] = {}
-    for call in calls:
-        if call.get("error"):
-            errors[str(call["error"])] = errors.get(str(call["error"]), 0) + 1
-    failed = sum(1 for c in calls if c.get("error") or not 200 <= int(c.get("status") or 0) < 300)
-    return {"held": held, "calls": len(calls), "connectionsOpened": len(opened), "lost": lost,
-            "failedCalls": failed, "errors": errors, "budget": budget, "coveredUpgrade": covered,
-            "withinBudget": bool(calls) and covered and lost <= budget}
+    lost (``conformance.connections.HeldConnections``): every connection beyond ``held``, and every connection a
+    call failed on, is a connection the upgrade took down."""
+    connections = HeldConnections.from_answer(answer, held)
+    return {"held": held, "calls": len(connections.calls), "connectionsOpened": connections.opened,
+            "lost": connections.lost, "failedCalls": connections.failed_calls, "errors": connections.errors(),
+            "budget": budget, "coveredUpgrade": covered,
+            "withinBudget": bool(connections.calls) and covered and connections.lost <= budget}
 
 
 def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:

@@ -50,6 +50,31 @@ VERIFICATION: dict[str, tuple[str, str]] = {
     "teardown": ("only clusters the run created, with the run's own --kubeconfig; the state stays until `kind get "
                  "clusters` no longer lists them (recorded runner)",
                  "kind deleting them"),
+    # faults the lifecycle checks run (after the bring-up)
+    "fault-restart": ("the commands, the rollout wait and the poll until every cluster is synced again (recorded "
+                      "runner)",
+                      "istiod restarting and its proxies reconnecting"),
+    "fault-stop": ("scale to 0 and the wait for istiod's pods to go (recorded runner)",
+                   "proxies keeping their config while istiod is gone"),
+    "fault-start": ("scale back to 1, the rollout wait and the poll until synced (recorded runner)",
+                    "istiod coming back and serving the proxies"),
+    "fault-status": ("istioctl remote-clusters' table parsed into each cluster's sync status, one istiod or several "
+                     "(parser tests, recorded runner)",
+                     "istiod's real output"),
+    "fault-rotate-secret": ("a new reader token Secret (validated against Kubernetes 1.34), create-remote-secret "
+                            "--secret-name piped into kubectl apply, the previous rotation's token deleted, never the "
+                            "install's (recorded runner)",
+                            "the token controller filling the token, istiod switching to the new credential"),
+    "fault-break-secret": ("the install's credential with TestBadRemoteSecret's unreachable server, piped into "
+                           "kubectl apply (recorded runner)",
+                           "istiod marking the cluster syncing, then timeout"),
+    "fault-restore-secret": ("the secret written again with the API server's address on the kind network "
+                             "(recorded runner)",
+                             "istiod syncing the cluster again"),
+    "fault-root": ("each step's cacerts (combined root, new intermediates, new root alone) from conformance.certs, "
+                   "written 0600, never printed; istiod restarted in every primary; pods annotated (recorded runner, "
+                   "certs tests)",
+                   "istiod loading the new cacerts, the kubelet refreshing istio-ca-root-cert, istio-agent re-signing"),
     # meshconf upgrade
     "preload": ("the target version's pilot/proxyv2 are pulled once and loaded into every cluster before the "
                 "canary install (plan assertions)",

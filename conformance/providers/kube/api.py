@@ -236,6 +236,15 @@ class KubeAPI:
         self._call(lambda: self.apps.patch_namespaced_deployment_scale(deployment, namespace, body),
                    f"scale {namespace}/{deployment} to {replicas}")
 
+    def restart_deployment(self, namespace: str, deployment: str) -> None:
+        """What ``kubectl rollout restart`` does: stamp the pod template, so the Deployment rolls its pods."""
+        import datetime as dt
+
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": stamp}}}}}
+        self._call(lambda: self.apps.patch_namespaced_deployment(deployment, namespace, body),
+                   f"restart {namespace}/{deployment}")
+
     def load_balancer_address(self, namespace: str, service: str) -> str | None:
         """The external IP (or hostname) a LoadBalancer Service got, or None while it has none."""
         found = self._call(lambda: self.core.read_namespaced_service(service, namespace),

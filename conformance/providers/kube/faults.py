@@ -5,21 +5,26 @@
 - East-west gateway down and up (:class:`GatewayFaults`): scale ``istio-eastwestgateway`` in istio-system to 0
   and back, where meshconf installed it (k3s; kind has the same in its own faults, with its links).
 - Links: only where the provider can reach the network (kind); elsewhere a clear error.
+- Control planes: restart, stop, start and status of istiod through the API (``kube/lifecycle.py``) on existing
+  clusters when mesh-wide changes are allowed; kind runs its own commands. Remote secrets and the root CA belong
+  to whoever runs the clusters: only kind, which made them, changes them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from conformance.errors import ProviderError
-from conformance.provider import ProbeHandle
+from conformance.provider import ControlPlaneStatus, ProbeHandle, RootStep, TrustRoots
 from conformance.providers.kube.istio_manifests import EAST_WEST_GATEWAY, ISTIO_SYSTEM
+from conformance.providers.kube.lifecycle import KubeControlPlanes
 from conformance.providers.kube.probes import probe_workload_name
 
 if TYPE_CHECKING:
     from conformance.providers.kube.mesh import KubeMesh
 
-__all__ = ["GatewayFaults", "WorkloadFaults"]
+__all__ = ["ControlPlaneFaults", "GatewayFaults", "WorkloadFaults"]
 
 
 class WorkloadFaults:
@@ -51,6 +56,49 @@ class WorkloadFaults:
 
     def reset(self) -> None:
         """Nothing to undo: workload faults end with the check's namespace."""
+
+    def restart_control_plane(self, cluster: str) -> None:
+        raise ProviderError(f"this provider does not restart {cluster}'s control plane (no control-plane faults)")
+
+    def set_control_plane(self, cluster: str, up: bool) -> None:
+        raise ProviderError(f"this provider does not stop or start {cluster}'s control plane (no control-plane "
+                            "faults)")
+
+    def control_plane_status(self, cluster: str) -> ControlPlaneStatus:
+        raise ProviderError(f"this provider does not read {cluster}'s control plane (no control-plane faults)")
+
+    def rotate_remote_secret(self, cluster: str, remote: str) -> None:
+        raise ProviderError(f"this provider does not change {cluster}'s remote secrets (they are not meshconf's)")
+
+    def break_remote_secret(self, cluster: str, remote: str) -> None:
+        raise ProviderError(f"this provider does not change {cluster}'s remote secrets (they are not meshconf's)")
+
+    def restore_remote_secret(self, cluster: str, remote: str) -> None:
+        raise ProviderError(f"this provider does not change {cluster}'s remote secrets (they are not meshconf's)")
+
+    def migrate_root(self, step: RootStep, namespaces: Sequence[str]) -> TrustRoots:
+        raise ProviderError("this provider does not replace the mesh's root CA (it is not meshconf's)")
+
+
+class ControlPlaneFaults(WorkloadFaults):
+    """Workload faults, and istiod restarted, stopped, started and read through the API."""
+
+    def __init__(self, mesh: KubeMesh, control_planes: KubeControlPlanes) -> None:
+        super().__init__(mesh)
+        self.control_planes = control_planes
+
+    def restart_control_plane(self, cluster: str) -> None:
+        self.control_planes.restart(cluster)
+
+    def set_control_plane(self, cluster: str, up: bool) -> None:
+        self.control_planes.set(cluster, up)
+
+    def control_plane_status(self, cluster: str) -> ControlPlaneStatus:
+        return self.control_planes.status(cluster)
+
+    def reset(self) -> None:
+        """Every istiod this run stopped is started again."""
+        self.control_planes.reset()
 
 
 class GatewayFaults(WorkloadFaults):

@@ -21,12 +21,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from conformance.certs import RootStep
 from conformance.config import RunConfig
-from conformance.errors import ConformanceError
+from conformance.errors import ConformanceError, UsageError
 from conformance.provider import ProbeSpec
 from conformance.providers.local.defects import parse_defects
 from conformance.providers.local.dns import NameTable
 from conformance.providers.local.envoy import envoy_version
+from conformance.providers.local.lifecycle import Lifecycle
 from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
 from conformance.runstate import RunState
@@ -41,6 +43,8 @@ class MeshServer(ThreadingHTTPServer):
     def __init__(self, runtime: MeshRuntime, token: str, state: RunState) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
         self.runtime = runtime
+        self.lifecycle = Lifecycle(runtime)
+        """Stop, start and restart control planes, remote secrets, the root migration."""
         self.token = token
         self.state = state
         self.stopping = threading.Event()
@@ -48,7 +52,14 @@ class MeshServer(ThreadingHTTPServer):
         """Each cluster's DNS name table; replaced whole after every change, read without the lock."""
 
     def refresh_names(self) -> None:
-        self.names = {c: NameTable.of(self.runtime.view(c)) for c in self.runtime.topology.cluster_names}
+        """istio-agent's name table comes from its control plane (pushed with the config): while that control
+        plane is down, its proxies' table stays as it was."""
+        names = dict(self.names)
+        for cluster in self.runtime.topology.cluster_names:
+            plane = self.runtime.control_planes[self.runtime.topology.cluster(cluster).config_cluster]
+            if plane.up or cluster not in names:
+                names[cluster] = NameTable.of(self.runtime.view(cluster))
+        self.names = names
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -81,15 +92,20 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self._send(200, {"resolves": table.resolves(str(body["host"]), str(body["namespace"]))})
             return
-        route = ROUTES.get((method, self.path.split("?")[0]))
-        if route is None:
+        key = (method, self.path.split("?")[0])
+        route, lifecycle_route = ROUTES.get(key), LIFECYCLE_ROUTES.get(key)
+        if route is None and lifecycle_route is None:
             self._send(404, {"error": f"no such API: {method} {self.path}"})
             return
         try:
             runtime = self.server.runtime
             with runtime.lock:
                 try:
-                    result = route(runtime, body)
+                    if route is not None:
+                        result = route(runtime, body)
+                    else:
+                        assert lifecycle_route is not None
+                        result = lifecycle_route(self.server.lifecycle, body)
                 finally:
                     self.server.refresh_names()
             self._send(200, result)
@@ -165,13 +181,39 @@ def _link(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
     return {"links": runtime.links.describe()}
 
 
-def _control_plane(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
-    """``up``: stop or start the cluster's control plane; ``restart``: restart it; neither: its status."""
+def _control_plane(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
+    """``up``: stop or start the cluster's control plane; ``restart``: restart it; ``reset``: every control plane
+    up and every broken remote secret restored; else: its status."""
+    if body.get("reset"):
+        lifecycle.reset()
+        return {}
     if body.get("restart"):
-        return runtime.restart_control_plane(body["cluster"])
+        return lifecycle.restart_control_plane(body["cluster"])
     if "up" in body:
-        return runtime.set_control_plane(body["cluster"], bool(body["up"]))
-    return runtime.control_plane_status(body["cluster"])
+        return lifecycle.set_control_plane(body["cluster"], bool(body["up"]))
+    return lifecycle.status(body["cluster"])
+
+
+def _remote_secret(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
+    """``action`` rotate, break (``how``: unreachable, rejected) or restore ``cluster``'s secret for ``remote``."""
+    cluster, remote = str(body["cluster"]), str(body["remote"])
+    action = body.get("action")
+    if action == "rotate":
+        return lifecycle.rotate_remote_secret(cluster, remote)
+    if action == "break":
+        return lifecycle.break_remote_secret(cluster, remote, str(body.get("how") or "unreachable"))
+    if action == "restore":
+        return lifecycle.restore_remote_secret(cluster, remote)
+    raise UsageError(f"remote secret action must be rotate, break or restore, not {action!r}")
+
+
+def _root_migration(lifecycle: Lifecycle, body: dict[str, Any]) -> Any:
+    try:
+        step = RootStep(str(body["step"]))
+    except ValueError:
+        raise UsageError(f"root migration step must be one of {', '.join(RootStep)}, not {body['step']!r}") from None
+    roots = lifecycle.migrate_root(step)
+    return {"oldRoot": roots.old_root.decode(), "newRoot": roots.new_root.decode(), "bundle": roots.bundle.decode()}
 
 
 def _rotate(runtime: MeshRuntime, body: dict[str, Any]) -> Any:
@@ -227,12 +269,16 @@ ROUTES = {
     ("POST", "/probes/kill"): _kill,
     ("POST", "/gateways"): _gateway,
     ("POST", "/links"): _link,
-    ("POST", "/control-planes"): _control_plane,
     ("POST", "/certificates/rotate"): _rotate,
     ("POST", "/namespaces/delete"): _delete_namespace,
     ("POST", "/resolve"): _resolve,
     ("POST", "/diagnostics"): _diagnostics,
     ("POST", "/health"): _health,
+}
+LIFECYCLE_ROUTES = {
+    ("POST", "/control-planes"): _control_plane,
+    ("POST", "/remote-secrets"): _remote_secret,
+    ("POST", "/root-migration"): _root_migration,
 }
 
 

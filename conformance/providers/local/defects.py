@@ -51,6 +51,14 @@ class Defect(StrEnum):
     TRUST_DOMAIN_ALIASES_IGNORED = "trust-domain-aliases-ignored"
     CLAIMS_LIST_MATCHED_AS_STRING = "claims-list-matched-as-string"
     SLOW_CONFIG_PUSH = "slow-config-push"
+    REMOTE_ENDPOINTS_LOST_ON_SECRET_ROTATION = "remote-endpoints-lost-on-secret-rotation"
+    BAD_SECRET_BLOCKS_RECOVERY = "bad-secret-blocks-recovery"
+    PUSH_BEFORE_REMOTE_SYNC = "push-before-remote-sync"
+    EMPTY_PUSH_ON_CONTROL_PLANE_STOP = "empty-push-on-control-plane-stop"
+    RESETS_CONNECTIONS_ON_UNRELATED_PUSH = "resets-connections-on-unrelated-push"
+    DROPS_OLD_ROOT_EARLY = "drops-old-root-early"
+    CLUSTER_LOCAL_IGNORED = "cluster-local-ignored"
+    LOCALITY_FAILOVER_IGNORED = "locality-failover-ignored"
 
     @property
     def description(self) -> str:
@@ -101,6 +109,23 @@ DESCRIPTIONS: dict[Defect, str] = {
                                           "never an element of a list-valued claim",
     Defect.SLOW_CONFIG_PUSH: "the control plane holds every config push back 2 s longer than the authz "
                              "propagation budget",
+    Defect.REMOTE_ENDPOINTS_LOST_ON_SECRET_ROTATION: "after a remote secret is rotated, the old remote registry's "
+                                                     "cleanup removes that cluster's endpoints (those it had then) "
+                                                     "until the control plane restarts (istio#61043)",
+    Defect.BAD_SECRET_BLOCKS_RECOVERY: "once a remote secret failed to sync, later secrets for that cluster are "
+                                       "ignored until the control plane restarts (istio#58047)",
+    Defect.PUSH_BEFORE_REMOTE_SYNC: "a started or restarted control plane serves its proxies before it syncs its "
+                                    "remote clusters: its first push has only its own cluster's endpoints",
+    Defect.EMPTY_PUSH_ON_CONTROL_PLANE_STOP: "a stopping control plane pushes an empty configuration (no listeners, "
+                                             "no clusters) to its proxies before it closes their streams",
+    Defect.RESETS_CONNECTIONS_ON_UNRELATED_PUSH: "every push changes every listener (a per-push value in it), so "
+                                                 "Envoy drains and closes open connections on any config change",
+    Defect.DROPS_OLD_ROOT_EARLY: "from the second step of a root migration the control planes distribute only the "
+                                 "newest root, while workloads still hold certificates of the old one",
+    Defect.CLUSTER_LOCAL_IGNORED: "MeshConfig serviceSettings clusterLocal is ignored: such hosts get every "
+                                  "cluster's endpoints",
+    Defect.LOCALITY_FAILOVER_IGNORED: "localityLbSetting.failover from/to is ignored: every other region gets the "
+                                      "same priority, so traffic fails over to all of them, not the one named",
 }
 
 

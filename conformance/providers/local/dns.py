@@ -51,7 +51,7 @@ class NameTable:
 
     @classmethod
     def of(cls, view: MeshView) -> NameTable:
-        services = frozenset((s.name, s.namespace) for s in view.registry.services(set(view.visible)))
+        services = frozenset((s.name, s.namespace) for s in view.services())
         hosts = set()
         for entry in view.store.of_kind("ServiceEntry"):
             if not entry.spec.get("addresses") and entry.spec.get("resolution", "NONE") not in AUTO_ALLOCATED:

@@ -18,7 +18,7 @@ from conformance.provider import ProbeSpec
 from conformance.providers.local.addresses import PodAddresses
 from conformance.topology import Cluster
 
-__all__ = ["ROOT_NAMESPACE", "ConfigStore", "Registry", "Resource", "Workload"]
+__all__ = ["ROOT_NAMESPACE", "ConfigStore", "Registry", "Resource", "Service", "Workload"]
 
 ROOT_NAMESPACE = "istio-system"
 """Istio's root namespace: policies here without a selector apply mesh-wide."""

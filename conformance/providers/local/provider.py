@@ -25,11 +25,15 @@ from conformance import errors
 from conformance.config import RunConfig
 from conformance.errors import BringUpFailed, EnvironmentBroken, EnvironmentLost, ProviderError
 from conformance.provider import (
+    ControlPlaneStatus,
     Feature,
     MeshDescription,
     ProbeHandle,
     ProbeInstance,
     ProbeSpec,
+    RemoteClusterStatus,
+    RootStep,
+    TrustRoots,
 )
 from conformance.providers.local.addresses import MAX_CLUSTERS
 from conformance.providers.local.defects import Defect, parse_defects
@@ -218,9 +222,10 @@ class LocalProvider:
 
     def features(self) -> frozenset[Feature]:
         features = {Feature.OUT_OF_MESH_WORKLOADS, Feature.MESH_WIDE_CONFIG, Feature.INGRESS_GATEWAY,
-                    Feature.CERT_ROTATION, Feature.WORKLOAD_FAULTS, Feature.SIDECAR_ENTRY}
+                    Feature.CERT_ROTATION, Feature.WORKLOAD_FAULTS, Feature.SIDECAR_ENTRY,
+                    Feature.CONTROL_PLANE_FAULTS, Feature.ROOT_CA_MIGRATION}
         if len(self.topology.clusters) > 1:
-            features |= {Feature.MULTI_CLUSTER, Feature.LINK_FAULTS}
+            features |= {Feature.MULTI_CLUSTER, Feature.LINK_FAULTS, Feature.REMOTE_SECRET_FAULTS}
             if self.topology.link_rtt_ms > 0:
                 features.add(Feature.LINK_RTT)  # every cross-cluster connection goes through the link relay
         if self.topology.multi_network:
@@ -316,9 +321,22 @@ class LocalProvider:
         return status
 
     def control_plane_status(self, cluster: str) -> dict[str, Any]:
-        """``up``, ``address`` and per proxy: ``connected``, ``inSync``, ``versions`` (per xDS type), ``nacks``."""
+        """``up``, ``ready``, ``address``, ``remoteClusters`` (``istioctl remote-clusters``: ``id``,
+        ``secretName``, ``syncStatus``) and per proxy: ``connected``, ``inSync``, ``versions`` (per xDS type),
+        ``nacks``."""
         status: dict[str, Any] = self._call("POST", "/control-planes", {"cluster": cluster})
         return status
+
+    def remote_secret(self, cluster: str, remote: str, action: str, how: str = "unreachable") -> dict[str, Any]:
+        """Rotate, break (``how``: unreachable or rejected) or restore ``cluster``'s remote secret for ``remote``;
+        returns the control plane's status."""
+        status: dict[str, Any] = self._call("POST", "/remote-secrets", {"cluster": cluster, "remote": remote,
+                                                                        "action": action, "how": how})
+        return status
+
+    def migrate_root(self, step: RootStep) -> TrustRoots:
+        answer = self._call("POST", "/root-migration", {"step": str(step)})
+        return TrustRoots(answer["oldRoot"].encode(), answer["newRoot"].encode(), answer["bundle"].encode())
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         answer = self._call("POST", "/diagnostics", {"dest": str(dest.resolve()), "namespaces": list(namespaces)})
@@ -394,6 +412,37 @@ class LocalFaults:
         if self._provider.topology.multi_network:
             for cluster in self._provider.topology.cluster_names:
                 self.set_gateway(cluster, True)
+        self._provider._call("POST", "/control-planes", {"reset": True})
+
+    # -- the control planes' lifecycle (conformance/providers/local/lifecycle.py) ----------------------------
+
+    def restart_control_plane(self, cluster: str) -> None:
+        self._provider.restart_control_plane(cluster)
+
+    def set_control_plane(self, cluster: str, up: bool) -> None:
+        self._provider.set_control_plane(cluster, up)
+
+    def control_plane_status(self, cluster: str) -> ControlPlaneStatus:
+        return control_plane_status(self._provider.control_plane_status(cluster))
+
+    def rotate_remote_secret(self, cluster: str, remote: str) -> None:
+        self._provider.remote_secret(cluster, remote, "rotate")
+
+    def break_remote_secret(self, cluster: str, remote: str) -> None:
+        self._provider.remote_secret(cluster, remote, "break")
+
+    def restore_remote_secret(self, cluster: str, remote: str) -> None:
+        self._provider.remote_secret(cluster, remote, "restore")
+
+    def migrate_root(self, step: RootStep, namespaces: Sequence[str]) -> TrustRoots:
+        """Every proxy of the mesh is restarted (gets a new certificate), whatever ``namespaces`` says."""
+        return self._provider.migrate_root(step)
+
+
+def control_plane_status(answer: Mapping[str, Any]) -> ControlPlaneStatus:
+    rows = tuple(RemoteClusterStatus(str(r["id"]), str(r.get("secretName") or ""), str(r["syncStatus"]))
+                 for r in answer.get("remoteClusters") or [])
+    return ControlPlaneStatus(str(answer["cluster"]), bool(answer.get("ready")), rows)
 
 
 def _instance(probe: ProbeHandle, index: int) -> ProbeInstance:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from conformance.certs import MeshCA, WorkloadCert
+from conformance.certs import MeshCA, RootStep, WorkloadCert
 from conformance.config import RunConfig
 from conformance.errors import ProviderError, UsageError
 from conformance.istio import doc_ref, validate_document
@@ -35,6 +35,7 @@ from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Registry, Workload
 from conformance.providers.local.pods import PodLauncher
 from conformance.providers.local.processes import Supervisor
+from conformance.providers.local.remotes import ApiServer, RemoteClusters
 from conformance.providers.local.support import check_supported
 from conformance.providers.local.translate import MeshView, build_sidecar
 from conformance.providers.local.translate.gateways import build_east_west, build_ingress, gateway_labels
@@ -91,6 +92,14 @@ class MeshRuntime:
         self._converter = Converter()
         self.control_planes: dict[str, ControlPlane] = {}
         """Primary cluster -> its control plane's ADS server."""
+        self.api_servers: dict[str, ApiServer] = {}
+        """Cluster -> its API server (what remote secrets point at)."""
+        self.remotes: dict[str, RemoteClusters] = {}
+        """Primary cluster -> its remote secrets and the remote clusters built from them."""
+        self.root_step: RootStep | None = None
+        """The last step of a root migration taken (None: the mesh's first root only)."""
+        self._generation = 0
+        """Pushes so far (the resets-connections-on-unrelated-push defect stamps it into every listener)."""
         self.kubelet: Kubelet | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -105,11 +114,22 @@ class MeshRuntime:
         self._xds_loop = EventLoopThread()
         for cluster in self.topology.clusters:
             self.ca.intermediate(cluster.name)
-            if cluster.config_cluster == cluster.name:
-                plane = ControlPlane(cluster.name, self.addresses.infrastructure(cluster.name), self._xds_loop,
-                                     self._converter)
-                plane.start()
-                self.control_planes[cluster.name] = plane
+            api = ApiServer(cluster.name, self.addresses.infrastructure(cluster.name), self.registry)
+            api.start()
+            self.api_servers[cluster.name] = api
+        for cluster in self.topology.primaries:
+            plane = ControlPlane(cluster.name, self.addresses.infrastructure(cluster.name), self._xds_loop,
+                                 self._converter)
+            plane.start()
+            self.control_planes[cluster.name] = plane
+            remotes = self.remotes[cluster.name] = RemoteClusters(
+                cluster.name, self.run_dir / "remote-secrets" / cluster.name, self._reach_from(cluster.name),
+                self.registry, self.defects)
+            for other in self.topology.cluster_names:  # istioctl create-remote-secret, applied to the primary
+                if other != cluster.name:
+                    api = self.api_servers[other]
+                    remotes.write(other, api.url, api.issue())
+                    remotes.load(other)
         kinds = ["ingress", "east-west"] if self.topology.multi_network else ["ingress"]
         for cluster in self.topology.clusters:
             for kind in kinds:
@@ -124,6 +144,8 @@ class MeshRuntime:
         self.supervisor.stop_all(self.config.timeouts.teardown_s)
         for plane in self.control_planes.values():
             plane.stop()
+        for api in self.api_servers.values():
+            api.close()
         if self._xds_loop is not None:
             self._xds_loop.close()
         if self.links is not None:
@@ -139,19 +161,36 @@ class MeshRuntime:
         cluster = self.topology.cluster(cluster_name)
         config_cluster = self.topology.cluster(cluster.config_cluster)
         east_west = {c: p.workload.addresses.pod_ip for (c, kind), p in self.gateways.items() if kind == "east-west"}
+        remotes = self.remotes.get(config_cluster.name)
         return MeshView(
             cluster=config_cluster,
             store=self.stores[config_cluster.name],
             registry=self.registry,
-            visible=frozenset(self.topology.cluster_names),
+            visible=remotes.visible() if remotes is not None else frozenset({config_cluster.name}),
+            hidden=remotes.hidden() if remotes is not None else frozenset(),
             trust_domain=self.topology.trust_domain,
             defects=self.defects,
-            trust_root=self.ca.root_pem if self.ca is not None else b"",
+            trust_root=self.trust_bundle(),
             east_west=east_west,
             links=self.links.relay if self.links is not None else None,
             mesh_config=self.mesh_configs.of(config_cluster.name),
             jwks=self.jwks.for_cluster(config_cluster.name),
         )
+
+    def trust_bundle(self) -> bytes:
+        """The roots every proxy is given to trust (its ``ROOTCA`` secret): the CA's trust bundle."""
+        if self.ca is None:
+            return b""
+        if Defect.DROPS_OLD_ROOT_EARLY in self.defects and self.root_step in (RootStep.NEW_INTERMEDIATES,
+                                                                              RootStep.OLD_ROOT_REMOVED):
+            return self.ca.root_pem  # the newest root alone, while workloads still hold the old one's certificates
+        return self.ca.trust_bundle
+
+    def _reach_from(self, primary: str) -> Any:
+        def reach(cluster: str, address: str, port: int) -> tuple[str, int]:
+            assert self.links is not None
+            return self.links.relay(primary, cluster, address, port)
+        return reach
 
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         for doc in docs:
@@ -190,10 +229,14 @@ class MeshRuntime:
         view = self.view(proxy.workload.cluster.name)
         source = ads_source
         if proxy.kind == "sidecar":
-            return build_sidecar(view, proxy.workload, proxy.cert, source)
-        build = build_ingress if proxy.kind == "ingress" else build_east_west
-        snapshot = build(view, proxy.workload, source)
-        snapshot.secrets = secrets(proxy.cert)
+            snapshot = build_sidecar(view, proxy.workload, proxy.cert, source)
+        else:
+            build = build_ingress if proxy.kind == "ingress" else build_east_west
+            snapshot = build(view, proxy.workload, source)
+            snapshot.secrets = secrets(proxy.cert, view.trust_root)
+        if Defect.RESETS_CONNECTIONS_ON_UNRELATED_PUSH in self.defects:
+            for listener in snapshot.listeners:  # a value that differs on every push: Envoy replaces the listener
+                listener["stat_prefix"] = f"push-{self._generation}"
         return snapshot
 
     def resources(self, proxy: Proxy) -> ProxyResources:
@@ -205,6 +248,7 @@ class MeshRuntime:
 
         Raises ConfigNotApplied when a proxy NACKs (with Envoy's reason) or does not ACK in time.
         """
+        self._generation += 1
         batches: dict[str, dict[str, tuple[str, ProxyResources]]] = {}
         wanted: dict[str, tuple[Proxy, ProxyResources]] = {}
         for proxy in self.proxies.values():
@@ -247,14 +291,15 @@ class MeshRuntime:
     def _forget(self, proxy: Proxy) -> None:
         self.control_planes[proxy.workload.cluster.config_cluster].forget([proxy.envoy.node_id])
 
-    def _issue(self, workload: Workload) -> WorkloadCert:
+    def issue(self, workload: Workload) -> WorkloadCert:
         assert self.ca is not None
         account = workload.service_account
         if Defect.WRONG_SPIFFE_IDENTITY in self.defects and workload.namespace != ROOT_NAMESPACE:
             account = "default"
         ttl = dt.timedelta(seconds=min(3600.0, self.config.budgets.cert_ttl_s))
-        return self.ca.intermediate(workload.cluster.name).issue(self.topology.trust_domain, workload.namespace,
-                                                                 account, ttl)
+        # the CA of the control plane that serves the workload: a remote cluster's is its primary's istiod
+        signer = self.ca.intermediate(workload.cluster.config_cluster)
+        return signer.issue(self.topology.trust_domain, workload.namespace, account, ttl)
 
     def _start_gateway(self, cluster_name: str, kind: str) -> None:
         cluster = self.topology.cluster(cluster_name)
@@ -266,7 +311,7 @@ class MeshRuntime:
         folder = self.run_dir / "gateways" / cluster_name / kind
         envoy = EnvoyProxy(workload.name, folder, (workload.addresses.loopback, ADMIN_PORT), _node(workload, kind),
                            self._xds_address(cluster_name))
-        proxy = Proxy(kind, workload, envoy, self._issue(workload))
+        proxy = Proxy(kind, workload, envoy, self.issue(workload))
         self.gateways[(cluster_name, kind)] = proxy
         self._start_proxy(proxy)
 
@@ -288,11 +333,7 @@ class MeshRuntime:
             self.supervisor.stop(f"{proxy.envoy.name}/envoy")
             self._forget(proxy)
 
-    def _xds_address(self, cluster: str) -> tuple[str, int]:
-        plane = self.control_planes[self.topology.cluster(cluster).config_cluster]
-        return plane.address, plane.port
-
-    # -- control planes ------------------------------------------------------------------------------------
+    # -- control planes (stopped, started and restarted by lifecycle.py) --------------------------------------
 
     def control_plane(self, cluster: str) -> ControlPlane:
         """The control plane of a primary cluster. Raises UsageError for a remote cluster."""
@@ -302,30 +343,18 @@ class MeshRuntime:
                              f"control plane of {found.config_cluster}")
         return self.control_planes[found.name]
 
-    def set_control_plane(self, cluster: str, up: bool) -> dict[str, Any]:
-        """Stop a control plane (its streams close, it refuses connections; Envoys keep their config) or
-        start it again (Envoys reconnect with their own backoff and get the current config)."""
-        plane = self.control_plane(cluster)
-        if up:
-            plane.start()
-        else:
-            plane.stop()
-        return plane.status()
-
-    def restart_control_plane(self, cluster: str) -> dict[str, Any]:
-        """Stop a control plane, forget every proxy's state, rebuild it from the config store, start again."""
-        plane = self.control_plane(cluster)
-        plane.stop()
-        plane.forget()
-        batch = {p.envoy.node_id: (p.envoy.name, self.resources(p)) for p in self.proxies.values()
-                 if p.running and p.workload.cluster.config_cluster == plane.cluster}
-        plane.update(batch, "restart").wait(self.config.timeouts.config_apply_s)  # nobody is connected yet
-        plane.start()
-        return plane.status()
-
     def control_plane_status(self, cluster: str) -> dict[str, Any]:
-        """Up or not, and for each proxy: connected, in sync, versions, NACKs."""
-        return self.control_plane(cluster).status()
+        """Up and ready or not, every remote cluster's sync status (``istioctl remote-clusters``), and for each
+        proxy: connected, in sync, versions, NACKs."""
+        plane = self.control_plane(cluster)
+        status = plane.status()
+        status["ready"] = plane.up
+        status["remoteClusters"] = self.remotes[plane.cluster].status()
+        return status
+
+    def _xds_address(self, cluster: str) -> tuple[str, int]:
+        plane = self.control_planes[self.topology.cluster(cluster).config_cluster]
+        return plane.address, plane.port
 
     # -- workloads -----------------------------------------------------------------------------------------
 
@@ -350,7 +379,7 @@ class MeshRuntime:
                     envoy = EnvoyProxy(workload.name, self.pods.folder(workload) / "sidecar",
                                        (workload.addresses.loopback, ADMIN_PORT), _node(workload, "sidecar"),
                                        self._xds_address(cluster.name))
-                    self._start_proxy(Proxy("sidecar", workload, envoy, self._issue(workload)))
+                    self._start_proxy(Proxy("sidecar", workload, envoy, self.issue(workload)))
                 self.pods.wait_probe(workload)
             except BaseException:
                 self.stop_workload(workload.name)
@@ -436,7 +465,7 @@ class MeshRuntime:
             if proxy.kind != "sidecar" or (namespace and proxy.workload.namespace != namespace):
                 continue
             if Defect.NO_CERT_ROTATION not in self.defects:
-                proxy.cert = self._issue(proxy.workload)
+                proxy.cert = self.issue(proxy.workload)
             serials[name] = proxy.cert.serial
         if Defect.ROTATION_DROPS_CONNECTIONS in self.defects:
             for name in serials:  # as an agent would that restarts its proxy to load a certificate, abruptly
@@ -473,7 +502,10 @@ class MeshRuntime:
             "gateways": [{"cluster": c, "kind": k, "address": p.workload.addresses.pod_ip, "running": p.running,
                           "controlPlane": p.workload.cluster.config_cluster} for (c, k), p in self.gateways.items()],
             "links": self.links.describe() if self.links is not None else {},
-            "controlPlanes": {name: plane.status() for name, plane in self.control_planes.items()},
+            "controlPlanes": {name: self.control_plane_status(name) for name in self.control_planes},
+            "trustBundleRoots": self.trust_bundle().count(b"BEGIN CERTIFICATE"),
+            "rootMigrationStep": self.root_step,
+            "remoteSecrets": {name: remotes.describe() for name, remotes in self.remotes.items()},
         }
 
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:

@@ -161,6 +161,7 @@ def check_supported(doc: Mapping[str, Any]) -> None:
 SUPPORTED_MESH_CONFIG: dict[str, Any] = {
     "trustDomainAliases": True,
     "defaultConfig": {"gatewayTopology": {"numTrustedProxies": True}},
+    "serviceSettings": {"hosts": True, "settings": {"clusterLocal": True}},
 }
 """The MeshConfig fields the local mesh's control planes honour (``MeshProvider.mesh_config``)."""
 

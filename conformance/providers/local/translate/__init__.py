@@ -27,5 +27,5 @@ def build_sidecar(view: MeshView, workload: Workload, cert: WorkloadCert, source
                                     rbac_filters(view.store, workload, view.trust_domains, view.defects),
                                     jwt_filter(view, workload, gateway=False)), listener],
         clusters=[*inbound_clusters(workload), *clusters],
-        secrets=secrets(cert),
+        secrets=secrets(cert, view.trust_root),
     )

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance.providers.local.defects import Defect
-from conformance.providers.local.model import ConfigStore, Registry, Workload
+from conformance.providers.local.model import ConfigStore, Registry, Service, Workload
+from conformance.providers.local.translate.clusterlocal import ClusterLocalHosts
 from conformance.topology import Cluster
 
 __all__ = ["MeshView", "SourceFn", "normalize_host"]
@@ -25,7 +26,8 @@ class MeshView:
     store: ConfigStore
     registry: Registry
     visible: frozenset[str]
-    """Clusters whose endpoints this control plane discovers."""
+    """Clusters whose services and endpoints this control plane discovers: its own, and those whose remote
+    secret gave it a synced registry (:mod:`conformance.providers.local.remotes`)."""
     trust_domain: str
     defects: frozenset[Defect]
     trust_root: bytes = b""
@@ -39,6 +41,21 @@ class MeshView:
     mesh_config: Mapping[str, Any] = field(default_factory=dict)
     """This control plane's MeshConfig (camelCase, as in the ``istio`` ConfigMap); empty means Istio's
     defaults."""
+    hidden: frozenset[str] = frozenset()
+    """Pods of visible clusters whose endpoints this control plane lost (the remote-endpoints-lost-on-secret-
+    rotation defect); their services stay."""
+
+    def services(self) -> list[Service]:
+        """The Kubernetes services of every visible cluster, merged by namespace sameness."""
+        return self.registry.services(set(self.visible))
+
+    def members(self, service: Service) -> list[Workload]:
+        """The pods behind ``service`` this control plane has endpoints for."""
+        return [w for w in self.registry.endpoints(service, set(self.visible)) if w.name not in self.hidden]
+
+    def cluster_local(self, host: str) -> bool:
+        """MeshConfig ``serviceSettings`` makes ``host`` cluster-local (:mod:`.clusterlocal`)."""
+        return ClusterLocalHosts.of(self.mesh_config).is_cluster_local(host)
 
     @property
     def trust_domains(self) -> tuple[str, ...]:
@@ -48,7 +65,7 @@ class MeshView:
 
     def service_ports(self, host: str) -> tuple[int, ...]:
         """The ports of a host: a Kubernetes service's, or a ServiceEntry's."""
-        for service in self.registry.services(set(self.visible)):
+        for service in self.services():
             if service.host == host:
                 return service.ports
         for entry in self.store.of_kind("ServiceEntry"):
@@ -65,7 +82,7 @@ class MeshView:
     def endpoints_of(self, namespace: str, service: str) -> list[Workload]:
         return [
             w for w in self.registry.workloads(set(self.visible))
-            if w.namespace == namespace and w.spec.service == service
+            if w.namespace == namespace and w.spec.service == service and w.name not in self.hidden
         ]
 
 

@@ -171,6 +171,8 @@ def locality_policy(view: MeshView, policy: Mapping[str, Any]) -> LocalityLb | N
         setting.pop("distribute", None)
     if Defect.FAILOVER_PRIORITY_IGNORED in view.defects:
         setting.pop("failoverPriority", None)
+    if Defect.LOCALITY_FAILOVER_IGNORED in view.defects:
+        setting.pop("failover", None)
     failover = policy.get("outlierDetection") is not None and Defect.NO_OUTLIER_DETECTION not in view.defects
     return LocalityLb(setting, failover)
 

@@ -111,7 +111,7 @@ def inbound_listener(view: MeshView, workload: Workload, source: SourceFn,
             chains.append({
                 "name": f"{pod_ip}_{port}_mtls",
                 "filter_chain_match": match,
-                "transport_socket": downstream_mtls(source, view.trust_root),
+                "transport_socket": downstream_mtls(source),
                 "filters": [_hcm(view, port, rbac, jwt, plaintext=False)],
             })
         if mode in (MtlsMode.PERMISSIVE, MtlsMode.DISABLE):

@@ -73,8 +73,8 @@ class Destination:
 def destinations(view: MeshView) -> list[Destination]:
     """Every host this control plane knows: services of the clusters it discovers, then ServiceEntries."""
     found: list[Destination] = []
-    for service in view.registry.services(set(view.visible)):
-        members = tuple(view.registry.endpoints(service, set(view.visible)))
+    for service in view.services():
+        members = tuple(view.members(service))
         found.append(Destination(service.host, service.namespace, service.ports, members))
     for entry in view.store.of_kind("ServiceEntry"):
         ports = tuple(int(p["number"]) for p in entry.spec.get("ports") or [])
@@ -114,7 +114,7 @@ def _transport(view: MeshView, destination: Destination, policy: Mapping[str, An
     """TLS of a cluster: the DestinationRule's mode, else auto-mTLS by endpoint."""
     accounts = sorted({spiffe_id(view.trust_domain, w.namespace, w.service_account)
                        for w in destination.members if w.in_mesh})
-    mtls = upstream_mtls(source, accounts, istio_sni(port, subset, destination.host), view.trust_root)
+    mtls = upstream_mtls(source, accounts, istio_sni(port, subset, destination.host))
     mode = (policy.get("tls") or {}).get("mode")
     if mode == "ISTIO_MUTUAL" and Defect.ALWAYS_PLAINTEXT not in view.defects:
         return {"transport_socket": mtls}
@@ -145,7 +145,10 @@ def destination_clusters(view: MeshView, proxy: Locality, client_namespace: str,
             if uses_locality_weights(locality):
                 cluster["common_lb_config"]["locality_weighted_lb_config"] = {}
             if destination.members:
-                members = service_endpoints(view, proxy, destination.members, port, labels)
+                pods = destination.members
+                if view.cluster_local(destination.host) and Defect.CLUSTER_LOCAL_IGNORED not in view.defects:
+                    pods = tuple(w for w in pods if w.cluster.name == proxy.cluster)  # endpoint_builder.go
+                members = service_endpoints(view, proxy, pods, port, labels)
             else:
                 members = [Endpoint(e.address, e.port or port, e.locality, e.mtls, e.weight, destination.host)
                            for e in destination.entry_endpoints
