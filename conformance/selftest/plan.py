@@ -1,12 +1,13 @@
 """What a self-validation runs, and in which order: one ``meshconf run`` per :class:`Run`.
 
-First the clean runs, at the shipped settings, one at a time and alone on the machine (they hold the latency
-budgets): the whole catalogue on the first topology the rows use; on each other one, the checks rows claim
-there and those the first clean run skipped (the runner adds them), so that every check passes somewhere
-and every claimed check passes on its row's topology. Then each row of :data:`CATCHES` with its
+First the clean runs, at the shipped settings: the catalogue on the first topology the rows use (less the
+checks rows claim only on another topology), alone on the machine (it holds the latency budgets); on each
+other topology, the checks rows claim there and those the first clean run skipped (the runner adds them), so
+that every check passes somewhere and every claimed check passes on its row's topology. A later clean run
+that measures no load goes side by side with the defect runs. Then each row of :data:`CATCHES` with its
 defect, split in two: the checks that measure latency under load run alone (a neighbour's CPU would be
 measured too), the others side by side with other rows' runs (most of their time is spent waiting for a
-consistency budget to run out, which costs no CPU).
+consistency budget to run out, which costs little CPU).
 """
 
 from __future__ import annotations
@@ -87,13 +88,21 @@ class SelftestPlan:
         """The check measures latency under load (it must not share the machine)."""
         return self.catalogue.get(check) == str(Area.LATENCY)
 
+    def first_clean_checks(self, claimed: Mapping[str, set[str]]) -> tuple[str, ...]:
+        """What the first clean run runs: the whole catalogue (empty), less the checks that rows claim only on
+        another topology (those pass or fail in that topology's clean run, and need not run twice)."""
+        first = self.topologies[0]
+        elsewhere_only = {c for t, checks in claimed.items() if t != first for c in checks} - claimed.get(first, set())
+        return tuple(sorted(set(self.catalogue) - elsewhere_only)) if elsewhere_only else ()
+
     def runs(self) -> list[Run]:
         """Clean runs first, then the defect runs that measure load, then the others (most checks first)."""
         claimed: dict[str, set[str]] = {}
         for catch in self.catches:
             claimed.setdefault(catch.topology, set()).update(catch.checks)
-        clean = [Run(f"clean-{t}", t, None, () if index == 0 else tuple(sorted(claimed[t])))
-                 for index, t in enumerate(self.topologies)]
+        first = self.topologies[0]
+        clean = [Run(f"clean-{first}", first, None, self.first_clean_checks(claimed))]
+        clean += [Run(f"clean-{t}", t, None, tuple(sorted(claimed[t]))) for t in self.topologies[1:]]
         alone: list[Run] = []
         side_by_side: list[Run] = []
         names: dict[str, int] = {}

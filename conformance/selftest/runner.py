@@ -67,27 +67,42 @@ def run_selftest(plan: SelftestPlan, out: Path, progress: Progress) -> SelftestR
 
     running: list[_Started] = []
     try:
-        for run in (r for r in runs if r.clean or r.alone):
-            if run.clean and run.checks:
-                run = _with_skipped(run, plan, finished.get(runs[0].name, (None, None))[1])
-            what = (f"{'the whole catalogue' if not run.checks else ', '.join(run.checks)}, no defect" if run.clean
-                    else f"{', '.join(run.checks)} against {run.defect}")
-            progress(f"{run.name}: {what}, alone (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: "
-                     f"other work on the machine is measured too)")
-            started = _start(run, out, plan, workers=CLEAN_WORKERS if run.clean else 1)
-            running.append(started)
-            record(started, _wait(started, _limit_s(run, timeouts, started.workers)))
-            running.remove(started)
-        _side_by_side([r for r in runs if not (r.clean or r.alone)], plan, out, timeouts, running, record, progress)
+        first, *later = [r for r in runs if r.clean]
+        _alone(first, out, plan, timeouts, running, record, progress)
+        # later clean runs also run what the first could not; one that measures no load goes side by side
+        later = [_with_skipped(r, plan, finished.get(first.name, (None, None))[1]) for r in later]
+        measuring = [r for r in later if any(plan.measures_load(c) for c in r.checks)]
+        for run in measuring + [r for r in runs if r.alone]:
+            _alone(run, out, plan, timeouts, running, record, progress)
+        side_by_side = [r for r in later if r not in measuring] + [r for r in runs if not (r.clean or r.alone)]
+        _side_by_side(side_by_side, plan, out, timeouts, running, record, progress)
     finally:
         for started in running:
             _stop(started.process, timeouts.teardown_s)
     return _judge(plan, runs, finished)
 
 
+def _alone(run: Run, out: Path, plan: SelftestPlan, timeouts: Timeouts, running: list[_Started],
+           record: Callable[[_Started, int | None], None], progress: Progress) -> None:
+    """Run ``run`` with nothing else of the self-validation beside it."""
+    what = (f"{'the whole catalogue' if not run.checks else ', '.join(run.checks)}, no defect" if run.clean
+            else f"{', '.join(run.checks)} against {run.defect}")
+    progress(f"{run.name}: {what}, alone (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: "
+             f"other work on the machine is measured too)")
+    started = _start(run, out, plan, workers=CLEAN_WORKERS if run.clean else 1)
+    running.append(started)
+    record(started, _wait(started, _limit_s(run, timeouts, started.workers)))
+    running.remove(started)
+
+
 def _with_skipped(run: Run, plan: SelftestPlan, first: Mapping[str, Mapping[str, Any]] | None) -> Run:
-    """A later clean run also runs what the first clean run (the whole catalogue) could not."""
-    skipped = [c for c in plan.catalogue if (first or {}).get(c, {}).get("status", Status.SKIPPED) == Status.SKIPPED]
+    """A later clean run also runs what the first clean run could not: what it skipped, or was meant to run
+    and did not report (all of it when it wrote no report)."""
+    claimed: dict[str, set[str]] = {}
+    for catch in plan.catches:
+        claimed.setdefault(catch.topology, set()).update(catch.checks)
+    meant = plan.first_clean_checks(claimed) or tuple(plan.catalogue)
+    skipped = [c for c in meant if (first or {}).get(c, {}).get("status", Status.SKIPPED) == Status.SKIPPED]
     return dataclasses.replace(run, checks=tuple(sorted({*run.checks, *skipped})))
 
 
@@ -95,7 +110,7 @@ def _side_by_side(runs: list[Run], plan: SelftestPlan, out: Path, timeouts: Time
                   record: Callable[[_Started, int | None], None], progress: Progress) -> None:
     pending = list(runs)
     if pending:
-        progress(f"{len(pending)} defect runs side by side: at most {plan.parallel} checks at once")
+        progress(f"{len(pending)} runs side by side: at most {plan.parallel} checks at once")
     while pending or running:
         for run in list(pending):
             workers = workers_that_fit(run, plan.parallel, [s.workers for s in running])
