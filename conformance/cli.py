@@ -483,8 +483,10 @@ def _add_selftest_command(commands: Any) -> None:
 def _selftest(args: argparse.Namespace) -> int:
     from conformance.selftest import SelftestPlan, render_markdown, render_text, run_selftest
 
-    catalogue = {info.id: str(info.area) for info in list_checks(_suites_dir())}
-    plan = SelftestPlan.build(catalogue, topology=args.topology, parallel=args.parallel)
+    infos = list_checks(_suites_dir())
+    catalogue = {info.id: str(info.area) for info in infos}
+    plan = SelftestPlan.build(catalogue, topology=args.topology, parallel=args.parallel,
+                              serial=[info.id for info in infos if info.serial])
     out = Path(args.out)
     def progress(text: str) -> None:
         for line in text.splitlines():

@@ -12,6 +12,7 @@ consistency budget to run out, which costs little CPU).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ class Run:
     """Measures latency under load: nothing else of the self-validation runs meanwhile."""
     rows: tuple[int, ...] = ()
     """The indexes of the plan's catches this run decides."""
+    width: int = 1
+    """Checks of it that can run at once: each that is not serial, or one (a serial check runs alone)."""
 
     @property
     def clean(self) -> bool:
@@ -63,10 +66,13 @@ class SelftestPlan:
     """Every defect the local mesh has: name -> one line of meaning."""
     topologies: tuple[str, ...]
     parallel: int = DEFAULT_PARALLEL
+    serial: frozenset[str] = frozenset()
+    """The catalogue's serial checks (``CheckInfo.serial``): they never run beside another check."""
 
     @classmethod
     def build(cls, catalogue: Mapping[str, str], *, topology: str | None = None, parallel: int | None = None,
-              catches: Sequence[Catch] = CATCHES, defects: Mapping[str, str] | None = None) -> SelftestPlan:
+              catches: Sequence[Catch] = CATCHES, defects: Mapping[str, str] | None = None,
+              serial: Iterable[str] = ()) -> SelftestPlan:
         """The plan for ``catches`` (only the rows on ``topology``, if given) against ``catalogue`` (check id
         -> area) and the local mesh's defects. Raises UsageError for a row that names an unknown defect,
         check or expectation, or that changes the shipped settings."""
@@ -82,7 +88,8 @@ class SelftestPlan:
         if parallel is not None and parallel < 1:
             raise UsageError(f"-n must be at least 1 (checks at once), got {parallel}")
         topologies = tuple(dict.fromkeys(c.topology for c in chosen))
-        return cls(chosen, dict(catalogue), dict(defects), topologies, parallel or DEFAULT_PARALLEL)
+        return cls(chosen, dict(catalogue), dict(defects), topologies, parallel or DEFAULT_PARALLEL,
+                   frozenset(serial))
 
     def measures_load(self, check: str) -> bool:
         """The check measures latency under load (it must not share the machine)."""
@@ -95,6 +102,10 @@ class SelftestPlan:
         elsewhere_only = {c for t, checks in claimed.items() if t != first for c in checks} - claimed.get(first, set())
         return tuple(sorted(set(self.catalogue) - elsewhere_only)) if elsewhere_only else ()
 
+    def sized(self, run: Run) -> Run:
+        """``run`` with its width: a serial check runs alone, so a worker for each of those would only wait."""
+        return dataclasses.replace(run, width=max(1, sum(c not in self.serial for c in run.checks)))
+
     def runs(self) -> list[Run]:
         """Clean runs first, then the defect runs that measure load, then the others (most checks first)."""
         claimed: dict[str, set[str]] = {}
@@ -102,7 +113,7 @@ class SelftestPlan:
             claimed.setdefault(catch.topology, set()).update(catch.checks)
         first = self.topologies[0]
         clean = [Run(f"clean-{first}", first, None, self.first_clean_checks(claimed))]
-        clean += [Run(f"clean-{t}", t, None, tuple(sorted(claimed[t]))) for t in self.topologies[1:]]
+        clean += [self.sized(Run(f"clean-{t}", t, None, tuple(sorted(claimed[t])))) for t in self.topologies[1:]]
         alone: list[Run] = []
         side_by_side: list[Run] = []
         names: dict[str, int] = {}
@@ -116,7 +127,8 @@ class SelftestPlan:
                 names[name] = names.get(name, 0) + 1
                 if names[name] > 1:
                     name = f"{name}-{names[name]}"
-                run = Run(name, catch.topology, catch.defect, checks, tuple(catch.args), measuring, (index,))
+                run = self.sized(Run(name, catch.topology, catch.defect, checks, tuple(catch.args), measuring,
+                                     (index,)))
                 (alone if measuring else side_by_side).append(run)
         side_by_side.sort(key=lambda r: -len(r.checks))
         return clean + alone + side_by_side

@@ -70,7 +70,7 @@ def run_selftest(plan: SelftestPlan, out: Path, progress: Progress) -> SelftestR
         first, *later = [r for r in runs if r.clean]
         _alone(first, out, plan, timeouts, running, record, progress)
         # later clean runs also run what the first could not; one that measures no load goes side by side
-        later = [_with_skipped(r, plan, finished.get(first.name, (None, None))[1]) for r in later]
+        later = [plan.sized(_with_skipped(r, plan, finished.get(first.name, (None, None))[1])) for r in later]
         measuring = [r for r in later if any(plan.measures_load(c) for c in r.checks)]
         for run in measuring + [r for r in runs if r.alone]:
             _alone(run, out, plan, timeouts, running, record, progress)
@@ -131,9 +131,9 @@ def _side_by_side(runs: list[Run], plan: SelftestPlan, out: Path, timeouts: Time
 
 def workers_that_fit(run: Run, parallel: int, running: list[int]) -> int:
     """pytest-xdist workers to start ``run`` with now, beside runs with ``running`` workers; 0: wait. A run
-    starts with all it can use (one worker per check, at most ``parallel``) once that fits in the checks
-    left; when nothing else runs, at once."""
-    wanted = min(len(run.checks), parallel)
+    starts with all it can use (one worker per check that can run beside others, at most ``parallel``) once
+    that fits in the checks left; when nothing else runs, at once."""
+    wanted = min(run.width, parallel)
     return wanted if not running or sum(running) + wanted <= parallel else 0
 
 

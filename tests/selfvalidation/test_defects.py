@@ -111,6 +111,19 @@ def test_side_by_side_runs_fit_in_the_checks_left() -> None:
     assert workers_that_fit(six, 2, [2]) == 0
 
 
+def test_a_run_of_serial_checks_takes_one_worker() -> None:
+    """Serial checks never run beside another: a worker for each would only wait, and hold a slot of -n."""
+    serial = {info.id for info in list_checks(REPO / "suites") if info.serial}
+    plan = SelftestPlan.build(CATALOGUE, serial=serial)
+    runs = {r.name: r for r in plan.runs()}
+    lifecycle = runs["clean-three-cluster"]
+    assert len(lifecycle.checks) > 1 and sum(c not in serial for c in lifecycle.checks) <= 1 and lifecycle.width == 1
+    assert workers_that_fit(lifecycle, 8, [6]) == 1
+    mixed = runs["ignore-peer-authentication"]
+    assert mixed.width == sum(c not in serial for c in mixed.checks) < len(mixed.checks)
+    assert runs["ignore-authz-allow"].width == len(runs["ignore-authz-allow"].checks)
+
+
 def test_a_topology_picks_its_rows() -> None:
     plan = SelftestPlan.build(CATALOGUE, topology="multi-network")
     assert plan.topologies == ("multi-network",) and plan.catches
