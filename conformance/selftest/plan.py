@@ -95,10 +95,18 @@ class SelftestPlan:
         """The check measures latency under load (it must not share the machine)."""
         return self.catalogue.get(check) == str(Area.LATENCY)
 
-    def first_clean_checks(self, claimed: Mapping[str, set[str]]) -> tuple[str, ...]:
+    @property
+    def claimed(self) -> dict[str, set[str]]:
+        """Topology -> the checks that rows on it claim."""
+        claimed: dict[str, set[str]] = {}
+        for catch in self.catches:
+            claimed.setdefault(catch.topology, set()).update(catch.checks)
+        return claimed
+
+    def first_clean_checks(self) -> tuple[str, ...]:
         """What the first clean run runs: the whole catalogue (empty), less the checks that rows claim only on
         another topology (those pass or fail in that topology's clean run, and need not run twice)."""
-        first = self.topologies[0]
+        first, claimed = self.topologies[0], self.claimed
         elsewhere_only = {c for t, checks in claimed.items() if t != first for c in checks} - claimed.get(first, set())
         return tuple(sorted(set(self.catalogue) - elsewhere_only)) if elsewhere_only else ()
 
@@ -108,11 +116,9 @@ class SelftestPlan:
 
     def runs(self) -> list[Run]:
         """Clean runs first, then the defect runs that measure load, then the others (most checks first)."""
-        claimed: dict[str, set[str]] = {}
-        for catch in self.catches:
-            claimed.setdefault(catch.topology, set()).update(catch.checks)
+        claimed = self.claimed
         first = self.topologies[0]
-        clean = [Run(f"clean-{first}", first, None, self.first_clean_checks(claimed))]
+        clean = [Run(f"clean-{first}", first, None, self.first_clean_checks())]
         clean += [self.sized(Run(f"clean-{t}", t, None, tuple(sorted(claimed[t])))) for t in self.topologies[1:]]
         alone: list[Run] = []
         side_by_side: list[Run] = []

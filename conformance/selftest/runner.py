@@ -98,10 +98,7 @@ def _alone(run: Run, out: Path, plan: SelftestPlan, timeouts: Timeouts, running:
 def _with_skipped(run: Run, plan: SelftestPlan, first: Mapping[str, Mapping[str, Any]] | None) -> Run:
     """A later clean run also runs what the first clean run could not: what it skipped, or was meant to run
     and did not report (all of it when it wrote no report)."""
-    claimed: dict[str, set[str]] = {}
-    for catch in plan.catches:
-        claimed.setdefault(catch.topology, set()).update(catch.checks)
-    meant = plan.first_clean_checks(claimed) or tuple(plan.catalogue)
+    meant = plan.first_clean_checks() or tuple(plan.catalogue)
     skipped = [c for c in meant if (first or {}).get(c, {}).get("status", Status.SKIPPED) == Status.SKIPPED]
     return dataclasses.replace(run, checks=tuple(sorted({*run.checks, *skipped})))
 
@@ -209,9 +206,7 @@ def _first_line(message: object) -> str:
 
 def _judge(plan: SelftestPlan, runs: list[Run],
            finished: Mapping[str, tuple[int | None, dict[str, dict[str, Any]] | None]]) -> SelftestResult:
-    claimed: dict[str, set[str]] = {}
-    for catch in plan.catches:
-        claimed.setdefault(catch.topology, set()).update(catch.checks)
+    claimed = plan.claimed
     clean_reports = [(r.topology, *finished.get(r.name, (None, None))) for r in runs if r.clean]
     clean = judge_clean(clean_reports, claimed)
     report_of: dict[tuple[int, str], dict[str, dict[str, Any]] | None] = {}
