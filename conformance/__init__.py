@@ -30,7 +30,7 @@ from conformance.expect import (
     expect_within_budget,
 )
 from conformance.probe import CallResult, Response
-from conformance.provider import Feature, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.provider import Feature, ProbeHandle, ProbeSpec, Provider
 from conformance.scenario import Scenario
 
 __version__ = "0.1.0"
@@ -44,10 +44,10 @@ __all__ = [
     "EnvironmentBroken",
     "Feature",
     "ManifestError",
-    "MeshProvider",
     "Outcome",
     "ProbeHandle",
     "ProbeSpec",
+    "Provider",
     "ProviderError",
     "Response",
     "RunConfig",

@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("run_dirs", nargs="*", help="run directories (default: every local run meshconf knows)")
 
     defects = commands.add_parser("defects", help="list the local mesh's deliberate defects (self-validation)")
+    defects.add_argument("--provider", default="local", help="the provider whose defects to list (only local has any)")
     defects.add_argument("--json", action="store_true", help="machine-readable output")
 
     checks = commands.add_parser("checks", help="list the conformance checks")
@@ -186,7 +187,7 @@ def _up(args: argparse.Namespace) -> int:
     preflight(config, topology)
     provider = create_provider(config, topology)
     provider.up(progress=lambda line: print(line, flush=True))
-    run_dir = getattr(provider, "run_dir", None)
+    run_dir = provider.run_dir
     print(f"mesh is up. Run checks against it:  meshconf run --attach {run_dir}")
     print(f"tear it down:                      meshconf down {run_dir}")
     return 0
@@ -264,7 +265,7 @@ def list_checks(suites: Path) -> list[Any]:
 def _defects(args: argparse.Namespace) -> int:
     from conformance.providers import provider_defects
 
-    defects = provider_defects("local")
+    defects = provider_defects(args.provider)
     if args.json:
         print(json.dumps(defects, indent=1))
         return 0
@@ -389,7 +390,7 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from conformance.providers import upgrade_provider
+    from conformance.providers import upgrade_plan, upgrade_provider
     from conformance.topology import load_topology
 
     config = RunConfig.build(provider=args.provider, topology=args.topology, istio_version=args.from_version,
@@ -397,11 +398,11 @@ def _upgrade(args: argparse.Namespace) -> int:
                              timeout_overrides=args.timeout)
     topology = load_topology(config.topology)
     if args.plan:
-        sys.stdout.write(str(upgrade_provider(config, topology, args.to_version, None, None)))
+        sys.stdout.write(upgrade_plan(config, topology, args.to_version))
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    return int(upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True)))
+    return upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True))
 
 
 # -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------

@@ -1,7 +1,7 @@
 """MeshConfig changes as JSON merge patches (RFC 7386), and the patches that undo them.
 
 A check that needs a mesh-wide setting (``trustDomainAliases``, ``serviceSettings``...) changes the MeshConfig
-of the control planes through the provider (``MeshProvider.mesh_config``) and puts it back when it ends
+of the control planes through the provider (``Provider.mesh_config``) and puts it back when it ends
 (``Scenario.mesh_config``). Istio reads MeshConfig as YAML from the ``mesh`` key of the ``istio`` ConfigMap in
 ``istio-system`` (``istio-<revision>`` for a revision; pilot/pkg/bootstrap/mesh.go); a patch is a mapping in
 the same camelCase form: a key set to a value replaces it, a mapping merges into a mapping, ``None`` removes

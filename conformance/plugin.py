@@ -44,7 +44,7 @@ from conformance.errors import (
 )
 from conformance.locks import file_lock
 from conformance.preflight import check_out, preflight
-from conformance.provider import MeshProvider
+from conformance.provider import Provider
 from conformance.providers import attach_provider, create_provider, validate_provider
 from conformance.redact import redact_tree
 from conformance.report.allure import label_check
@@ -177,7 +177,7 @@ def _controller_pid(config: pytest.Config) -> int:
 
 
 @pytest.fixture(scope="session")
-def mesh(pytestconfig: pytest.Config) -> MeshProvider:
+def mesh(pytestconfig: pytest.Config) -> Provider:
     """The mesh under test, up for the whole session: the one ``meshconf run`` (or ``--mesh-attach``) names,
     or brought up here on first use."""
     run_config = pytestconfig.stash[_CONFIG]
@@ -210,7 +210,7 @@ def mesh(pytestconfig: pytest.Config) -> MeshProvider:
             message = bring_up_failure(exc, run_config.out)
             pointer.write_text(json.dumps({"error": message}))
             raise BringUpFailed(message) from None
-        run_dir = getattr(provider, "run_dir", None)
+        run_dir = provider.run_dir
         pointer.write_text(json.dumps({"run_dir": str(run_dir), "description": _describe(provider)}))
         return provider
 
@@ -227,7 +227,7 @@ def _progress(config: pytest.Config) -> Any:
     return say
 
 
-def _describe(provider: MeshProvider) -> dict[str, Any]:
+def _describe(provider: Provider) -> dict[str, Any]:
     return provider.describe().as_dict()
 
 
@@ -235,7 +235,7 @@ def _describe(provider: MeshProvider) -> dict[str, Any]:
 
 
 @pytest.fixture
-def scenario(request: pytest.FixtureRequest, mesh: MeshProvider) -> Generator[Scenario, None, None]:
+def scenario(request: pytest.FixtureRequest, mesh: Provider) -> Generator[Scenario, None, None]:
     """The check's own namespace, probes and config, removed when the check ends."""
     info = check_info(request.node)
     if info is None:
@@ -350,7 +350,7 @@ def _collect_diagnostics(item: pytest.Item, current: Scenario, info: CheckInfo) 
                   attachment_type=allure.attachment_type.TEXT)
 
 
-def collect_diagnostics(mesh: MeshProvider, dest: Path, namespaces: list[str]) -> list[Path]:
+def collect_diagnostics(mesh: Provider, dest: Path, namespaces: list[str]) -> list[Path]:
     """The provider's diagnostics of ``namespaces`` in ``dest``, scrubbed of secrets: logs and dumps copy text
     meshconf does not control (``conformance.redact``)."""
     files = mesh.diagnostics(dest, namespaces)

@@ -19,7 +19,7 @@ from conformance.errors import ProviderError
 from conformance.tokens import redact
 
 if TYPE_CHECKING:
-    from conformance.provider import MeshProvider, ProbeHandle
+    from conformance.provider import ProbeHandle, Provider
 
 __all__ = ["CallResult", "ProbeClient", "Response", "probe_source"]
 
@@ -166,7 +166,7 @@ def _response(call: Mapping[str, Any]) -> Response:
 class ProbeClient:
     """Sends calls from probe workloads through a provider."""
 
-    def __init__(self, provider: MeshProvider, call_timeout_s: float, forward_timeout_s: float) -> None:
+    def __init__(self, provider: Provider, call_timeout_s: float, forward_timeout_s: float) -> None:
         self.provider = provider
         self.call_timeout_s = call_timeout_s
         self.forward_timeout_s = forward_timeout_s

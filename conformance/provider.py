@@ -1,6 +1,6 @@
 """The provider contract: the only seam between the checks and the environment they run against.
 
-Every check is written once against :class:`MeshProvider`. A provider brings a multi-cluster mesh up (or
+Every check is written once against :class:`Provider`. A provider brings a multi-cluster mesh up (or
 attaches to one), applies plain Istio and Kubernetes YAML, deploys probe workloads, sends traffic from them,
 injects faults, and reads proxies' Envoy admin. ``conformance/providers/`` holds the implementations; the
 core reaches them only through ``conformance.providers.create_provider``.
@@ -8,14 +8,21 @@ core reaches them only through ``conformance.providers.create_provider``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkable
 
 from conformance.certs import RootStep, TrustRoots
+from conformance.errors import EnvironmentBroken, UsageError
+from conformance.runstate import RunState, runs_root
 from conformance.topology import Cluster
+
+if TYPE_CHECKING:
+    from conformance.config import RunConfig
+    from conformance.topology import Topology
 
 __all__ = [
     "DATA_PORT",
@@ -23,10 +30,10 @@ __all__ = [
     "Faults",
     "Feature",
     "MeshDescription",
-    "MeshProvider",
     "ProbeHandle",
     "ProbeInstance",
     "ProbeSpec",
+    "Provider",
     "RemoteClusterStatus",
     "RootStep",
     "TrustRoots",
@@ -255,48 +262,141 @@ class Faults(Protocol):
         restored (a root migration stays: a new root is no fault)."""
 
 
-@runtime_checkable
-class MeshProvider(Protocol):
-    """A multi-cluster mesh under test. Use as a context manager: ``down()`` always runs."""
+class Provider(abc.ABC):
+    """A multi-cluster mesh under test, and the one seam between the core and an environment.
 
-    name: str
+    A provider is a subclass in its own package under ``conformance/providers/`` and one line in the registry
+    (``conformance/providers/__init__.py``). It implements the abstract methods; the class-level lifecycle
+    (``attach``, ``cleanup``, ``leftovers``) works on the run directory ``up()`` records its state in; the
+    optional capabilities (``defects``, ``plan``, ``upgrade_plan``, ``upgrade_mesh``) raise UsageError naming the
+    provider unless it overrides them. Use as a context manager: ``down()`` always runs.
+    """
 
+    name: ClassVar[str]
+    """The provider's name: ``--provider NAME``, the prefix of its run directories."""
+    OFFERS: ClassVar[frozenset[Feature]] = frozenset()
+    """Every feature ``features()`` can return, in a topology and configuration that allows it."""
+    run_dir: Path | None = None
+    """Where this run's state is recorded (``conformance.runstate``); None until ``up()`` or ``attach()``."""
+
+    def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
+        self.config = config
+        self.topology = topology
+        self.run_dir = run_dir
+
+    # -- before anything starts ------------------------------------------------------------------------------
+
+    @classmethod  # noqa: B027 (a hook: by default nothing is refused)
+    def validate(cls, config: RunConfig, topology: Topology) -> None:
+        """Raise UsageError for a setting this provider cannot use. Runs nothing."""
+
+    @classmethod
+    def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
+        """What would stop ``up()`` on this machine (or these clusters), one line per problem with its fix."""
+        return []
+
+    # -- the class-level lifecycle: runs recorded on disk ----------------------------------------------------
+
+    @classmethod
+    def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> Self:
+        """A provider for the environment another process brought up and recorded in ``run_dir``."""
+        if not RunState(run_dir).read().get("ready"):
+            raise EnvironmentBroken(f"no ready {cls.name} mesh recorded in {run_dir} (start one with "
+                                    f"`meshconf up --provider {cls.name}`)")
+        return cls(config, topology, run_dir)
+
+    @classmethod
+    @abc.abstractmethod
+    def cleanup(cls, run_dir: Path) -> list[int]:
+        """Tear down what the run recorded in ``run_dir`` created, without its config (its manager may be gone),
+        then remove the directory. Returns the PIDs it had to stop."""
+
+    @classmethod
+    def leftovers(cls) -> list[Path]:
+        """Run directories of this provider that meshconf created and nobody tore down (``meshconf down``)."""
+        root = runs_root()
+        return sorted(p for p in root.glob(f"{cls.name}-*") if RunState(p).owned()) if root.is_dir() else []
+
+    def __enter__(self) -> Self:
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+    # -- optional capabilities -------------------------------------------------------------------------------
+
+    @classmethod
+    def defects(cls) -> Mapping[str, str]:
+        """The deliberate defects this provider can be started with (``--mesh-defect``): name -> meaning."""
+        raise UsageError(f"provider {cls.name} has no deliberate defects (only the local mesh has them, "
+                         "for self-validation)")
+
+    @classmethod
+    def plan(cls, config: RunConfig, topology: Topology) -> str:
+        """What ``up()`` would do, as printable numbered steps; runs nothing."""
+        raise UsageError(f"provider {cls.name} has no install plan to print: it installs nothing "
+                         "(kind and k3s do)")
+
+    @classmethod
+    def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
+        """What ``meshconf upgrade`` would do on this provider, as printable steps; runs nothing."""
+        raise UsageError(f"provider {cls.name} cannot upgrade a mesh (kind and existing can)")
+
+    def upgrade_mesh(self, to_version: str, say: Callable[[str], None]) -> None:
+        """Upgrade the running mesh to ``to_version`` (the provider's own steps), while ``conformance.upgrade``
+        measures traffic and held connections; returns once the workloads run on the new version."""
+        raise UsageError(f"provider {self.name} cannot upgrade a mesh (kind and existing can)")
+
+    # -- the contract the checks use -------------------------------------------------------------------------
+
+    @abc.abstractmethod
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
         """Bring the environment up, reporting progress lines; raises EnvironmentBroken (after cleaning up).
 
         ``owner_pid``: a process whose exit means the environment is no longer wanted.
         """
 
+    @abc.abstractmethod
     def down(self) -> None:
         """Tear down everything this provider created. Idempotent; safe after a crash."""
 
+    @abc.abstractmethod
     def describe(self) -> MeshDescription: ...
 
-    def clusters(self) -> Sequence[Cluster]: ...
+    def clusters(self) -> Sequence[Cluster]:
+        return self.topology.clusters
 
+    @abc.abstractmethod
     def features(self) -> frozenset[Feature]: ...
 
+    @abc.abstractmethod
     def apply(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         """Apply Istio/Kubernetes documents in each cluster and return once every proxy has them.
 
         Raises ManifestError / UnsupportedError for bad documents, ConfigNotApplied when a proxy rejects them.
         """
 
+    @abc.abstractmethod
     def delete(self, docs: Sequence[Mapping[str, Any]], clusters: Sequence[str]) -> None:
         """Remove documents applied earlier (missing ones are ignored) and wait as for apply."""
 
+    @abc.abstractmethod
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
         """Deploy a probe workload and return once it (and its sidecar) is ready."""
 
+    @abc.abstractmethod
     def delete_namespace(self, namespace: str) -> None:
         """Remove a namespace and everything in it from every cluster (probes and config)."""
 
+    @abc.abstractmethod
     def probe_control(
         self, probe: ProbeHandle, method: str, path: str, body: Mapping[str, Any] | None = None,
         instance: int = 0, timeout_s: float = 60.0,
     ) -> Any:
         """Call the probe's control port (``/forward``, ``/mode``, ``/info``) and return its JSON answer."""
 
+    @abc.abstractmethod
     def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
         """Make calls FROM ``probe`` (the probe's ``/forward``) the way this environment routes them.
 
@@ -305,18 +405,23 @@ class MeshProvider(Protocol):
         iptables capture and kube-proxy do in a cluster). Returns the probe's JSON answer.
         """
 
+    @abc.abstractmethod
     def proxy_admin(self, probe: ProbeHandle, path: str, instance: int = 0) -> str:
         """GET a path on the probe's sidecar Envoy admin (``/config_dump``, ``/stats``, ``/certs``...)."""
 
     @property
+    @abc.abstractmethod
     def faults(self) -> Faults: ...
 
+    @abc.abstractmethod
     def ingress_address(self, cluster: str) -> str:
         """``ip:port`` where the cluster's ingress gateway serves Gateway port 80."""
 
+    @abc.abstractmethod
     def rotate_certificates(self, namespace: str) -> Mapping[str, str]:
         """Force new workload certificates in ``namespace``; returns instance -> new serial (hex)."""
 
+    @abc.abstractmethod
     def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
         """Merge ``patch`` (a JSON merge patch of MeshConfig fields, ``conformance.meshconfig``) into the
         MeshConfig of the control plane of each of ``clusters`` (a remote cluster's is its primary's), and
@@ -327,9 +432,11 @@ class MeshProvider(Protocol):
         environment cannot honour, UsageError when mesh-wide changes are not allowed.
         """
 
+    @abc.abstractmethod
     def diagnostics(self, dest: Path, namespaces: Sequence[str]) -> list[Path]:
         """Write what an engineer needs to debug a failure under ``dest``; never secrets. Returns files."""
 
+    @abc.abstractmethod
     def environment_problems(self, namespaces: Sequence[str], since: float | None = None) -> list[str]:
         """What broke underneath a check in ``namespaces`` (since ``since``, a time.time() value: when the check
         started) without the check asking for it (a sidecar or probe someone else killed, a crashed gateway),
@@ -337,6 +444,3 @@ class MeshProvider(Protocol):
         Asked when a check did not pass: a problem here makes the check *broken*, not *failed*. Raises
         EnvironmentLost when the environment itself is gone."""
 
-    def __enter__(self) -> MeshProvider: ...
-
-    def __exit__(self, *exc: object) -> None: ...

@@ -52,7 +52,7 @@ from conformance.errors import (
     UsageError,
 )
 from conformance.lifetime import die_with_parent
-from conformance.provider import MeshProvider
+from conformance.provider import Provider
 from conformance.topology import Topology
 
 __all__ = ["RunPlan", "collect_checks", "execute"]
@@ -161,7 +161,7 @@ def execute(plan: RunPlan) -> int:
         except ConformanceError as exc:  # e.g. the mesh to attach to is not there
             tell(f"meshconf: error: {exc}")
             return _not_run(plan, checks, str(exc), started)
-        provider: MeshProvider | None = None
+        provider: Provider | None = None
         try:
             from conformance.providers import create_provider
 
@@ -186,14 +186,14 @@ def execute(plan: RunPlan) -> int:
                 provider.down()
 
 
-def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> int:
+def _session(plan: RunPlan, signals: Signals, provider: Provider | None) -> int:
     """pytest in a child process, attached to ``provider``'s mesh (or ``plan.attach``)."""
     config = plan.config
     shared = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
     args = [*plan.selection, *plan.session]
     try:
         if provider is not None:
-            pointer = {"run_dir": str(getattr(provider, "run_dir", "")), "description": provider.describe().as_dict(),
+            pointer = {"run_dir": str(provider.run_dir or ""), "description": provider.describe().as_dict(),
                        "owner": "meshconf run"}
             (shared / "meshconf-mesh.json").write_text(json.dumps(pointer))
         else:
@@ -207,7 +207,7 @@ def _session(plan: RunPlan, signals: Signals, provider: MeshProvider | None) -> 
         shutil.rmtree(shared, ignore_errors=True)
     if signals.first is None:
         if provider is not None and config.keep:
-            run_dir = getattr(provider, "run_dir", None)
+            run_dir = provider.run_dir
             say(f"meshconf: mesh kept: meshconf run --attach {run_dir}   (tear it down: meshconf down "
                         f"{run_dir})")
         return _PYTEST_EXIT.get(code, code)

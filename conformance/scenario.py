@@ -44,7 +44,7 @@ from conformance.load import (
 )
 from conformance.locks import file_lock
 from conformance.probe import CallResult, ProbeClient
-from conformance.provider import DATA_PORT, Faults, Feature, MeshProvider, ProbeHandle, ProbeSpec
+from conformance.provider import DATA_PORT, Faults, Feature, ProbeHandle, ProbeSpec, Provider
 from conformance.report.allure import attach_load
 from conformance.report.model import Measurement
 from conformance.tokens import TokenIssuer
@@ -138,7 +138,7 @@ class ForwardRun:
 class Scenario:
     """A check's view of the mesh. Created and cleaned up by the ``scenario`` fixture."""
 
-    def __init__(self, mesh: MeshProvider, check: CheckInfo, config: RunConfig, directory: Path,
+    def __init__(self, mesh: Provider, check: CheckInfo, config: RunConfig, directory: Path,
                  load_lock: Path | None = None) -> None:
         self.mesh = mesh
         self.check = check

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from conformance.errors import ProviderError
-from conformance.provider import DATA_PORT, MeshProvider, ProbeHandle
+from conformance.provider import DATA_PORT, ProbeHandle, Provider
 
 __all__ = ["inbound_requests", "stat_values"]
 
 
-def stat_values(mesh: MeshProvider, probe: ProbeHandle, regex: str, instance: int = 0) -> dict[str, int]:
+def stat_values(mesh: Provider, probe: ProbeHandle, regex: str, instance: int = 0) -> dict[str, int]:
     """Counters of the probe's sidecar whose names match ``regex`` (Envoy's ``/stats?filter=``)."""
     text = mesh.proxy_admin(probe, f"/stats?filter={regex}", instance)
     values: dict[str, int] = {}
@@ -19,7 +19,7 @@ def stat_values(mesh: MeshProvider, probe: ProbeHandle, regex: str, instance: in
     return values
 
 
-def inbound_requests(mesh: MeshProvider, probe: ProbeHandle, port: int = DATA_PORT) -> int:
+def inbound_requests(mesh: Provider, probe: ProbeHandle, port: int = DATA_PORT) -> int:
     """Requests every instance's sidecar has received on ``port`` (Istio's inbound stat prefix)."""
     name = f"http.inbound_0.0.0.0_{port}.downstream_rq_total"
     total = 0

@@ -16,7 +16,7 @@ from typing import Any
 from conformance.errors import ProviderError, UsageError
 from conformance.load.profile import ForwardTarget, LoadProfile
 from conformance.load.result import LoadResult, histogram_of, new_histogram, timeline_of
-from conformance.provider import MeshProvider
+from conformance.provider import Provider
 
 __all__ = ["run_forward_load"]
 
@@ -24,7 +24,7 @@ MAX_CALLS = 100_000
 """The probe's limit for one forward."""
 
 
-def run_forward_load(mesh: MeshProvider, target: ForwardTarget, profile: LoadProfile,
+def run_forward_load(mesh: Provider, target: ForwardTarget, profile: LoadProfile,
                      on_window_open: Callable[[], None] | None = None) -> LoadResult:
     """Load ``target.url`` from ``target.source`` at ``profile``'s rate; the measured window's result.
     ``on_window_open`` is called just before the measured forward is sent (after the warm-up).

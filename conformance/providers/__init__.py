@@ -1,23 +1,19 @@
 """The provider registry: the one place the core reaches a provider by name.
 
-Providers are imported lazily, so a run of one provider never imports another's dependencies.
-
-Besides the MeshProvider contract, a provider class may offer, as classmethods:
-``validate(config, topology)`` (raise UsageError for settings only it understands, before anything starts),
-``preflight(config, topology)`` (a list of problems, one line each with its fix, that would stop ``up()``),
-``attach``/``cleanup``/``leftovers`` (runs recorded on disk), ``plan``/``upgrade_plan``/``upgrade``.
+``PROVIDERS`` is the whole registry: a name and the class that implements :class:`conformance.provider.Provider`.
+Providers are imported lazily, so a run of one provider never imports another's package.
 """
 
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
 
 from conformance.config import RunConfig
 from conformance.errors import ConformanceError, UsageError
-from conformance.provider import Feature, MeshProvider
+from conformance.provider import Feature, Provider
 from conformance.topology import Topology
 
 __all__ = [
@@ -27,11 +23,12 @@ __all__ = [
     "leftover_runs",
     "plan_provider",
     "preflight_provider",
+    "provider_class",
     "provider_defects",
     "provider_offers",
     "release_provider",
     "teardown_run",
-    "upgrade_provider",
+    "upgrade_plan",
     "validate_provider",
 ]
 
@@ -43,50 +40,47 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-def _provider_class(name: str) -> Any:
+def provider_class(name: str) -> type[Provider]:
+    """The class registered as ``name``; UsageError naming the choices for an unknown one."""
     target = PROVIDERS.get(name)
     if target is None:
         raise UsageError(f"provider {name!r} is not available; available: {', '.join(sorted(PROVIDERS))}")
     module_name, _, class_name = target.partition(":")
-    return getattr(importlib.import_module(module_name), class_name)
+    cls = vars(importlib.import_module(module_name))[class_name]
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise TypeError(f"{target} is registered as provider {name!r} but is not a Provider subclass")
+    return cls
 
 
-def create_provider(config: RunConfig, topology: Topology) -> MeshProvider:
+def create_provider(config: RunConfig, topology: Topology) -> Provider:
     """A provider for ``config.provider``, not yet up."""
-    provider: MeshProvider = _provider_class(config.provider)(config, topology)
-    return provider
+    return provider_class(config.provider)(config, topology)
 
 
 def validate_provider(config: RunConfig, topology: Topology) -> None:
     """Raise UsageError for a setting the provider cannot use (e.g. an unknown --mesh-defect), before anything
     starts. Settings meant for another provider are refused here too."""
-    cls = _provider_class(config.provider)
-    if config.defects and not getattr(cls, "DEFECTS", None):
-        raise UsageError(f"--mesh-defect needs a provider with deliberate defects (the local mesh); "
-                         f"--provider {config.provider} has none")
-    validate = getattr(cls, "validate", None)
-    if validate is not None:
-        validate(config, topology)
+    cls = provider_class(config.provider)
+    if config.defects:
+        cls.defects()  # UsageError for a provider without any; the names are checked by the provider
+    cls.validate(config, topology)
 
 
 def preflight_provider(config: RunConfig, topology: Topology) -> list[str]:
     """What would stop ``up()`` on this machine (or these clusters), one line per problem with its fix;
     empty when nothing would. Runs nothing that changes anything."""
-    preflight = getattr(_provider_class(config.provider), "preflight", None)
-    problems: list[str] = preflight(config, topology) if preflight is not None else []
-    return problems
+    return provider_class(config.provider).preflight(config, topology)
 
 
-def attach_provider(config: RunConfig, topology: Topology, state: Path) -> MeshProvider:
+def attach_provider(config: RunConfig, topology: Topology, state: Path) -> Provider:
     """A provider attached to an environment another process brought up (``state`` from ``up``)."""
-    provider: MeshProvider = _provider_class(config.provider).attach(config, topology, state)
-    return provider
+    return provider_class(config.provider).attach(config, topology, state)
 
 
 def release_provider(config: RunConfig, topology: Topology, state: Path) -> None:
     """Tear down an environment by its state: attach and ``down()``, or, if its manager process is gone,
     let the provider stop what is left by PID."""
-    cls = _provider_class(config.provider)
+    cls = provider_class(config.provider)
     try:
         provider = cls.attach(config, topology, state)
     except ConformanceError:
@@ -95,51 +89,44 @@ def release_provider(config: RunConfig, topology: Topology, state: Path) -> None
     provider.down()
 
 
-def provider_defects(name: str) -> dict[str, str]:
-    """The deliberate defects a provider can be started with (name -> one line of meaning)."""
-    defects: dict[str, str] = getattr(_provider_class(name), "DEFECTS", {})
-    return defects
+def provider_defects(name: str) -> Mapping[str, str]:
+    """The deliberate defects a provider can be started with (name -> one line of meaning); UsageError if it
+    has none."""
+    return provider_class(name).defects()
 
 
 def provider_offers(name: str) -> frozenset[Feature]:
     """Every feature a provider can offer, in a topology and configuration that allows it (its ``OFFERS``)."""
-    offers: frozenset[Feature] = getattr(_provider_class(name), "OFFERS", frozenset())
-    return offers
+    return provider_class(name).OFFERS
 
 
 def leftover_runs() -> list[tuple[str, Path]]:
     """(provider, state) of every environment meshconf brought up that is still recorded on disk."""
-    found: list[tuple[str, Path]] = []
-    for name in PROVIDERS:
-        cls = _provider_class(name)
-        if hasattr(cls, "leftovers"):
-            found += [(name, path) for path in cls.leftovers()]
-    return found
+    return [(name, path) for name in PROVIDERS for path in provider_class(name).leftovers()]
 
 
 def teardown_run(provider_name: str, state: Path) -> list[int]:
     """Tear down one recorded environment by its state, without needing its config."""
-    stopped: list[int] = _provider_class(provider_name).cleanup(state)
-    return stopped
+    return provider_class(provider_name).cleanup(state)
 
 
 def plan_provider(config: RunConfig, topology: Topology) -> str:
     """What ``up()`` would do, as printable numbered steps; runs nothing. UsageError if the provider has no plan."""
-    cls = _provider_class(config.provider)
-    if not hasattr(cls, "plan"):
-        raise UsageError(f"provider {config.provider} has no install plan to print (kind and k3s have)")
-    text: str = cls.plan(config, topology)
-    return text
+    return provider_class(config.provider).plan(config, topology)
 
 
-def upgrade_provider(config: RunConfig, topology: Topology, to_version: str, out: Path | None,
-                     progress: Any) -> str | int:
-    """``out`` None: the upgrade plan as text. Otherwise run the upgrade gate and return its exit code."""
-    cls = _provider_class(config.provider)
-    if not hasattr(cls, "upgrade_plan"):
-        raise UsageError(f"provider {config.provider} cannot run an upgrade (only kind installs Istio itself)")
-    if out is None:
-        text: str = cls.upgrade_plan(config, topology, to_version)
-        return text
-    code: int = cls.upgrade(config, topology, to_version, out, progress)
+def upgrade_plan(config: RunConfig, topology: Topology, to_version: str) -> str:
+    """What ``meshconf upgrade`` would do, as printable steps; UsageError if the provider cannot upgrade."""
+    return provider_class(config.provider).upgrade_plan(config, topology, to_version)
+
+
+def upgrade_provider(config: RunConfig, topology: Topology, to_version: str, out: Path,
+                     progress: Callable[[str], None]) -> int:
+    """Run the upgrade gate (``conformance.upgrade`` once it is provider-neutral) and return its exit code."""
+    cls = provider_class(config.provider)
+    cls.upgrade_plan(config, topology, to_version)  # UsageError for a provider that cannot upgrade
+    run = vars(cls).get("upgrade")  # kind's own gate, until conformance/upgrade.py is provider-neutral
+    if run is None:
+        raise UsageError(f"provider {config.provider} cannot run an upgrade yet")
+    code: int = run(config, topology, to_version, out, progress)
     return code

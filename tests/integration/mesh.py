@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from conformance.probe import CallResult, ProbeClient
-from conformance.provider import MeshProvider, ProbeHandle
+from conformance.provider import ProbeHandle, Provider
 
 CLUSTERS = ["cluster1", "cluster2"]
 
@@ -19,7 +19,7 @@ def doc(kind: str, name: str, namespace: str, spec: dict[str, Any]) -> dict[str,
             "spec": spec}
 
 
-def call(mesh: MeshProvider, source: ProbeHandle, url: str, count: int = 10, **kwargs: Any) -> CallResult:
+def call(mesh: Provider, source: ProbeHandle, url: str, count: int = 10, **kwargs: Any) -> CallResult:
     return ProbeClient(mesh, 2, 60).call(source, url, count, **kwargs)
 
 

@@ -71,7 +71,7 @@ def test_state_directory_that_cannot_be_written_fails_preflight(tmp_path: Path,
 
 def test_defects_are_refused_for_a_provider_without_them() -> None:
     config = RunConfig(provider="kind", istio_version="1.28.0", defects=("slow-sidecar",))  # past RunConfig's check
-    with pytest.raises(UsageError, match="--provider kind has none"):
+    with pytest.raises(UsageError, match="provider kind has no deliberate defects"):
         validate_provider(config, TOPOLOGY)
 
 
@@ -182,3 +182,18 @@ def test_existing_preflight_then_checks_istio() -> None:
     apis["b"] = FakeAPI("b", (_istiod(cluster_id="cluster2"),), {"istio-remote-secret-cluster1": "cluster1"})
     healthy = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
     assert healthy.readiness_problems() == []
+
+
+def test_every_registered_provider_is_a_provider_with_its_optional_capabilities_declared() -> None:
+    """The registry is one table of Provider subclasses; what a provider cannot do it refuses by name."""
+    from conformance.provider import Provider
+    from conformance.providers import PROVIDERS, plan_provider, provider_class
+
+    for name in PROVIDERS:
+        cls = provider_class(name)
+        assert issubclass(cls, Provider) and cls.name == name
+        assert not getattr(cls, "__abstractmethods__", None), f"{name} leaves {cls.__abstractmethods__} abstract"
+    with pytest.raises(UsageError, match="provider local has no install plan"):
+        plan_provider(RunConfig(), TOPOLOGY)
+    with pytest.raises(UsageError, match="provider 'nope' is not available; available: existing, k3s, kind, local"):
+        provider_class("nope")

@@ -28,7 +28,7 @@ from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.lifecycle import restore_control_planes
 from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.meshconfig import restore_mesh_configs
-from conformance.runstate import RunState, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir
 from conformance.topology import Topology
 
 __all__ = ["OWN_PREFIX", "RUN_ANNOTATION", "ExistingProvider"]
@@ -51,13 +51,12 @@ class ExistingProvider(KubeMesh):
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  api_factory: Callable[[str], KubeAPI] | None = None) -> None:
-        super().__init__(config, topology)
+        super().__init__(config, topology, run_dir)
         if len(config.contexts) != len(topology.clusters):
             raise UsageError(f"--provider existing got {len(config.contexts)} --context for topology "
                              f"{topology.name} with {len(topology.clusters)} clusters; give one per cluster, in the "
                              f"topology's order ({', '.join(topology.cluster_names)})")
         self.contexts = dict(zip(topology.cluster_names, config.contexts, strict=True))
-        self.run_dir = run_dir
         self._api_factory = api_factory or (lambda context: KubeAPI(context))
         self._apis: dict[str, KubeAPI] = {}
         self.reports: list[ClusterReport] = []
@@ -134,12 +133,6 @@ class ExistingProvider(KubeMesh):
             dataclasses.replace(c, region=regions.get(c.name) or c.region) for c in self.topology.clusters))
 
     @classmethod
-    def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> ExistingProvider:
-        if not RunState(run_dir).read().get("ready"):
-            raise EnvironmentBroken(f"no existing-clusters run recorded in {run_dir}")
-        return cls(config, topology, run_dir)
-
-    @classmethod
     def cleanup(cls, run_dir: Path) -> list[int]:
         """Delete what the run recorded (its objects, if still marked as its own; its meshconf-* namespaces),
         in every context it used; then its directory."""
@@ -157,11 +150,6 @@ class ExistingProvider(KubeMesh):
         state.remove()
         return []
 
-    @classmethod
-    def leftovers(cls) -> list[Path]:
-        root = runs_root()
-        return sorted(p for p in root.glob("existing-*") if RunState(p).owned()) if root.is_dir() else []
-
     def down(self) -> None:
         if self.run_dir is None:
             return
@@ -176,13 +164,6 @@ class ExistingProvider(KubeMesh):
                 self.api(cluster).delete_namespace(str(namespace), self.config.timeouts.teardown_s)
         state.remove()
         self.run_dir = None
-
-    def __enter__(self) -> ExistingProvider:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     # -- contract ------------------------------------------------------------------------------------------
 

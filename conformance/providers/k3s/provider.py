@@ -52,7 +52,7 @@ from conformance.providers.kube.istio_manifests import needs_east_west_gateway
 from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.runner import Runner, run_steps
 from conformance.providers.kube.steps import Step, render_plan
-from conformance.runstate import RunState, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir
 from conformance.topology import Role, Topology
 
 __all__ = ["K3sProvider", "plan_context"]
@@ -90,8 +90,7 @@ class K3sProvider(KubeMesh):
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  host: Runner | None = None) -> None:
         """``host`` runs kubectl and istioctl (default: as processes); tests record them."""
-        super().__init__(config, topology)
-        self.run_dir = run_dir
+        super().__init__(config, topology, run_dir)
         self._docker: K3sDocker | None = None
         self.runner = K3sRunner(self.docker, host)
         self._apis: dict[str, KubeAPI] = {}
@@ -242,12 +241,6 @@ class K3sProvider(KubeMesh):
         write_private(run_dir / "kubeconfig", yaml.safe_dump(merged, sort_keys=False).encode())
 
     @classmethod
-    def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> K3sProvider:
-        if not RunState(run_dir).read().get("ready"):
-            raise EnvironmentBroken(f"no ready k3s mesh recorded in {run_dir} (start one with `meshconf up`)")
-        return cls(config, topology, run_dir)
-
-    @classmethod
     def cleanup(cls, run_dir: Path, docker: K3sDocker | None = None) -> list[int]:
         """Remove the containers and the network the run recorded (nothing else), then its directory. Returns no
         PIDs. The state stays, and ProviderError says to run ``meshconf down`` again, while anything is left."""
@@ -262,23 +255,11 @@ class K3sProvider(KubeMesh):
         state.remove()
         return []
 
-    @classmethod
-    def leftovers(cls) -> list[Path]:
-        root = runs_root()
-        return sorted(p for p in root.glob("k3s-*") if RunState(p).owned()) if root.is_dir() else []
-
     def down(self) -> None:
         if self.run_dir is None:
             return
         self.cleanup(self.run_dir, self._docker)
         self._apis.clear()
-
-    def __enter__(self) -> K3sProvider:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     # -- contract ------------------------------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.meshconfig import STATE_KEY, restore_mesh_configs
 from conformance.providers.kube.runner import Runner, SubprocessRunner, run_steps
 from conformance.providers.kube.steps import Step, render_argv, render_plan
-from conformance.runstate import RunState, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir
 from conformance.topology import Topology
 
 __all__ = ["KindProvider"]
@@ -107,8 +107,7 @@ class KindProvider(KubeMesh):
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  runner: Runner | None = None) -> None:
-        super().__init__(config, topology)
-        self.run_dir = run_dir
+        super().__init__(config, topology, run_dir)
         self.runner = runner or SubprocessRunner()
         self._apis: dict[str, KubeAPI] = {}
         self._nodes: dict[str, list[str]] = {}
@@ -237,13 +236,6 @@ class KindProvider(KubeMesh):
         say(f"kind: mesh up; run directory {self.run_dir}")
 
     @classmethod
-    def attach(cls, config: RunConfig, topology: Topology, run_dir: Path) -> KindProvider:
-        data = RunState(run_dir).read()
-        if not data.get("ready"):
-            raise EnvironmentBroken(f"no ready kind mesh recorded in {run_dir} (start one with `meshconf up`)")
-        return cls(config, topology, run_dir)
-
-    @classmethod
     def cleanup(cls, run_dir: Path, runner: Runner | None = None) -> list[int]:
         """Delete the clusters this run created (and nothing else), then its directory. Returns no PIDs.
 
@@ -273,23 +265,11 @@ class KindProvider(KubeMesh):
         state.remove()
         return []
 
-    @classmethod
-    def leftovers(cls) -> list[Path]:
-        root = runs_root()
-        return sorted(p for p in root.glob("kind-*") if RunState(p).owned()) if root.is_dir() else []
-
     def down(self) -> None:
         if self.run_dir is None:
             return
         self.cleanup(self.run_dir, self.runner)
         self._apis.clear()
-
-    def __enter__(self) -> KindProvider:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     # -- contract ------------------------------------------------------------------------------------------
 

@@ -20,38 +20,28 @@ from conformance.errors import ConformanceError, ProviderError, TimeoutExpired, 
 from conformance.istio import ISTIO_KINDS, validate_document
 from conformance.meshconfig import validate_mesh_config
 from conformance.probe import probe_source
-from conformance.provider import Feature, ProbeHandle, ProbeInstance, ProbeSpec
+from conformance.provider import Feature, ProbeHandle, ProbeInstance, ProbeSpec, Provider
 from conformance.providers.kube.api import KubeAPI, Pod
 from conformance.providers.kube.meshconfig import patch_mesh_config, restore_mesh_configs
 from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_image, probe_workload_name
 from conformance.runstate import RunState
-from conformance.topology import Cluster, Topology
+from conformance.topology import Topology
 
 __all__ = ["KubeMesh"]
 
 _ENVOY_PATHS = {"config_dump.json": "config_dump", "clusters.txt": "clusters", "stats.txt": "stats"}
 
 
-class KubeMesh(abc.ABC):
+class KubeMesh(Provider):
     """The contract methods every Kubernetes-backed provider shares."""
 
-    name = "kube"
-    run_dir: Path | None = None
-
-    def __init__(self, config: RunConfig, topology: Topology) -> None:
-        self.config = config
-        self.topology = topology
+    def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
+        super().__init__(config, topology, run_dir)
         self.probe_wait_s = max(config.timeouts.probe_ready_s, 180.0)
 
     @abc.abstractmethod
     def api(self, cluster: str) -> KubeAPI:
         """The API server of ``cluster`` (kind: the run's kubeconfig; existing: the user's context)."""
-
-    def clusters(self) -> Sequence[Cluster]:
-        return self.topology.clusters
-
-    @abc.abstractmethod
-    def features(self) -> frozenset[Feature]: ...
 
     def mesh_config(self, patch: Mapping[str, Any], clusters: Sequence[str]) -> Mapping[str, Mapping[str, Any]]:
         """Patch the ``mesh`` key of istiod's ConfigMap in each control-plane cluster (``kube/meshconfig.py``)

@@ -31,6 +31,7 @@ from conformance.provider import (
     ProbeHandle,
     ProbeInstance,
     ProbeSpec,
+    Provider,
     RemoteClusterStatus,
     RootStep,
     TrustRoots,
@@ -41,7 +42,7 @@ from conformance.providers.local.dns import needs_lookup
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
 from conformance.providers.local.translate.gateways import listen_port
-from conformance.runstate import RunState, new_run_dir, runs_root
+from conformance.runstate import RunState, new_run_dir
 from conformance.topology import Cluster, Topology
 
 __all__ = ["LocalProvider"]
@@ -50,18 +51,15 @@ IMPLEMENTATION = "meshconf-local (reference, real Envoy)"
 MESH_VERSION = "meshconf-local 0.1"
 
 
-class LocalProvider:
+class LocalProvider(Provider):
     """The embedded local mesh: real Envoy sidecars and probe processes on 127.0.0.0/8."""
 
     name = "local"
-    DEFECTS = {d.value: d.description for d in Defect}
     OFFERS = frozenset(Feature)  # every feature, given a topology that has what it needs (two clusters, two networks)
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
         parse_defects(config.defects)  # bad names fail before anything starts
-        self.config = config
-        self.topology = topology
-        self.run_dir = run_dir
+        super().__init__(config, topology, run_dir)
         self._url: str | None = None
         self._token: str | None = None
         self._http = httpx.Client(timeout=httpx.Timeout(config.timeouts.forward_s + 10, connect=5))
@@ -75,6 +73,11 @@ class LocalProvider:
         if len(topology.clusters) > MAX_CLUSTERS:
             raise errors.UsageError(f"topology {topology.name} has {len(topology.clusters)} clusters; the local mesh "
                                     f"runs at most {MAX_CLUSTERS}")
+
+    @classmethod
+    def defects(cls) -> Mapping[str, str]:
+        """The deliberate defects (``defects.py``): plausible regressions of a real mesh that checks must catch."""
+        return {d.value: d.description for d in Defect}
 
     @classmethod
     def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
@@ -169,13 +172,8 @@ class LocalProvider:
     def leftovers(cls) -> list[Path]:
         """Run directories of local meshes nobody is using: started by ``meshconf up`` or ``--keep``, or left
         by a crash. A mesh whose owning test run is still alive is not a leftover."""
-        root = runs_root()
-        if not root.is_dir():
-            return []
         found = []
-        for path in sorted(root.glob("local-*")):
-            if not RunState(path).owned():
-                continue
+        for path in super().leftovers():
             try:
                 owner = json.loads((path / "request.json").read_text()).get("owner_pid")
             except (OSError, ValueError):
@@ -199,13 +197,6 @@ class LocalProvider:
             self._daemon.wait(5)  # reap it
         self._http.close()
         self._url = None
-
-    def __enter__(self) -> LocalProvider:
-        self.up()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     # -- contract ------------------------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ SUPPORTED_MESH_CONFIG: dict[str, Any] = {
     "defaultConfig": {"gatewayTopology": {"numTrustedProxies": True}},
     "serviceSettings": {"hosts": True, "settings": {"clusterLocal": True}},
 }
-"""The MeshConfig fields the local mesh's control planes honour (``MeshProvider.mesh_config``)."""
+"""The MeshConfig fields the local mesh's control planes honour (``Provider.mesh_config``)."""
 
 
 def check_supported_mesh_config(patch: Mapping[str, Any]) -> None:
