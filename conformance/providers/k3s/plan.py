@@ -22,16 +22,15 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from conformance.certs import MeshCA
 from conformance.providers.k3s.addresses import DEFAULT_SUBNET, ClusterAddresses, cluster_addresses
 from conformance.providers.k3s.containers import image_file
 from conformance.providers.k3s.nodes import IMAGES_MOUNT, KUBECONFIG_PATH, RUN_LABEL, Node, node_specs
 from conformance.providers.kube import images as i
 from conformance.providers.kube import istio_manifests as istio
 from conformance.providers.kube.istio_steps import (
+    IstioContext,
     east_west_gateways,
     install_primaries,
     install_remotes,
@@ -41,7 +40,7 @@ from conformance.providers.kube.istio_steps import (
     wait_synced,
 )
 from conformance.providers.kube.steps import Command, Step
-from conformance.topology import Cluster, Topology
+from conformance.topology import Cluster
 
 __all__ = ["API_STEPS", "EAST_WEST_STATUS_PORT", "NETWORK", "PlanContext", "build_plan", "context_name",
            "plan_images", "teardown"]
@@ -67,22 +66,13 @@ def context_name(cluster: str) -> str:
 
 
 @dataclass
-class PlanContext:
-    """Everything a plan depends on (the Istio steps' :class:`~conformance.providers.kube.istio_steps.IstioContext`).
-    ``subnet`` is assumed until ``up`` chose the network's."""
+class PlanContext(IstioContext):
+    """Everything a plan depends on: the Istio steps' context, and the k3s nodes. ``subnet`` is assumed until
+    ``up`` chose the network's."""
 
-    topology: Topology
-    istio_version: str
-    ca: MeshCA
-    probe_source: str
-    istioctl: str = "istioctl"
     subnet: str = DEFAULT_SUBNET
     subnet_known: bool = False
-    image_hub: str | None = None
-    """A Docker Hub mirror (``--image-hub``); None: Docker Hub."""
-    revision: str | None = None
-    locust_dockerfile: Path = i.LOCUST_DOCKERFILE
-    east_west_address_note: str = "its server's address: ServiceLB gives a LoadBalancer Service its nodes' addresses"
+    east_west_address_note = "its server's address: ServiceLB gives a LoadBalancer Service its nodes' addresses"
     addresses: dict[str, ClusterAddresses] = field(default_factory=dict)
     nodes: dict[str, list[Node]] = field(default_factory=dict)
 
@@ -93,30 +83,14 @@ class PlanContext:
             self.nodes = {c: [_on_hub(n, self.image_hub) for n in nodes] for c, nodes in self.nodes.items()}
 
     @property
-    def hub(self) -> str:
-        """The IstioOperator ``hub`` (the images the plan preloads)."""
-        return i.istio_hub(self.image_hub)
-
-    @property
-    def probe_image(self) -> str:
-        return i.probe_image(self.image_hub)
-
-    @property
-    def kubeconfig(self) -> str:
-        return "$RUN/kubeconfig"
-
-    @property
     def images_dir(self) -> str:
         return "$RUN/images"
 
     def all_nodes(self) -> list[Node]:
         return [node for nodes in self.nodes.values() for node in nodes]
 
-    def kubectl(self, cluster: str, *args: str) -> tuple[str, ...]:
-        return ("kubectl", "--kubeconfig", self.kubeconfig, "--context", context_name(cluster), *args)
-
-    def istioctl_cmd(self, cluster: str, *args: str) -> tuple[str, ...]:
-        return (self.istioctl, *args, "--kubeconfig", self.kubeconfig, "--context", context_name(cluster))
+    def context_name(self, cluster: str) -> str:
+        return context_name(cluster)
 
     def install_overlay(self, cluster: Cluster) -> dict[str, Any]:
         east_west = {name: a.east_west_address for name, a in self.addresses.items()}

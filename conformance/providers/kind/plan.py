@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from conformance.certs import MeshCA
 from conformance.providers.kind import images as i
 from conformance.providers.kind import links
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAddresses, cluster_addresses
 from conformance.providers.kube.istio_steps import (
     SMOKE_NAMESPACE,
+    IstioContext,
     east_west_gateways,
     install_primaries,
     install_remotes,
@@ -59,25 +59,16 @@ def variable(cluster: str) -> str:
 
 
 @dataclass
-class PlanContext:
+class PlanContext(IstioContext):
     """Everything a plan depends on. ``kind_subnet`` is assumed until read from docker at run time."""
 
-    topology: Topology
-    istio_version: str
-    ca: MeshCA
-    probe_source: str
-    istioctl: str = "istioctl"
     node_image: str = m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
     kind_subnet: str = DEFAULT_KIND_SUBNET
     kind_subnet_known: bool = False
     shipped_configs: Path | None = None
     """``kind-configs/<topology>/`` when its files are used as they are."""
-    revision: str | None = None
-    image_hub: str | None = None
-    """A Docker Hub mirror (``--image-hub``); None: Docker Hub."""
-    locust_dockerfile: Path = i.LOCUST_DOCKERFILE
     addresses: dict[str, ClusterAddresses] = field(default_factory=dict)
-    east_west_address_note: str = "pinned MetalLB address"
+    east_west_address_note = "pinned MetalLB address"
 
     def __post_init__(self) -> None:
         self.addresses = cluster_addresses(self.topology, self.kind_subnet)
@@ -94,24 +85,8 @@ class PlanContext:
         """The control plane's address on the kind network (captured at run time) and kubeadm's port."""
         return f"https://${{{variable(cluster)}}}:6443"
 
-    @property
-    def hub(self) -> str:
-        """The IstioOperator ``hub`` (the images the plan preloads)."""
-        return i.istio_hub(self.image_hub)
-
-    @property
-    def probe_image(self) -> str:
-        return i.probe_image(self.image_hub)
-
-    @property
-    def kubeconfig(self) -> str:
-        return "$RUN/kubeconfig"
-
-    def kubectl(self, cluster: str, *args: str) -> tuple[str, ...]:
-        return ("kubectl", "--kubeconfig", self.kubeconfig, "--context", context_name(cluster), *args)
-
-    def istioctl_cmd(self, cluster: str, *args: str) -> tuple[str, ...]:
-        return (self.istioctl, *args, "--kubeconfig", self.kubeconfig, "--context", context_name(cluster))
+    def context_name(self, cluster: str) -> str:
+        return context_name(cluster)
 
 
 def delete_cluster(cluster: str, kubeconfig: str) -> tuple[str, ...]:

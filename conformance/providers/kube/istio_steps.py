@@ -10,11 +10,15 @@ details, and the API server address the other clusters' istiod uses (remote secr
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from conformance.certs import MeshCA
 from conformance.provider import ProbeSpec
+from conformance.providers.kube import images as i
 from conformance.providers.kube import istio_manifests as m
 from conformance.providers.kube.probes import probe_docs, probe_workload_name
 from conformance.providers.kube.steps import Command, Manifest, Step, Until
@@ -27,34 +31,59 @@ SMOKE_NAMESPACE = "meshconf-smoke"
 ISTIOD_WAIT = "300s"
 
 
-class IstioContext(Protocol):
-    """What the Istio steps need from a provider's plan context."""
+@dataclass
+class IstioContext(abc.ABC):
+    """What the Istio steps need from a provider's plan context; kind's and k3s's plan contexts extend it with
+    how their clusters are made. Commands reach a cluster through the run's own kubeconfig (``$RUN/kubeconfig``),
+    never the user's."""
 
     topology: Topology
     istio_version: str
     ca: MeshCA
     probe_source: str
-    east_west_address_note: str
+    istioctl: str = "istioctl"
+    image_hub: str | None = None
+    """A Docker Hub mirror (``--image-hub``); None: Docker Hub."""
+    revision: str | None = None
+    locust_dockerfile: Path = i.LOCUST_DOCKERFILE
+
+    east_west_address_note = "its east-west gateway's address"
     """How a remote cluster knows its primary's east-west gateway address, for the plan's words."""
 
-    @property
-    def probe_image(self) -> str: ...
+    @abc.abstractmethod
+    def context_name(self, cluster: str) -> str:
+        """The cluster's context in the run's kubeconfig."""
 
-    def kubectl(self, cluster: str, *args: str) -> tuple[str, ...]: ...
-
-    def istioctl_cmd(self, cluster: str, *args: str) -> tuple[str, ...]: ...
-
+    @abc.abstractmethod
     def install_overlay(self, cluster: Cluster) -> dict[str, Any]:
         """The IstioOperator of ``cluster`` at the plan's version (and revision)."""
-        ...
 
+    @abc.abstractmethod
     def east_west_gateway(self, cluster: Cluster) -> dict[str, Any]:
         """The east-west gateway IstioOperator of ``cluster``, with the provider's load-balancer details."""
-        ...
 
+    @abc.abstractmethod
     def api_server(self, cluster: str) -> str:
         """``https://ADDRESS:PORT`` of ``cluster``'s API server as the other clusters reach it."""
-        ...
+
+    @property
+    def hub(self) -> str:
+        """The IstioOperator ``hub`` (the images the plan preloads)."""
+        return i.istio_hub(self.image_hub)
+
+    @property
+    def probe_image(self) -> str:
+        return i.probe_image(self.image_hub)
+
+    @property
+    def kubeconfig(self) -> str:
+        return "$RUN/kubeconfig"
+
+    def kubectl(self, cluster: str, *args: str) -> tuple[str, ...]:
+        return ("kubectl", "--kubeconfig", self.kubeconfig, "--context", self.context_name(cluster), *args)
+
+    def istioctl_cmd(self, cluster: str, *args: str) -> tuple[str, ...]:
+        return (self.istioctl, *args, "--kubeconfig", self.kubeconfig, "--context", self.context_name(cluster))
 
 
 def plug_in_ca(ctx: IstioContext) -> Step:
