@@ -268,8 +268,9 @@ class Provider(abc.ABC):
     A provider is a subclass in its own package under ``conformance/providers/`` and one line in the registry
     (``conformance/providers/__init__.py``). It implements the abstract methods; the class-level lifecycle
     (``attach``, ``cleanup``, ``leftovers``) works on the run directory ``up()`` records its state in; the
-    optional capabilities (``defects``, ``plan``, ``upgrade_plan``, ``upgrade_mesh``) raise UsageError naming the
-    provider unless it overrides them. Use as a context manager: ``down()`` always runs.
+    optional capabilities (``defects``, ``plan``, and the upgrade hooks ``upgrade_plan``, ``prepare_upgrade``,
+    ``upgrade_mesh``, ``restart_probes``) raise UsageError naming the provider unless it overrides them
+    (``prepare_upgrade`` does nothing by default). Use as a context manager: ``down()`` always runs.
     """
 
     name: ClassVar[str]
