@@ -148,3 +148,17 @@ def test_meshconf_restarts_only_its_own_probe_deployments() -> None:
     with pytest.raises(UsageError, match="only in its own meshconf-\\* namespaces"):
         provider.restart_probes("payments", said.append)
     assert apis["b"].calls[2:] == []
+
+
+def test_in_a_terminal_without_a_command_meshconf_waits_for_the_user(monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.providers.existing import upgrade
+
+    asked: list[str] = []
+    monkeypatch.setattr(upgrade.sys, "stdin", SimpleNamespace(isatty=lambda: True))
+    upgrade.wait_for_manual_upgrade("1.28.0", ["a", "b"], ask=lambda prompt: asked.append(prompt) or "")
+    assert asked == ["Upgrade Istio to 1.28.0 in a, b now (restart your workloads as your upgrade needs; not "
+                     "meshconf-upgrade); press Enter when done: "]
+    monkeypatch.setattr(upgrade.sys, "stdin", SimpleNamespace(isatty=lambda: False))
+    with pytest.raises(UsageError, match="needs --upgrade-command"):
+        upgrade.wait_for_manual_upgrade("1.28.0", ["a", "b"], ask=lambda prompt: asked.append(prompt) or "")
+    assert len(asked) == 1
