@@ -30,11 +30,12 @@ from typing import Any
 
 from conformance.config import Budgets, RunConfig, Timeouts
 from conformance.connections import ConnectionHold, HeldConnections, hold_request
+from conformance.errors import EnvironmentBroken
 from conformance.load.forward import result_of_forward
 from conformance.load.profile import LoadProfile
 from conformance.provider import ProbeSpec, Provider
 from conformance.report.gate import compare_reports, render_gate
-from conformance.report.model import Report
+from conformance.report.model import Report, Status
 from conformance.topology import Topology
 
 __all__ = ["HELD_CONNECTIONS", "RESTART_NAMESPACE", "TRAFFIC_RATE_RPS", "UPGRADE_NAMESPACE", "Catalogue",
@@ -99,7 +100,7 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
                                                       "heldConnections": connections}, indent=2) + "\n")
         after_config = replace(config, istio_version=to_version) if config.istio_version else config
         after = run_catalogue(after_config, provider.run_dir, out / "after", say)
-        reports = Report.load(before), Report.load(after)
+        reports = _verdicts(before, "before"), _verdicts(after, "after")
         rows = compare_reports(*reports)
         text = render_gate(*reports, rows)
         (out / "gate.txt").write_text(text)
@@ -177,6 +178,16 @@ def traffic_verdict(answer: Mapping[str, Any], config: RunConfig, covered: bool)
             and p99_ms <= budgets.cross_cluster_p99_ms}
 
 
+def _verdicts(path: Path, which: str) -> Report:
+    """The catalogue's report, if it judged anything: a run in which every check broke (the environment failed)
+    compared with another would show no regression, and the gate would pass on nothing."""
+    report = Report.load(path)
+    if not any(c.status in (Status.PASSED, Status.FAILED) for c in report.checks):
+        raise EnvironmentBroken(f"the catalogue {which} the upgrade judged no check ({report.summary()}); see "
+                                f"{path.with_suffix('.md')}")
+    return report
+
+
 def catalogue_argv(config: RunConfig, run_dir: Path, out: Path) -> list[str]:
     """``meshconf run`` arguments for the catalogue against the mesh in ``run_dir``: the provider's settings,
     and every budget and timeout that differs from its default."""
@@ -200,5 +211,9 @@ def catalogue_argv(config: RunConfig, run_dir: Path, out: Path) -> list[str]:
 def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
     argv = catalogue_argv(config, run_dir, out)
     say("$ meshconf " + " ".join(argv))
-    subprocess.run([sys.executable, "-m", "conformance.cli", *argv], check=False)
-    return out / "conformance-report.json"
+    done = subprocess.run([sys.executable, "-m", "conformance.cli", *argv], check=False)
+    report = out / "conformance-report.json"
+    if not report.is_file():  # exit 1 (non-conformant) still writes one: the gate compares it
+        raise EnvironmentBroken(f"the catalogue run exited {done.returncode} without a report in {out} (its output "
+                                "is above)")
+    return report

@@ -271,3 +271,36 @@ def test_the_catalogue_runs_with_the_providers_settings(tmp_path: Path) -> None:
                     "--context", "west", "--revision", "1-27-3", "--budget", "error_rate_pct=0.5",
                     "--timeout", "upgrade_hold_s=300.0", "--attach", str(tmp_path / "run"),
                     "--out", str(tmp_path / "before")]
+
+
+def test_a_catalogue_that_judged_nothing_is_an_environment_error_not_a_pass(tmp_path: Path) -> None:
+    # `meshconf run` against a mesh it cannot reach writes a report of broken checks: no regression to see
+    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    provider = Recording(config, load_topology("multi-primary"))
+    provider.scratch = tmp_path / "run"
+
+    def catalogue(cfg: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
+        path = _report(out, "broken")
+        data = json.loads(path.read_text())
+        data["checks"][0]["status"] = "broken"
+        path.write_text(json.dumps(data))
+        return path
+
+    with pytest.raises(EnvironmentBroken, match="the catalogue before the upgrade judged no check"):
+        run_upgrade(config, load_topology("multi-primary"), "1.28.0", tmp_path / "out", lambda _line: None,
+                    provider, catalogue=catalogue)
+    assert provider.timeline[-1] == "down"
+
+
+def test_a_catalogue_run_that_wrote_no_report_is_an_environment_error(tmp_path: Path) -> None:
+    from conformance.upgrade import _catalogue
+
+    config = RunConfig.build(provider="kind", topology="multi-primary", istio_version="1.27.3")
+    said: list[str] = []
+    # the real `meshconf run`, with an --out it cannot create (a file is in the way): it writes no report
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    with pytest.raises(EnvironmentBroken, match="without a report"):
+        _catalogue(config, tmp_path / "run", blocked / "before", said.append)
+    assert said == [f"$ meshconf run --provider kind --topology multi-primary --istio-version 1.27.3 --attach "
+                    f"{tmp_path / 'run'} --out {blocked / 'before'}"]
