@@ -93,14 +93,14 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
     try:
         assert provider.run_dir is not None
         from_version = config.istio_version or provider.describe().mesh_version
-        before = run_catalogue(config, provider.run_dir, out / "before", say)
+        before = _verdicts(run_catalogue(config, provider.run_dir, out / "before", say), "before")  # then upgrade
         provider.prepare_upgrade(to_version, say)
         during, connections = _measure_upgrade(provider, config, to_version, say)
         (out / "upgrade.json").write_text(json.dumps({"from": from_version, "to": to_version, **during,
                                                       "heldConnections": connections}, indent=2) + "\n")
         after_config = replace(config, istio_version=to_version) if config.istio_version else config
         after = run_catalogue(after_config, provider.run_dir, out / "after", say)
-        reports = _verdicts(before, "before"), _verdicts(after, "after")
+        reports = before, _verdicts(after, "after")
         rows = compare_reports(*reports)
         text = render_gate(*reports, rows)
         (out / "gate.txt").write_text(text)

@@ -290,6 +290,7 @@ def test_a_catalogue_that_judged_nothing_is_an_environment_error_not_a_pass(tmp_
         run_upgrade(config, load_topology("multi-primary"), "1.28.0", tmp_path / "out", lambda _line: None,
                     provider, catalogue=catalogue)
     assert provider.timeline[-1] == "down"
+    assert not any(line.startswith(("prepare", "upgrade_mesh")) for line in provider.timeline)  # no upgrade begun
 
 
 def test_a_catalogue_run_that_wrote_no_report_is_an_environment_error(tmp_path: Path) -> None:
