@@ -345,15 +345,30 @@ def _add_real_cluster_commands(commands: Any) -> None:
     gate.add_argument("--before", required=True, help="conformance-report.json before the change")
     gate.add_argument("--after", required=True, help="conformance-report.json after the change")
 
-    upgrade = commands.add_parser("upgrade", help="canary-upgrade Istio by revision between two catalogue runs")
-    upgrade.add_argument("--provider", default="kind", help="kind")
+    upgrade = commands.add_parser("upgrade", help="upgrade Istio between two catalogue runs, under measured traffic",
+                                  description="Run the catalogue, upgrade the mesh while traffic and held connections "
+                                              "between clusters are measured, run the catalogue again, gate. Exit 1 "
+                                              "on any regression or budget overrun.")
+    upgrade.add_argument("--provider", default="kind",
+                         help="kind (installs --from, canary-upgrades by revision) or existing (your clusters; "
+                              "your --upgrade-command upgrades them)")
     upgrade.add_argument("--topology", default=None, help="multi-primary (default) or multi-network")
-    upgrade.add_argument("--from", dest="from_version", required=True, help="the Istio to start from, e.g. 1.27.3")
+    upgrade.add_argument("--from", dest="from_version", default=None,
+                         help="kind: the Istio to install first, e.g. 1.27.3 (existing: what the clusters run)")
     upgrade.add_argument("--to", dest="to_version", required=True, help="the Istio to upgrade to, e.g. 1.28.0")
     upgrade.add_argument("--out", default="out-upgrade", help="before/, after/, upgrade.json, gate.txt")
     upgrade.add_argument("--plan", action="store_true", help="print the steps only; run nothing")
-    upgrade.add_argument("--istioctl", default=None, help="istioctl of the --from version")
+    upgrade.add_argument("--istioctl", default=None, help="kind: istioctl of the --from version")
     upgrade.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from")
+    upgrade.add_argument("--context", dest="contexts", action="append", default=[], metavar="CONTEXT",
+                         help="existing: a kubeconfig context, one per cluster in topology order (repeatable)")
+    upgrade.add_argument("--revision", default=None, help="existing: the istiod revision the probes use before")
+    upgrade.add_argument("--allow-mesh-wide", action="store_true", default=None,
+                         help="existing: allow the catalogue's checks that change mesh-wide config")
+    upgrade.add_argument("--upgrade-command", default=None, metavar="CMD",
+                         help="existing: the shell command that upgrades your clusters (helm, istioctl ...), run "
+                              "between the two catalogue runs; non-zero exit: exit 3. Without it meshconf asks "
+                              "you to upgrade by hand (a terminal only)")
     upgrade.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
                          help="override a budget, e.g. upgrade_connection_resets=0 (repeatable)")
     upgrade.add_argument("--timeout", action="append", default=[], metavar="NAME=VALUE",
@@ -390,19 +405,22 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from conformance.providers import upgrade_plan, upgrade_provider
+    from conformance.providers import create_provider, provider_class
     from conformance.topology import load_topology
+    from conformance.upgrade import run_upgrade, upgrade_plan
 
     config = RunConfig.build(provider=args.provider, topology=args.topology, istio_version=args.from_version,
-                             istioctl=args.istioctl, image_hub=args.image_hub, budget_overrides=args.budget,
+                             istioctl=args.istioctl, image_hub=args.image_hub, contexts=args.contexts or None,
+                             revision=args.revision, allow_mesh_wide=args.allow_mesh_wide,
+                             upgrade_command=args.upgrade_command, budget_overrides=args.budget,
                              timeout_overrides=args.timeout)
     topology = load_topology(config.topology)
     if args.plan:
-        sys.stdout.write(upgrade_plan(config, topology, args.to_version))
+        sys.stdout.write(upgrade_plan(provider_class(config.provider), config, topology, args.to_version))
         return 0
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    return upgrade_provider(config, topology, args.to_version, out, lambda line: print(line, flush=True))
+    provider_class(config.provider).upgrade_plan(config, topology, args.to_version)  # usage errors: nothing runs
+    return run_upgrade(config, topology, args.to_version, Path(args.out), lambda line: print(line, flush=True),
+                       create_provider(config, topology))
 
 
 # -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------

@@ -219,6 +219,9 @@ class RunConfig:
     """kind: node image instead of the pinned kindest/node for Kubernetes 1.34."""
     revision: str | None = None
     """existing: the istiod revision to use (namespaces get ``istio.io/rev``, not ``istio-injection``)."""
+    upgrade_command: str | None = None
+    """existing, ``meshconf upgrade``: the shell command that upgrades the user's clusters between the two
+    catalogue runs (their helm or istioctl upgrade)."""
     image_hub: str | None = None
     """A Docker Hub mirror (e.g. ``mirror.gcr.io``) to pull Docker Hub images from (kind: every image it
     preloads and Istio's hub; existing: the probe's image)."""

@@ -123,14 +123,20 @@ class ConnectionHold:
             self._asked = True
             self.ended_early = bool(self._stop_forward(str(self._request["name"])).get("stopped"))
 
-    def result(self) -> HeldConnections:
+    def answer(self) -> Mapping[str, Any]:
+        """Stop the forward (if it still runs) and return the probe's answer (any rate-mode forward: with
+        ``summary`` it is the latencies and statuses a LoadResult is made of)."""
         self.stop()
         self._thread.join(float(self._request.get("max_duration_ms", 60_000)) / 1000 + 30)
         if self._errors:
             raise self._errors[0]
         if not self._answers:
-            raise ProviderError("the probe holding connections gave no answer")
-        return HeldConnections.from_answer(self._answers[0], int(self._request["concurrency"]))
+            raise ProviderError(f"the probe's forward to {self._request.get('url')} gave no answer")
+        answer: Mapping[str, Any] = self._answers[0]
+        return answer
+
+    def result(self) -> HeldConnections:
+        return HeldConnections.from_answer(self.answer(), int(self._request["concurrency"]))
 
 
 def outbound_cluster(host: str, port: int, subset: str = "") -> str:

@@ -268,8 +268,9 @@ class Provider(abc.ABC):
     A provider is a subclass in its own package under ``conformance/providers/`` and one line in the registry
     (``conformance/providers/__init__.py``). It implements the abstract methods; the class-level lifecycle
     (``attach``, ``cleanup``, ``leftovers``) works on the run directory ``up()`` records its state in; the
-    optional capabilities (``defects``, ``plan``, ``upgrade_plan``, ``upgrade_mesh``) raise UsageError naming the
-    provider unless it overrides them. Use as a context manager: ``down()`` always runs.
+    optional capabilities (``defects``, ``plan``, and the upgrade hooks ``upgrade_plan``, ``prepare_upgrade``,
+    ``upgrade_mesh``, ``restart_probes``) raise UsageError naming the provider unless it overrides them
+    (``prepare_upgrade`` does nothing by default). Use as a context manager: ``down()`` always runs.
     """
 
     name: ClassVar[str]
@@ -338,15 +339,31 @@ class Provider(abc.ABC):
         raise UsageError(f"provider {cls.name} has no install plan to print: it installs nothing "
                          "(kind and k3s do)")
 
+    # The upgrade gate (``conformance.upgrade``) calls these in this order: ``upgrade_plan`` (before anything
+    # starts: its UsageError stops the gate), ``up()``, the catalogue, ``prepare_upgrade``, then, with held
+    # connections and traffic measured, ``upgrade_mesh`` and ``restart_probes`` of meshconf's own namespace,
+    # the catalogue again, ``down()``.
+
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
-        """What ``meshconf upgrade`` would do on this provider, as printable steps; runs nothing."""
+        """What ``meshconf upgrade`` would do on this provider, as printable steps; runs nothing. Raises
+        UsageError for an upgrade this provider cannot make with these settings."""
         raise UsageError(f"provider {cls.name} cannot upgrade a mesh (kind and existing can)")
+
+    def prepare_upgrade(self, to_version: str, say: Callable[[str], None]) -> None:  # noqa: B027 (a hook)
+        """What the upgrade needs before the clock starts (kind: V2's images preloaded into every cluster), so
+        it is not measured as part of the upgrade. By default nothing."""
 
     def upgrade_mesh(self, to_version: str, say: Callable[[str], None]) -> None:
         """Upgrade the running mesh to ``to_version`` (the provider's own steps), while ``conformance.upgrade``
         measures traffic and held connections; returns once the workloads run on the new version."""
         raise UsageError(f"provider {self.name} cannot upgrade a mesh (kind and existing can)")
+
+    def restart_probes(self, namespace: str, say: Callable[[str], None]) -> None:
+        """Restart every probe workload meshconf deployed in ``namespace`` (a rolling restart, as ``kubectl
+        rollout restart`` does) and return once they are ready again: after ``upgrade_mesh``, so meshconf's own
+        probes move onto the new proxies while traffic to them is measured. Never touches anything else."""
+        raise UsageError(f"provider {self.name} cannot restart probe workloads (kind and existing can)")
 
     # -- the contract the checks use -------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ Providers are imported lazily, so a run of one provider never imports another's 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from conformance.config import RunConfig
@@ -28,7 +28,6 @@ __all__ = [
     "provider_offers",
     "release_provider",
     "teardown_run",
-    "upgrade_plan",
     "validate_provider",
 ]
 
@@ -113,20 +112,3 @@ def teardown_run(provider_name: str, state: Path) -> list[int]:
 def plan_provider(config: RunConfig, topology: Topology) -> str:
     """What ``up()`` would do, as printable numbered steps; runs nothing. UsageError if the provider has no plan."""
     return provider_class(config.provider).plan(config, topology)
-
-
-def upgrade_plan(config: RunConfig, topology: Topology, to_version: str) -> str:
-    """What ``meshconf upgrade`` would do, as printable steps; UsageError if the provider cannot upgrade."""
-    return provider_class(config.provider).upgrade_plan(config, topology, to_version)
-
-
-def upgrade_provider(config: RunConfig, topology: Topology, to_version: str, out: Path,
-                     progress: Callable[[str], None]) -> int:
-    """Run the upgrade gate (``conformance.upgrade`` once it is provider-neutral) and return its exit code."""
-    cls = provider_class(config.provider)
-    cls.upgrade_plan(config, topology, to_version)  # UsageError for a provider that cannot upgrade
-    run = vars(cls).get("upgrade")  # kind's own gate, until conformance/upgrade.py is provider-neutral
-    if run is None:
-        raise UsageError(f"provider {config.provider} cannot run an upgrade yet")
-    code: int = run(config, topology, to_version, out, progress)
-    return code

@@ -164,6 +164,53 @@ def test_upgrade_refuses_remote_clusters() -> None:
     assert done.returncode == 2 and "remote clusters" in done.stderr
 
 
+_KC = "--kubeconfig $RUN/kubeconfig --context kind-"
+KIND_CANARY_COMMANDS = [c.format(kc=_KC) for c in [
+    # Step 15. Pull Istio 1.28.0's images once and load them into every cluster
+    '$ docker pull docker.io/istio/pilot:1.28.0',
+    '$ docker pull docker.io/istio/proxyv2:1.28.0',
+    '$ kind load docker-image docker.io/istio/pilot:1.28.0 docker.io/istio/proxyv2:1.28.0 --name cluster1',
+    '$ kind load docker-image docker.io/istio/pilot:1.28.0 docker.io/istio/proxyv2:1.28.0 --name cluster2',
+    # Step 16. Install Istio 1.28.0 beside 1.27.3 as revision 1-28-0  [clusters in parallel]
+    '$ istioctl-1.28.0 install -y -f $RUN/cluster1/istio-1-28-0.yaml {kc}cluster1',
+    '$ kubectl {kc}cluster1 -n istio-system rollout status deployment/istiod-1-28-0 --timeout=300s',
+    '$ istioctl-1.28.0 install -y -f $RUN/cluster2/istio-1-28-0.yaml {kc}cluster2',
+    '$ kubectl {kc}cluster2 -n istio-system rollout status deployment/istiod-1-28-0 --timeout=300s',
+    # Step 17. Upgrade the east-west gateways in place to revision 1-28-0
+    '$ istioctl-1.28.0 install -y -f $RUN/cluster1/eastwest-gateway-1-28-0.yaml {kc}cluster1',
+    '$ kubectl {kc}cluster1 -n istio-system rollout status deployment/istio-eastwestgateway --timeout=300s',
+    '$ istioctl-1.28.0 install -y -f $RUN/cluster2/eastwest-gateway-1-28-0.yaml {kc}cluster2',
+    '$ kubectl {kc}cluster2 -n istio-system rollout status deployment/istio-eastwestgateway --timeout=300s',
+    # Step 18. Point the default revision tag at 1-28-0
+    '$ istioctl-1.28.0 tag set default --revision=1-28-0 --overwrite -y {kc}cluster1',
+    '$ istioctl-1.28.0 tag set default --revision=1-28-0 --overwrite -y {kc}cluster2',
+    # Step 19. Restart the probe workloads onto 1.28.0 under continuous traffic
+    '$ kubectl {kc}cluster1 -n meshconf-smoke rollout restart deployment',
+    '$ kubectl {kc}cluster1 -n meshconf-smoke rollout status deployment --timeout=300s',
+    '$ kubectl {kc}cluster2 -n meshconf-smoke rollout restart deployment',
+    '$ kubectl {kc}cluster2 -n meshconf-smoke rollout status deployment --timeout=300s',
+    # Step 20. At the end (or `meshconf down RUN`): delete the clusters this run created
+    '$ kind delete cluster --name cluster1 --kubeconfig $RUN/kubeconfig',
+    '$ kind delete cluster --name cluster2 --kubeconfig $RUN/kubeconfig',
+    '$ kind get clusters',
+]]
+"""The commands of steps 15-20 of `meshconf upgrade --provider kind --topology multi-network --plan --from 1.27.3
+--to 1.28.0`, as the plan printed them before the gate became provider-neutral (issue 13): kind's upgrade is
+unchanged in substance."""
+
+
+def test_the_kind_upgrade_commands_are_unchanged() -> None:
+    done = run_meshconf("upgrade", "--provider", "kind", "--topology", "multi-network", "--from", "1.27.3",
+                        "--to", "1.28.0", "--plan")
+    assert done.returncode == 0, done.stderr
+    tail = done.stdout[done.stdout.index("Step 15. "):]
+    commands = [line[2:].split("    # tried")[0] for line in tail.splitlines() if line.startswith("  $ ")]
+    assert commands == KIND_CANARY_COMMANDS
+    # then what the provider-neutral gate measures meanwhile (conformance/upgrade.py)
+    assert tail.index("Step 20.") < tail.index("Measured by meshconf through the provider's upgrade steps")
+    assert "meshconf restarts its own deployments in meshconf-upgrade-restart" in tail
+
+
 # -- gate -----------------------------------------------------------------------------------------------------
 
 

@@ -1,5 +1,7 @@
-"""`meshconf upgrade`'s workflow as far as it goes without Docker: kind and istioctl through a recording runner,
-the probes' answers recorded (the Kubernetes API is the one seam replaced), the catalogue runs faked.
+"""`meshconf upgrade` on kind as far as it goes without Docker: the provider-neutral gate
+(``conformance/upgrade.py``) driving kind's ``prepare_upgrade`` and ``upgrade_mesh``, kind and istioctl through a
+recording runner, the probes' answers recorded (the Kubernetes API is the one seam replaced), the catalogue runs
+faked.
 
 It proves the order (V2's images preloaded before its install, the held connections opened before the canary
 install and still held through the restart), and the verdict: lost held connections against
@@ -17,11 +19,12 @@ from typing import Any
 import pytest
 
 from conformance.config import RunConfig
+from conformance.connections import HeldConnections
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder, Result
-from conformance.providers.kind.upgrade import HELD_CONNECTIONS, held_connections_verdict, run_upgrade
 from conformance.topology import load_topology
+from conformance.upgrade import HELD_CONNECTIONS, held_connections_verdict, run_upgrade
 
 from .test_recorded_up import SYNCED
 
@@ -57,19 +60,37 @@ class RecordedProbes(KindProvider):
     def __init__(self, *args: Any, timeline: list[str], restarted: threading.Event, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.timeline, self.restarted = timeline, restarted
+        self.stopped: dict[str, threading.Event] = {}
 
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
         self.timeline.append(f"deploy {spec.service} in {spec.namespace} on {spec.cluster}")
         return ProbeHandle(spec, (ProbeInstance(f"{spec.service}-abc", "10.0.0.9", "zone1"),))
 
     def forward(self, probe: ProbeHandle, request: Mapping[str, Any], instance: int = 0) -> Any:
+        # like the probe: a named forward runs until its duration is up or POST /forward/stop ends it
+        stopped = self.stopped.setdefault(str(request["name"]), threading.Event())
         if probe.service == "holder":
             self.timeline.append(f"held connections opened: {request['concurrency']} to {request['url']}")
-            assert self.restarted.wait(10), "the held connections must outlast the restart step"
+            stopped.wait(float(request["duration_ms"]) / 1000)
             self.timeline.append("held connections answered")
             return self.held_answer
-        self.timeline.append("restart traffic started")
-        return {"statuses": {"200": 4800}, "errors": {}, "latenciesUs": [20_000] * 4800}
+        self.timeline.append(f"traffic started to {request['url']}")
+        stopped.wait(float(request["duration_ms"]) / 1000)
+        return {"latenciesUs": [20_000] * 4800, "startedUs": [n * 50_000 for n in range(4800)],
+                "callStatuses": [200] * 4800, "durationUs": 240_000_000, "errors": {}}
+
+    def probe_control(self, probe: ProbeHandle, method: str, path: str, body: Mapping[str, Any] | None = None,
+                      instance: int = 0, timeout_s: float = 60.0) -> Any:
+        assert (method, path) == ("POST", "/forward/stop") and body is not None
+        self.timeline.append(f"stop {body['name']}")
+        self.stopped.setdefault(str(body["name"]), threading.Event()).set()
+        return {"stopped": True}
+
+    def restart_probes(self, namespace: str, say: Callable[[str], None]) -> None:
+        self.timeline.append(f"restart probes in {namespace}")
+
+    def delete_namespace(self, namespace: str) -> None:
+        self.timeline.append(f"delete namespace {namespace}")
 
 
 def _calls(connections: Sequence[int], errors: Mapping[int, str] | None = None) -> dict[str, Any]:
@@ -96,15 +117,15 @@ def _upgrade(tmp_path: Path, fake_istioctl: Path, held: Mapping[str, Any],
     provider = RecordedProbes(config, load_topology("multi-network"), runner=Timeline(timeline, restarted),
                               timeline=timeline, restarted=restarted)
     provider.held_answer = held
+    provider.istioctl_to = fake_istioctl
 
     def catalogue(cfg: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
         timeline.append(f"catalogue on {cfg.istio_version}")
         return _report(out)
 
     out = tmp_path / "out"
-    out.mkdir()
-    code = run_upgrade(config, load_topology("multi-network"), "1.28.0", out, lambda _line: None, provider=provider,
-                       istioctl_to=fake_istioctl, catalogue=catalogue)
+    code = run_upgrade(config, load_topology("multi-network"), "1.28.0", out, lambda _line: None, provider,
+                       catalogue=catalogue)
     return code, timeline, json.loads((out / "upgrade.json").read_text())
 
 
@@ -125,9 +146,12 @@ def test_held_connections_span_the_canary_upgrade_and_none_is_lost(tmp_path: Pat
         < canary
     assert at("deploy held in meshconf-upgrade on cluster2") < at("deploy holder in meshconf-upgrade on cluster1") \
         < canary
-    assert at("held connections opened: 8 to http://held.meshconf-upgrade.svc.cluster.local:8080/") < \
-        at("tag set default --revision=1-28-0") < at("rollout restart deployment") < \
-        at("held connections answered") < at("catalogue on 1.28.0")
+    assert at("held connections opened: 8 to http://held.meshconf-upgrade.svc.cluster.local:8080/") < canary
+    assert at("traffic started to http://upgraded.meshconf-upgrade-restart.svc.cluster.local:8080/") < canary
+    assert canary < at("tag set default --revision=1-28-0") < at("-n meshconf-smoke rollout restart deployment") \
+        < at("restart probes in meshconf-upgrade-restart") < at("stop upgrade-held") \
+        < at("held connections answered") < at("catalogue on 1.28.0")
+    assert report["calls"] == 4800 and report["p99Ms"] == pytest.approx(20.0, rel=0.01) and report["withinBudget"]
 
 
 def test_a_lost_held_connection_fails_the_upgrade_gate(tmp_path: Path, fake_istioctl: Path) -> None:
@@ -154,6 +178,6 @@ def test_held_connections_that_end_before_the_upgrade_does_are_no_pass(tmp_path:
     ([], {}, 0),
 ])
 def test_held_connection_counting(connections: list[int], errors: dict[int, str], lost: int) -> None:
-    verdict = held_connections_verdict(_calls(connections, errors), 2, 0, True)
+    verdict = held_connections_verdict(HeldConnections.from_answer(_calls(connections, errors), 2), 0, True)
     assert verdict["lost"] == lost
     assert verdict["withinBudget"] is (bool(connections) and lost == 0)

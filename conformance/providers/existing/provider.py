@@ -15,6 +15,7 @@ does not own, so ``Feature.LINK_RTT`` is never offered: the latency checks that 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,34 @@ class ExistingProvider(KubeMesh):
     @classmethod
     def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
         return cls(config, topology).readiness_problems()
+
+    # -- the upgrade gate: the user's own upgrade between the catalogue runs (upgrade.py) -------------------
+
+    @classmethod
+    def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
+        """The steps of ``meshconf upgrade`` on these contexts; runs nothing and reads no cluster."""
+        from conformance.providers.existing.upgrade import check_upgrade_command, upgrade_plan_text
+
+        provider = cls(config, topology)  # one --context per cluster
+        check_upgrade_command(config.upgrade_command, sys.stdin.isatty())
+        return upgrade_plan_text(provider.contexts, topology.name, to_version, config.istio_version,
+                                 config.upgrade_command, config.revision)
+
+    def prepare_upgrade(self, to_version: str, say: Callable[[str], None]) -> None:
+        """With ``--from``: the clusters must run it (what preflight read at ``up``)."""
+        found = sorted({r.istio_version for r in self.reports if r.istio_version})
+        if self.config.istio_version and found != [self.config.istio_version]:
+            raise EnvironmentBroken(f"--from {self.config.istio_version}, but the clusters run Istio "
+                                    f"{', '.join(found) or 'of an unknown version'}; fix --from, or leave it out")
+
+    def upgrade_mesh(self, to_version: str, say: Callable[[str], None]) -> None:
+        """The user's ``--upgrade-command`` (or, in a terminal, the user by hand): meshconf upgrades nothing."""
+        from conformance.providers.existing.upgrade import run_upgrade_command, wait_for_manual_upgrade
+
+        if self.config.upgrade_command is not None:
+            run_upgrade_command(self.config.upgrade_command, to_version, say)
+        else:
+            wait_for_manual_upgrade(to_version, list(self.contexts.values()))
 
     def readiness_problems(self) -> list[str]:
         """Before anything is created: every context answers (one line for each that does not), then the

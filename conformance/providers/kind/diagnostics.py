@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from conformance.providers.kind.provider import KindProvider
+from conformance.providers.kind.mesh import KindMesh
 
 __all__ = ["write_diagnostics"]
 
 
-def write_diagnostics(provider: KindProvider, dest: Path, namespaces: Sequence[str]) -> list[Path]:
+def write_diagnostics(provider: KindMesh, dest: Path, namespaces: Sequence[str]) -> list[Path]:
     written = provider.namespace_diagnostics(dest, namespaces)
     for cluster in provider.topology.clusters:
         if cluster.role == "primary":

@@ -13,22 +13,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from conformance.certs import MeshCA
 from conformance.errors import ProviderError
 from conformance.provider import ControlPlaneStatus, RootStep, TrustRoots
 from conformance.providers.kind import lifecycle, links
 from conformance.providers.kind.manifests import EAST_WEST_GATEWAY
+from conformance.providers.kind.mesh import KindMesh
 from conformance.providers.kind.plan import SMOKE_NAMESPACE
 from conformance.providers.kind.runner import run_steps
 from conformance.providers.kind.steps import Command, Step
 from conformance.providers.kube.faults import WorkloadFaults
 from conformance.providers.kube.lifecycle import STOPPED_KEY, parse_remote_clusters, wait_for_identities
 from conformance.runstate import RunState
-
-if TYPE_CHECKING:
-    from conformance.providers.kind.provider import KindProvider
 
 __all__ = ["BROKEN_KEY", "ROTATIONS_KEY", "TOKENS_KEY", "KindFaults"]
 
@@ -43,7 +41,7 @@ BROKEN_KEY = "brokenRemoteSecrets"
 class KindFaults(WorkloadFaults):
     """Workload faults, plus the east-west gateway and the links between clusters."""
 
-    def __init__(self, provider: KindProvider) -> None:
+    def __init__(self, provider: KindMesh) -> None:
         super().__init__(provider)
         self.provider = provider
         self._cut: set[tuple[str, str]] = set()

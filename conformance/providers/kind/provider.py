@@ -31,6 +31,7 @@ from conformance.providers.kind.addresses import DEFAULT_KIND_SUBNET, ClusterAdd
 from conformance.providers.kind.diagnostics import write_diagnostics
 from conformance.providers.kind.faults import KindFaults
 from conformance.providers.kind.lifecycle import fault_steps
+from conformance.providers.kind.mesh import KindMesh
 from conformance.providers.kind.plan import (
     PlanContext,
     build_plan,
@@ -41,7 +42,6 @@ from conformance.providers.kind.plan import (
 )
 from conformance.providers.kind.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube.api import KubeAPI
-from conformance.providers.kube.mesh import KubeMesh
 from conformance.providers.kube.meshconfig import STATE_KEY, restore_mesh_configs
 from conformance.providers.kube.runner import Runner, SubprocessRunner, run_steps
 from conformance.providers.kube.steps import Step, render_argv, render_plan
@@ -99,7 +99,7 @@ def _plan_header(ctx: PlanContext) -> list[str]:
     ]
 
 
-class KindProvider(KubeMesh):
+class KindProvider(KindMesh):
     """kind clusters + istioctl, per Istio's multi-cluster install guides."""
 
     name = "kind"
@@ -112,6 +112,7 @@ class KindProvider(KubeMesh):
         self._apis: dict[str, KubeAPI] = {}
         self._nodes: dict[str, list[str]] = {}
         self._faults = KindFaults(self)
+        self._upgrade: tuple[str, list[Step], dict[str, str]] | None = None
 
     # -- plan ----------------------------------------------------------------------------------------------
 
@@ -140,8 +141,15 @@ class KindProvider(KubeMesh):
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
         """The V1 install plan followed by the canary steps to ``to_version``; runs nothing."""
-        from conformance.providers.kind.upgrade import HELD_CONNECTIONS, upgrade_steps
+        from conformance.providers.kind.upgrade import upgrade_steps
+        from conformance.upgrade import HELD_CONNECTIONS
 
+        if not config.istio_version:
+            raise UsageError("meshconf upgrade --provider kind needs --from, the Istio to install first "
+                             "(e.g. --from 1.27.3)")
+        if config.upgrade_command:
+            raise UsageError("--upgrade-command is for --provider existing; the kind provider makes the canary "
+                             "upgrade itself (see --plan)")
         with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
             ca = MeshCA.create(Path(scratch))
             ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}", for_print=True)
@@ -161,12 +169,37 @@ class KindProvider(KubeMesh):
                       *_plan_header(ctx)[1:]]
             return render_plan(header, steps, verification=VERIFICATION)
 
-    @classmethod
-    def upgrade(cls, config: RunConfig, topology: Topology, to_version: str, out: Path,
-                progress: Callable[[str], None]) -> int:
-        from conformance.providers.kind.upgrade import run_upgrade
+    istioctl_to: Path | None = None
+    """V2's istioctl for the upgrade steps (a seam for tests); None: downloaded and sha256-checked."""
 
-        return run_upgrade(config, topology, to_version, out, progress)
+    def prepare_upgrade(self, to_version: str, say: Callable[[str], None]) -> None:
+        """The canary's first step, before the clock: V2's images pulled once and loaded into every cluster."""
+        steps, variables = self._canary(to_version)
+        assert self.run_dir is not None
+        run_steps(self.runner, steps[:1], self.run_dir, variables, say)
+
+    def upgrade_mesh(self, to_version: str, say: Callable[[str], None]) -> None:
+        """The canary by revision (``upgrade.py``): V2 beside V1, the east-west gateways, the default tag, the
+        smoke workloads restarted."""
+        steps, variables = self._canary(to_version)
+        assert self.run_dir is not None
+        run_steps(self.runner, steps[1:], self.run_dir, variables, say)
+
+    def _canary(self, to_version: str) -> tuple[list[Step], dict[str, str]]:
+        """The canary steps for this run (its CA, istioctl and kind subnet), and the run's captured variables."""
+        if self._upgrade is None or self._upgrade[0] != to_version:
+            from conformance.providers.kind.upgrade import upgrade_steps
+            from conformance.providers.kube.istioctl import resolve_istioctl
+
+            if self.run_dir is None:
+                raise EnvironmentBroken("the kind provider is not up: upgrade_mesh needs a mesh (call up() first)")
+            state = RunState(self.run_dir).read()
+            ctx = plan_context(self.config, self.topology, MeshCA.load(self.run_dir / "ca"), str(state["istioctl"]),
+                               state.get("kind_subnet"))
+            istioctl = self.istioctl_to or resolve_istioctl(to_version)
+            self._upgrade = (to_version, upgrade_steps(ctx, to_version, str(istioctl), 1),
+                             dict(state.get("variables", {})))
+        return self._upgrade[1], self._upgrade[2]
 
     @classmethod
     def validate(cls, config: RunConfig, topology: Topology) -> None:

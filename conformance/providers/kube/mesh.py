@@ -11,7 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,13 @@ from conformance.probe import probe_source
 from conformance.provider import Feature, ProbeHandle, ProbeInstance, ProbeSpec, Provider
 from conformance.providers.kube.api import KubeAPI, Pod
 from conformance.providers.kube.meshconfig import patch_mesh_config, restore_mesh_configs
-from conformance.providers.kube.probes import CONTROL_PORT, probe_docs, probe_image, probe_workload_name
+from conformance.providers.kube.probes import (
+    CONTROL_PORT,
+    MANAGED_BY,
+    probe_docs,
+    probe_image,
+    probe_workload_name,
+)
 from conformance.runstate import RunState
 from conformance.topology import Topology
 
@@ -91,6 +97,20 @@ class KubeMesh(Provider):
         zone = spec.zone or self.topology.cluster(spec.cluster).zone
         return ProbeHandle(spec, tuple(ProbeInstance(p.name, p.ip, zone, {"pod": p.name, "node": p.node})
                                        for p in pods))
+
+    def restart_probes(self, namespace: str, say: Callable[[str], None]) -> None:
+        """Roll every Deployment meshconf created (its ``managed-by`` label) in ``namespace``, a ``meshconf-*``
+        namespace, in every cluster, and wait for each rollout: pods come back with the proxy injection now
+        gives them."""
+        if not namespace.startswith("meshconf-"):
+            raise UsageError(f"meshconf restarts probes only in its own meshconf-* namespaces, not {namespace!r}")
+        for cluster in self.topology.cluster_names:
+            api = self.api(cluster)
+            for deployment in api.deployments(namespace, MANAGED_BY):
+                name = str(deployment.metadata.name)
+                say(f"restart {namespace}/{name} on {cluster}")
+                api.restart_deployment(namespace, name)
+                api.wait_rollout(namespace, name, self.probe_wait_s)
 
     def delete_namespace(self, namespace: str) -> None:
         for cluster in self.topology.cluster_names:
