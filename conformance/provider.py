@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkab
 from conformance.certs import RootStep, TrustRoots
 from conformance.errors import EnvironmentBroken, UsageError
 from conformance.runstate import RunState, runs_root
+from conformance.settings import Settings as NoSettings
 from conformance.topology import Cluster
 
 if TYPE_CHECKING:
@@ -276,6 +277,9 @@ class Provider(abc.ABC):
     """The provider's name: ``--provider NAME``, the prefix of its run directories."""
     OFFERS: ClassVar[frozenset[Feature]] = frozenset()
     """Every feature ``features()`` can return, in a topology and configuration that allows it."""
+    Settings: ClassVar[type[NoSettings]] = NoSettings
+    """The provider's own settings (``conformance.settings``): each field is a ``meshconf`` flag, its pytest twin
+    and a profile key. A provider reads them typed with ``config.settings_as(ItsSettings)``."""
     run_dir: Path | None = None
     """Where this run's state is recorded (``conformance.runstate``); None until ``up()`` or ``attach()``."""
 

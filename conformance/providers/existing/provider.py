@@ -24,6 +24,7 @@ from conformance.errors import CannotRun, EnvironmentBroken, UsageError
 from conformance.istio import doc_ref
 from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpec
 from conformance.providers.existing.preflight import DEFAULT_REVISION, ClusterReport, preflight
+from conformance.providers.existing.settings import ExistingSettings
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.lifecycle import restore_control_planes
 from conformance.providers.kube.mesh import KubeMesh
@@ -45,6 +46,7 @@ class ExistingProvider(KubeMesh):
     """Clusters you already have, reached through kubeconfig contexts."""
 
     name = "existing"
+    Settings = ExistingSettings
     OFFERS = frozenset({Feature.MULTI_CLUSTER, Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY,  # what features()
                         Feature.OUT_OF_MESH_WORKLOADS, Feature.WORKLOAD_FAULTS, Feature.MESH_WIDE_CONFIG,  # can return
                         Feature.CONTROL_PLANE_FAULTS})
@@ -52,11 +54,12 @@ class ExistingProvider(KubeMesh):
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  api_factory: Callable[[str], KubeAPI] | None = None) -> None:
         super().__init__(config, topology, run_dir)
-        if len(config.contexts) != len(topology.clusters):
-            raise UsageError(f"--provider existing got {len(config.contexts)} --context for topology "
+        self.settings = config.settings_as(ExistingSettings)
+        if len(self.settings.contexts) != len(topology.clusters):
+            raise UsageError(f"--provider existing got {len(self.settings.contexts)} --context for topology "
                              f"{topology.name} with {len(topology.clusters)} clusters; give one per cluster, in the "
                              f"topology's order ({', '.join(topology.cluster_names)})")
-        self.contexts = dict(zip(topology.cluster_names, config.contexts, strict=True))
+        self.contexts = dict(zip(topology.cluster_names, self.settings.contexts, strict=True))
         self._api_factory = api_factory or (lambda context: KubeAPI(context))
         self._apis: dict[str, KubeAPI] = {}
         self.reports: list[ClusterReport] = []
@@ -98,7 +101,7 @@ class ExistingProvider(KubeMesh):
             return problems
         try:
             preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names},
-                      self.config.revision)
+                      self.settings.revision)
         except EnvironmentBroken as exc:
             return [str(exc)]
         return []
@@ -108,7 +111,7 @@ class ExistingProvider(KubeMesh):
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _line: None)
         self.reports = preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names},
-                                 self.config.revision)
+                                 self.settings.revision)
         for report in self.reports:
             say(report.line())
         self.run_dir = new_run_dir("existing")
@@ -189,7 +192,7 @@ class ExistingProvider(KubeMesh):
             features.add(Feature.MULTI_CLUSTER)
         if self.topology.multi_network:
             features |= {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY}
-        if self.config.allow_mesh_wide:  # restarting or stopping istiod is mesh-wide too
+        if self.settings.allow_mesh_wide:  # restarting or stopping istiod is mesh-wide too
             features |= {Feature.MESH_WIDE_CONFIG, Feature.CONTROL_PLANE_FAULTS}
         return frozenset(features)
 
@@ -250,7 +253,7 @@ class ExistingProvider(KubeMesh):
         from conformance.providers.kube.faults import ControlPlaneFaults, WorkloadFaults
         from conformance.providers.kube.lifecycle import KubeControlPlanes
 
-        if self.config.allow_mesh_wide:
+        if self.settings.allow_mesh_wide:
             return ControlPlaneFaults(self, KubeControlPlanes(self))
         return WorkloadFaults(self)
 
@@ -271,7 +274,7 @@ class ExistingProvider(KubeMesh):
         return str(meta.get("namespace") or "").startswith(OWN_PREFIX)
 
     def _allowed(self, doc: Mapping[str, Any]) -> None:
-        if self.config.allow_mesh_wide:
+        if self.settings.allow_mesh_wide:
             return
         namespace = str((doc.get("metadata") or {}).get("namespace") or "")
         where = f"namespace {namespace}" if namespace else "cluster scope"

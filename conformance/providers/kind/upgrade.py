@@ -31,6 +31,7 @@ from conformance.errors import UsageError
 from conformance.providers.kind import images as i
 from conformance.providers.kind import manifests as m
 from conformance.providers.kind.plan import SMOKE_NAMESPACE, PlanContext, preload
+from conformance.providers.kind.settings import KindSettings
 from conformance.providers.kind.steps import Command, Manifest, Step
 from conformance.topology import Role, Topology
 
@@ -174,9 +175,11 @@ def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Pat
         during = _traffic_verdict(answers[0] if answers else {}, config)
         connections = held_connections_verdict(held[0] if held else {}, HELD_CONNECTIONS,
                                                config.budgets.upgrade_connection_resets, covered)
-        (out / "upgrade.json").write_text(json.dumps({"from": config.istio_version, "to": to_version, **during,
+        settings = config.settings_as(KindSettings)
+        (out / "upgrade.json").write_text(json.dumps({"from": settings.istio_version, "to": to_version, **during,
                                                       "heldConnections": connections}, indent=2) + "\n")
-        after = run_catalogue(replace(config, istio_version=to_version), provider.run_dir, out / "after", say)
+        after = run_catalogue(replace(config, settings=replace(settings, istio_version=to_version)), provider.run_dir,
+                              out / "after", say)
         reports = Report.load(before), Report.load(after)
         rows = compare_reports(*reports)
         text = render_gate(*reports, rows)
@@ -206,7 +209,8 @@ def held_connections_verdict(answer: Mapping[str, Any], held: int, budget: int, 
 
 def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
     argv = [sys.executable, "-m", "conformance.cli", "run", "--provider", "kind", "--topology", config.topology,
-            "--istio-version", str(config.istio_version), "--attach", str(run_dir), "--out", str(out)]
+            "--istio-version", str(config.settings_as(KindSettings).istio_version), "--attach", str(run_dir),
+            "--out", str(out)]
     say("$ " + " ".join(argv[1:]))
     subprocess.run(argv, check=False)
     return out / "conformance-report.json"
