@@ -1,12 +1,17 @@
 """RunConfig: the one place for every setting, budget and timeout of a run.
 
+Each setting is declared once (``conformance.settings``): the core's are RunConfig's fields below, each
+provider's are its ``Settings`` class, held in ``RunConfig.settings``. A setting's name is its profile key, its
+flag is ``--`` + the name with dashes (or what it declares), its pytest option that flag with a ``--mesh-`` prefix.
+
 Precedence: command-line flags > profile YAML (``--profile``) > the defaults below. Budgets, timeouts and
 load settings are plain numbers whose unit is in their name (``_s``, ``_ms``, ``_pct``, ``_rps``); override
 one with ``--budget in_cluster_p99_ms=12``, ``--timeout consistency_s=60`` or ``--load rate_rps=500``, or in
 a profile::
 
-    provider: local
+    provider: kind
     topology: multi-network
+    istio_version: 1.28.0
     budgets: {in_cluster_p99_ms: 12}
     timeouts: {consistency_s: 60}
     load: {rate_rps: 500, users: 20}

@@ -185,3 +185,16 @@ def test_meshconf_run_hands_pytest_one_config_file_and_no_setting_options(
     assert seen["file"] == expected.as_dict() and seen["options"] == []
     assert not [p for p in Path(os.environ.get("TMPDIR", "/tmp")).glob("meshconf-session-*")
                 if (p / "meshconf-config.json").exists() and str(out) in (p / "meshconf-config.json").read_text()]
+
+
+def test_the_readme_documents_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| flag | provider | meaning |"):]
+    table = table[:table.index("\n\n")]
+    rows = table.splitlines()[2:]
+    documented = {row.split("`")[1].split()[0] for row in rows}
+    assert documented == {d.flag for d in settings_catalog()}
+    for row in rows:
+        declared = next(d for d in settings_catalog() if d.flag == row.split("`")[1].split()[0])
+        assert row.split("|")[2].strip() == ", ".join(sorted(declared.owners, key=["local", "kind", "k3s",
+                                                                                  "existing"].index)), row
