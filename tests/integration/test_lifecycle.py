@@ -58,7 +58,7 @@ def test_mesh_stops_when_its_owner_dies(tmp_path: Path) -> None:
     """A crashed test run (owner killed with SIGKILL) does not leak a mesh."""
     script = textwrap.dedent("""
         import sys, time
-        from conformance.config import RunConfig
+        from conformance.providers import build_config
         from conformance.provider import ProbeSpec
         from conformance.providers.local import LocalProvider
         from conformance.topology import load_topology
