@@ -57,7 +57,7 @@ def test_profile_errors(tmp_path: Path) -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    config = build_config(topology="multi-network", defects=["x"], budget_overrides=["failover_errors=2"])
+    config = build_config(topology="multi-network", defects=["slow-sidecar"], budget_overrides=["failover_errors=2"])
     again = RunConfig.from_dict(config.as_dict(), provider_settings())
     assert again == config
     assert again.budgets.failover_errors == 2 and isinstance(again.budgets.failover_errors, int)

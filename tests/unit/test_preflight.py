@@ -19,7 +19,6 @@ from conformance.providers.existing.settings import ExistingSettings
 from conformance.providers.kind.preflight import version_problems
 from conformance.providers.local.addresses import claim_slot, free_slots
 from conformance.providers.local.preflight import _envoy
-from conformance.providers.local.settings import LocalSettings
 from conformance.topology import load_topology
 from tests.kind.test_existing import FakeAPI, _istiod
 
@@ -70,14 +69,17 @@ def test_state_directory_that_cannot_be_written_fails_preflight(tmp_path: Path,
 # -- the registry -------------------------------------------------------------------------------------------------
 
 
+def test_an_unknown_defect_is_refused_when_the_config_is_built() -> None:
+    with pytest.raises(UsageError, match=r"^unknown --defect 'nope'; known defects: ignore-peer-authentication"):
+        build_config(defects=["nope"])
+
+
 def test_defects_are_refused_for_a_provider_without_them() -> None:
     with pytest.raises(UsageError, match=r"^--defect is for --provider local, not kind \(drop it"):
         build_config(provider="kind", istio_version="1.28.0", defects=["slow-sidecar"])
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    (RunConfig(settings=LocalSettings(defects=("nope",))),
-     "unknown --defect 'nope'; known defects: ignore-peer-authentication"),
     (RunConfig(provider="kind"), "the kind provider needs --istio-version"),
     (RunConfig(provider="existing", settings=ExistingSettings(contexts=("only-one",))),
      "got 1 --context for topology multi-primary"),

@@ -72,7 +72,6 @@ class LocalProvider(Provider):
     @classmethod
     def validate(cls, config: RunConfig, topology: Topology) -> None:
         """Refuse what the local mesh cannot do before anything starts (UsageError)."""
-        parse_defects(config.settings_as(LocalSettings).defects)
         if len(topology.clusters) > MAX_CLUSTERS:
             raise errors.UsageError(f"topology {topology.name} has {len(topology.clusters)} clusters; the local mesh "
                                     f"runs at most {MAX_CLUSTERS}")

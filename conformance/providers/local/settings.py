@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from conformance.errors import UsageError
+from conformance.providers.local.defects import parse_defects
 from conformance.settings import Settings, setting
 
 __all__ = ["LocalSettings"]
@@ -21,5 +22,6 @@ class LocalSettings(Settings):
 
     def validate(self) -> None:
         super().validate()
+        parse_defects(self.defects)  # an unknown name is refused, listing the known ones
         if self.envoy_binary is not None and not os.access(self.envoy_binary, os.X_OK):
             raise UsageError(f"--envoy-binary {self.envoy_binary} is not an executable file")
