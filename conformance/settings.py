@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
-__all__ = ["Declared", "Settings", "catalog", "declarations", "setting"]
+__all__ = ["RUN_COMMANDS", "Declared", "Settings", "catalog", "coerce", "declarations", "plain", "setting"]
 
 _KEY = "meshconf"
 RUN_COMMANDS = ("run", "up")
