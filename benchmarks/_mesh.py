@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout: python benchmarks/x.py
 
-from conformance.config import RunConfig
 from conformance.load import HttpTarget, LoadProfile, LoadResult, LoadShortfall, direct_entry, run_locust, sidecar_entry
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 
@@ -45,7 +45,7 @@ def local_mesh() -> Iterator[Paths]:
     """Bring up a two-cluster local mesh with a client and a server in cluster1; always tear it down."""
     with tempfile.TemporaryDirectory(prefix="meshconf-bench-") as scratch:
         os.environ.setdefault("MESHCONF_STATE_DIR", str(Path(scratch) / "runs"))
-        provider = LocalProvider(RunConfig.build(), load_topology("multi-primary"))
+        provider = LocalProvider(build_config(), load_topology("multi-primary"))
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} "
               f"on {os.cpu_count()} cores (other work on this machine shows in every figure)", flush=True)
         try:

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 
@@ -68,7 +68,7 @@ def _percentiles(values: list[float]) -> str:
 
 def bench(topology_name: str, services: int, pods: int) -> None:
     topology = load_topology(topology_name)
-    provider = LocalProvider(RunConfig.build(topology=topology_name), topology)
+    provider = LocalProvider(build_config(topology=topology_name), topology)
     started = time.perf_counter()
     provider.up()
     up_s = time.perf_counter() - started

@@ -51,21 +51,21 @@ def _suites_dir() -> Path:
     return repo if repo.is_dir() else Path(__file__).resolve().parent / "_bundled" / "suites"
 
 
-def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--provider", default=None, help="local (default), kind, k3s or existing")
-    parser.add_argument("--topology", default=None,
-                        help="multi-primary (default), multi-network, primary-remote, three-cluster, or a topology "
-                             "file")
-    parser.add_argument("--profile", default=None, help="YAML file of settings, budgets and timeouts")
-    parser.add_argument("--mesh-defect", action="append", default=[], metavar="NAME",
-                        help="local provider: start the mesh with this deliberate bug (repeatable)")
-    parser.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a budget, e.g. in_cluster_p99_ms=12 (repeatable)")
-    parser.add_argument("--timeout", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a timeout, e.g. consistency_s=60 (repeatable)")
-    parser.add_argument("--load", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a load setting of the latency checks, e.g. rate_rps=500 (repeatable)")
-    parser.add_argument("--envoy-binary", default=None, help="local provider: Envoy binary to use")
+def _add_settings(parser: argparse.ArgumentParser, command: str) -> None:
+    """The settings ``command`` takes, generated from their declarations (``conformance.settings``): the core's
+    on RunConfig and each provider's Settings class. A new setting is one field there, never a line here."""
+    from conformance.providers import settings_catalog
+
+    for declared in settings_catalog():
+        if command in declared.commands:
+            parser.add_argument(declared.flag, *declared.aliases, **declared.parser_arguments())
+
+
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given on the command line, as ``build_config`` keywords (None: not given)."""
+    from conformance.providers import settings_catalog
+
+    return {d.keyword: getattr(args, d.dest) for d in settings_catalog() if hasattr(args, d.dest)}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,20 +79,16 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="bring a mesh up, run the conformance checks, tear it down",
                               description="Run the conformance suites. Extra arguments after -- go to pytest.")
-    _add_mesh_options(run)
-    _add_cluster_options(run)
-    run.add_argument("--out", default="out", help="reports and diagnostics directory (default: out)")
+    _add_settings(run, "run")
     run.add_argument("-n", "--workers", default="0", type=_workers,
                      help="pytest-xdist workers (0: one pytest process; checks are parallel-safe)")
     run.add_argument("-k", dest="select", default=None, help="only checks matching this pytest -k expression")
-    run.add_argument("--keep", action="store_true", help="leave the mesh running afterwards (see meshconf down)")
     run.add_argument("--attach", default=None, metavar="RUN_DIR", help="use a mesh started by `meshconf up`")
     run.add_argument("--suites", default=None, help="directory of checks (default: the suites/ that ship)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER, help="-- then extra pytest arguments")
 
     up = commands.add_parser("up", help="bring a mesh up and leave it running")
-    _add_mesh_options(up)
-    _add_cluster_options(up)
+    _add_settings(up, "up")
 
     down = commands.add_parser("down", help="tear down meshes left running (by `up`, --keep or a crash)")
     down.add_argument("run_dirs", nargs="*", help="run directories (default: every local run meshconf knows)")
@@ -111,13 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(args: argparse.Namespace, **extra: Any) -> RunConfig:
-    return RunConfig.build(
-        profile=args.profile, budget_overrides=args.budget, timeout_overrides=args.timeout,
-        load_overrides=args.load,
-        provider=args.provider, topology=args.topology, defects=args.mesh_defect or None,
-        envoy_binary=args.envoy_binary, **_cluster_flags(args), **extra,
-    )
+def _config(args: argparse.Namespace) -> RunConfig:
+    from conformance.providers import build_config
+
+    return build_config(**_given(args))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -126,7 +119,7 @@ def _run(args: argparse.Namespace) -> int:
     from conformance.run import RunPlan, execute
     from conformance.topology import load_topology
 
-    config = _config(args, out=args.out, keep=args.keep or None)
+    config = _config(args)  # built once: pytest and the local mesh read this one (see conformance.run)
     topology = load_topology(config.topology)  # a bad topology is a usage error before anything starts
     validate_provider(config, topology)  # so is a setting only the provider understands (e.g. a defect name)
     suites = Path(args.suites) if args.suites else _suites_dir()
@@ -135,18 +128,6 @@ def _run(args: argparse.Namespace) -> int:
     out = config.out
     check_out(out)
     selection = [str(suites), "-p", "no:locust"]
-    for flag, value in (("--mesh-provider", args.provider), ("--mesh-topology", args.topology),
-                        ("--mesh-profile", args.profile), ("--envoy-binary", args.envoy_binary)):
-        if value:
-            selection.append(f"{flag}={value}")
-    selection += [f"--mesh-out={out}"]
-    selection += [f"--mesh-defect={d}" for d in args.mesh_defect]
-    selection += [f"--mesh-budget={b}" for b in args.budget]
-    selection += [f"--mesh-timeout={t}" for t in args.timeout]
-    selection += [f"--mesh-load={x}" for x in args.load]
-    selection += _cluster_pytest_args(args)
-    if args.keep:
-        selection.append("--mesh-keep")
     if args.select:
         selection += ["-k", args.select]
     extra = list(args.pytest_args)
@@ -158,8 +139,9 @@ def _run(args: argparse.Namespace) -> int:
     if str(args.workers) not in ("0", ""):
         session += ["-n", str(args.workers)]
     _clear_previous(out)
+    defects = getattr(config.settings, "defects", ())  # the local mesh's
     print(f"meshconf: provider {config.provider}, topology {config.topology}, out {out}/"
-          + (f", defects {', '.join(config.defects)}" if config.defects else ""), flush=True)
+          + (f", defects {', '.join(defects)}" if defects else ""), flush=True)
     plan = RunPlan(config, topology, selection, session, Path(args.attach) if args.attach else None)
     return execute(plan)
 
@@ -278,48 +260,6 @@ def _defects(args: argparse.Namespace) -> int:
 # -- real clusters: kind and existing providers, plan, doctor, gate, upgrade -------------------------------
 
 
-def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--context", dest="contexts", action="append", default=[], metavar="CONTEXT",
-                        help="existing provider: a kubeconfig context, one per cluster in topology order (repeatable)")
-    parser.add_argument("--istio-version", default=None, help="kind and k3s: the Istio to install, e.g. 1.28.0")
-    parser.add_argument("--allow-mesh-wide", action="store_true", default=None,
-                        help="existing provider: allow checks that change mesh-wide config")
-    parser.add_argument("--istioctl", default=None,
-                        help="kind and k3s providers: use this istioctl instead of downloading")
-    parser.add_argument("--reuse", action="store_true", default=None,
-                        help="kind provider: use existing clusters of the topology's names (never deleted)")
-    parser.add_argument("--kind-node-image", default=None, help="kind provider: node image (default: Kubernetes 1.34)")
-    parser.add_argument("--revision", default=None,
-                        help="existing provider: the istiod revision to use (namespaces labelled istio.io/rev)")
-    parser.add_argument("--image-hub", default=None,
-                        help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io (kind: every image; "
-                             "existing: the probe's)")
-
-
-def _cluster_flags(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "contexts": getattr(args, "contexts", None) or None,
-        "istio_version": getattr(args, "istio_version", None),
-        "allow_mesh_wide": getattr(args, "allow_mesh_wide", None),
-        "istioctl": getattr(args, "istioctl", None),
-        "reuse": getattr(args, "reuse", None),
-        "kind_node_image": getattr(args, "kind_node_image", None),
-        "revision": getattr(args, "revision", None),
-        "image_hub": getattr(args, "image_hub", None),
-    }
-
-
-def _cluster_pytest_args(args: argparse.Namespace) -> list[str]:
-    flags = [f"--mesh-context={c}" for c in getattr(args, "contexts", [])]
-    for flag, value in (("--istio-version", args.istio_version), ("--mesh-istioctl", args.istioctl),
-                        ("--kind-node-image", args.kind_node_image), ("--mesh-revision", args.revision),
-                        ("--image-hub", args.image_hub)):
-        if value:
-            flags.append(f"{flag}={value}")
-    flags += [flag for flag, on in (("--allow-mesh-wide", args.allow_mesh_wide), ("--mesh-reuse", args.reuse)) if on]
-    return flags
-
-
 def _provider_of(run_dir: Path) -> str:
     """Which provider recorded a run directory (local runs predate the ``provider`` field)."""
     try:
@@ -331,12 +271,7 @@ def _provider_of(run_dir: Path) -> str:
 def _add_real_cluster_commands(commands: Any) -> None:
     plan = commands.add_parser("plan", help="print every install step (commands and manifests); runs nothing")
     plan.add_argument("--provider", default="kind", help="kind (default) or k3s: the providers that install a mesh")
-    plan.add_argument("--topology", default=None,
-                      help="multi-primary (default), multi-network, primary-remote, three-cluster")
-    plan.add_argument("--istio-version", required=True, help="the Istio to install, e.g. 1.28.0")
-    plan.add_argument("--kind-node-image", default=None, help="node image (default: Kubernetes 1.34)")
-    plan.add_argument("--profile", default=None, help="YAML file of settings")
-    plan.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from, e.g. mirror.gcr.io")
+    _add_settings(plan, "plan")
 
     doctor = commands.add_parser("doctor", help="report the tools and packages a provider needs (exit 3: missing)")
     doctor.add_argument("--provider", default="kind", help="kind (default), k3s, existing or local")
@@ -352,36 +287,19 @@ def _add_real_cluster_commands(commands: Any) -> None:
     upgrade.add_argument("--provider", default="kind",
                          help="kind (installs --from, canary-upgrades by revision) or existing (your clusters; "
                               "your --upgrade-command upgrades them)")
-    upgrade.add_argument("--topology", default=None, help="multi-primary (default) or multi-network")
     upgrade.add_argument("--from", dest="from_version", default=None,
                          help="kind: the Istio to install first, e.g. 1.27.3 (existing: what the clusters run)")
     upgrade.add_argument("--to", dest="to_version", required=True, help="the Istio to upgrade to, e.g. 1.28.0")
     upgrade.add_argument("--out", default="out-upgrade", help="before/, after/, upgrade.json, gate.txt")
     upgrade.add_argument("--plan", action="store_true", help="print the steps only; run nothing")
-    upgrade.add_argument("--istioctl", default=None, help="kind: istioctl of the --from version")
-    upgrade.add_argument("--image-hub", default=None, help="a Docker Hub mirror to pull images from")
-    upgrade.add_argument("--context", dest="contexts", action="append", default=[], metavar="CONTEXT",
-                         help="existing: a kubeconfig context, one per cluster in topology order (repeatable)")
-    upgrade.add_argument("--revision", default=None, help="existing: the istiod revision the probes use before")
-    upgrade.add_argument("--allow-mesh-wide", action="store_true", default=None,
-                         help="existing: allow the catalogue's checks that change mesh-wide config")
-    upgrade.add_argument("--upgrade-command", default=None, metavar="CMD",
-                         help="existing: the shell command that upgrades your clusters (helm, istioctl ...), run "
-                              "between the two catalogue runs; non-zero exit: exit 3. Without it meshconf asks "
-                              "you to upgrade by hand (a terminal only)")
-    upgrade.add_argument("--budget", action="append", default=[], metavar="NAME=VALUE",
-                         help="override a budget, e.g. upgrade_connection_resets=0 (repeatable)")
-    upgrade.add_argument("--timeout", action="append", default=[], metavar="NAME=VALUE",
-                         help="override a timeout, e.g. upgrade_hold_s=590 (repeatable)")
+    _add_settings(upgrade, "upgrade")
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from conformance.providers import plan_provider
+    from conformance.providers import build_config, plan_provider
     from conformance.topology import load_topology
 
-    config = RunConfig.build(profile=args.profile, provider=args.provider, topology=args.topology,
-                             istio_version=args.istio_version, kind_node_image=args.kind_node_image,
-                             image_hub=args.image_hub)
+    config = build_config(**_given(args), provider=args.provider)
     sys.stdout.write(plan_provider(config, load_topology(config.topology)))
     return 0
 
@@ -405,22 +323,22 @@ def _gate(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from conformance.providers import create_provider, provider_class
+    from conformance.providers import build_config, create_provider, provider_class
     from conformance.topology import load_topology
     from conformance.upgrade import run_upgrade, upgrade_plan
 
-    config = RunConfig.build(provider=args.provider, topology=args.topology, istio_version=args.from_version,
-                             istioctl=args.istioctl, image_hub=args.image_hub, contexts=args.contexts or None,
-                             revision=args.revision, allow_mesh_wide=args.allow_mesh_wide,
-                             upgrade_command=args.upgrade_command, budget_overrides=args.budget,
-                             timeout_overrides=args.timeout)
+    # --provider, --from and --to are the upgrade's own (kind by default); the provider says what --from means
+    # for its config (kind: the Istio it installs first)
+    config = build_config(**_given(args), provider=args.provider)
+    kind = provider_class(config.provider)
+    config = kind.at_version(config, args.from_version)
     topology = load_topology(config.topology)
     if args.plan:
-        sys.stdout.write(upgrade_plan(provider_class(config.provider), config, topology, args.to_version))
+        sys.stdout.write(upgrade_plan(kind, config, topology, args.to_version, args.from_version))
         return 0
-    provider_class(config.provider).upgrade_plan(config, topology, args.to_version)  # usage errors: nothing runs
+    kind.upgrade_plan(config, topology, args.to_version)  # usage errors: nothing runs
     return run_upgrade(config, topology, args.to_version, Path(args.out), lambda line: print(line, flush=True),
-                       create_provider(config, topology))
+                       create_provider(config, topology), from_version=args.from_version)
 
 
 # -- reading reports: the Allure HTML report, the matrix of many runs -----------------------------------------

@@ -1,12 +1,17 @@
 """RunConfig: the one place for every setting, budget and timeout of a run.
 
+Each setting is declared once (``conformance.settings``): the core's are RunConfig's fields below, each
+provider's are its ``Settings`` class, held in ``RunConfig.settings``. A setting's name is its profile key, its
+flag is ``--`` + the name with dashes (or what it declares), its pytest option that flag with a ``--mesh-`` prefix.
+
 Precedence: command-line flags > profile YAML (``--profile``) > the defaults below. Budgets, timeouts and
 load settings are plain numbers whose unit is in their name (``_s``, ``_ms``, ``_pct``, ``_rps``); override
 one with ``--budget in_cluster_p99_ms=12``, ``--timeout consistency_s=60`` or ``--load rate_rps=500``, or in
 a profile::
 
-    provider: local
+    provider: kind
     topology: multi-network
+    istio_version: 1.28.0
     budgets: {in_cluster_p99_ms: 12}
     timeouts: {consistency_s: 60}
     load: {rate_rps: 500, users: 20}
@@ -18,20 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from conformance.errors import UsageError
+from conformance.settings import RUN_COMMANDS, Settings, catalog, coerce, declarations, plain, setting
 
 __all__ = ["Budgets", "LoadSettings", "RunConfig", "Timeouts", "parse_overrides"]
 
-PROVIDERS = ("local", "kind", "existing", "k3s")
+S = TypeVar("S", bound=Settings)
+UPGRADE_TOO = (*RUN_COMMANDS, "upgrade")
+"""Budgets and timeouts apply to ``meshconf upgrade`` too: the gate's traffic, held connections and catalogues."""
 
 
 @dataclass(frozen=True)
@@ -199,47 +205,42 @@ class LoadSettings:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything a run needs to know. Build it with :meth:`build`; it validates every value."""
+    """Everything a run needs to know: the core's settings, and the selected provider's own in ``settings``.
 
-    provider: str = "local"
-    topology: str = "multi-primary"
-    out: Path = Path("out")
-    profile: Path | None = None
-    keep: bool = False
-    defects: tuple[str, ...] = ()
-    envoy_binary: Path | None = None
-    istio_version: str | None = None
-    contexts: tuple[str, ...] = ()
-    allow_mesh_wide: bool = False
-    istioctl: Path | None = None
-    """kind: the istioctl to use instead of a verified download for --istio-version."""
-    reuse: bool = False
-    """kind: use existing clusters of the topology's names (and never delete them)."""
-    kind_node_image: str | None = None
-    """kind: node image instead of the pinned kindest/node for Kubernetes 1.34."""
-    revision: str | None = None
-    """existing: the istiod revision to use (namespaces get ``istio.io/rev``, not ``istio-injection``)."""
-    upgrade_command: str | None = None
-    """existing, ``meshconf upgrade``: the shell command that upgrades the user's clusters between the two
-    catalogue runs (their helm or istioctl upgrade)."""
-    image_hub: str | None = None
-    """A Docker Hub mirror (e.g. ``mirror.gcr.io``) to pull Docker Hub images from (kind: every image it
-    preloads and Istio's hub; existing: the probe's image)."""
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    budgets: Budgets = field(default_factory=Budgets)
-    load: LoadSettings = field(default_factory=LoadSettings)
+    Build it with ``conformance.providers.build_config`` (it validates every value); a provider reads its own
+    settings typed with :meth:`settings_as`. :meth:`as_dict` / :meth:`from_dict` hand a built config to another
+    process unchanged (``meshconf run`` writes it once, for pytest and the local mesh's daemon)."""
+
+    provider: str = setting("local", help="local (default), kind, k3s or existing", metavar="NAME")
+    topology: str = setting("multi-primary", metavar="NAME", commands=(*RUN_COMMANDS, "plan", "upgrade"),
+                            help="multi-primary (default), multi-network, primary-remote, three-cluster, or a "
+                                 "topology file")
+    out: Path = setting(Path("out"), help="reports and diagnostics directory (default: out)", commands=("run",))
+    profile: Path | None = setting(None, help="YAML file of settings, budgets and timeouts", metavar="FILE",
+                                   commands=(*RUN_COMMANDS, "plan", "upgrade"))
+    keep: bool = setting(False, help="leave the mesh running afterwards (see meshconf down)", commands=("run",))
+    timeouts: Timeouts = setting(factory=Timeouts, flag="--timeout", metavar="NAME=VALUE", commands=UPGRADE_TOO,
+                                 help="override a timeout, e.g. consistency_s=60 (repeatable)")
+    budgets: Budgets = setting(factory=Budgets, flag="--budget", metavar="NAME=VALUE", commands=UPGRADE_TOO,
+                               help="override a budget, e.g. in_cluster_p99_ms=12 (repeatable)")
+    load: LoadSettings = setting(factory=LoadSettings, flag="--load", metavar="NAME=VALUE",
+                                 help="override a load setting of the latency checks, e.g. rate_rps=500 (repeatable)")
+    settings: Settings = field(default_factory=Settings)
+    """The selected provider's own settings (its ``Settings`` class)."""
 
     @classmethod
     def build(
         cls,
+        providers: Mapping[str, type[Settings]],
         *,
         profile: Path | str | None = None,
-        budget_overrides: Iterable[str] = (),
-        timeout_overrides: Iterable[str] = (),
-        load_overrides: Iterable[str] = (),
+        budget_overrides: Iterable[str] | None = None,
+        timeout_overrides: Iterable[str] | None = None,
+        load_overrides: Iterable[str] | None = None,
         **flags: Any,
     ) -> RunConfig:
-        """Merge defaults, the profile file and flags (None means "not given").
+        """Merge defaults, the profile file and flags (None means "not given"); ``providers`` is every
+        provider's Settings class (``conformance.providers.provider_settings()``).
 
         Raises UsageError naming the bad value and how to fix it.
         """
@@ -255,79 +256,86 @@ class RunConfig:
             values.update(data)
             values["profile"] = Path(profile)
         values.update({k: v for k, v in flags.items() if v is not None})
-        budgets.update(parse_overrides(budget_overrides, "--budget"))
-        timeouts.update(parse_overrides(timeout_overrides, "--timeout"))
-        load.update(parse_overrides(load_overrides, "--load"))
+        budgets.update(parse_overrides(budget_overrides or (), "--budget"))
+        timeouts.update(parse_overrides(timeout_overrides or (), "--timeout"))
+        load.update(parse_overrides(load_overrides or (), "--load"))
 
-        known = {f.name for f in fields(cls)} - {"timeouts", "budgets", "load"}
-        unknown = sorted(set(values) - known)
+        everything = catalog(cls, providers)
+        core = {d.name: d for d in declarations(cls)}
+        owned = {d.name: d for d in everything if d.owners}
+        unknown = sorted(set(values) - set(core) - set(owned))
         if unknown:
-            raise UsageError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}")
+            known = sorted(name for name in (*core, *owned) if name not in ("timeouts", "budgets", "load"))
+            raise UsageError(f"unknown setting {unknown[0]!r}; known settings: {', '.join(known)}")
+        provider = str(values.get("provider") or cls.provider)
+        if provider not in providers:
+            raise UsageError(f"unknown provider {provider!r}; choose one of: {', '.join(providers)}")
+        mine = {d.name for d in declarations(providers[provider])}
+        for name in sorted(set(values) & set(owned) - mine):
+            raise UsageError(f"{owned[name].flag} is for --provider {' or '.join(owned[name].owners)}, not "
+                             f"{provider} (drop it, or choose that provider)")
+        settings = providers[provider].from_values({k: v for k, v in values.items() if k in mine})
+        settings.validate()
         config = cls(
             timeouts=_numbers(Timeouts, timeouts, "timeout"),
             budgets=_numbers(Budgets, budgets, "budget"),
             load=_numbers(LoadSettings, load, "load setting"),
-            **{k: _coerce(k, v) for k, v in values.items()},
+            settings=settings,
+            **{k: coerce(core[k].kind, v) for k, v in values.items() if k in core},
         )
         config.validate()
         return config
 
+    def settings_as(self, kind: type[S]) -> S:
+        """The provider's settings as its own class (``config.settings_as(KindSettings).istio_version``). A
+        config made without provider settings (``RunConfig()`` in a test) reads as that class's defaults."""
+        if isinstance(self.settings, kind):
+            return self.settings
+        if type(self.settings) is Settings:
+            return kind()
+        raise TypeError(f"provider {self.provider} was configured with {type(self.settings).__name__}, "
+                        f"not {kind.__name__}")
+
     def validate(self) -> None:
-        """Raise UsageError for a value that cannot work."""
-        if self.provider not in PROVIDERS:
-            raise UsageError(f"unknown provider {self.provider!r}; choose one of: {', '.join(PROVIDERS)}")
-        if self.envoy_binary is not None and not os.access(self.envoy_binary, os.X_OK):
-            raise UsageError(f"--envoy-binary {self.envoy_binary} is not an executable file")
-        if self.defects and self.provider != "local":
-            raise UsageError(
-                "--mesh-defect only works with --provider local (defects are built into the reference mesh)"
-            )
+        """Raise UsageError for a value that cannot work (the provider's own settings validate themselves)."""
         if self.load.users < 1 or self.load.rate_rps <= 0 or self.load.duration_s <= 0:
             raise UsageError("load settings need users >= 1, rate_rps > 0 and duration_s > 0 "
                              f"(got users={self.load.users}, rate_rps={self.load.rate_rps:g}, "
                              f"duration_s={self.load.duration_s:g})")
-        if self.revision is not None:
-            if self.provider != "existing":
-                raise UsageError("--revision is for --provider existing (the istiod revision your clusters run); "
-                                 "the kind provider installs Istio without one")
-            if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.revision):
-                raise UsageError(f"--revision {self.revision!r} is not a revision name (a DNS label, e.g. 1-28-0)")
-        if self.image_hub is not None and (not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?",
-                                                            self.image_hub) or self.image_hub.endswith("/")):
-            raise UsageError(f"--image-hub {self.image_hub!r} must be a registry host and optional path that "
-                             "mirrors Docker Hub, without a scheme (e.g. mirror.gcr.io)")
         if self.budgets.fail_fast_s >= self.timeouts.call_timeout_s:
             raise UsageError(f"budget fail_fast_s ({self.budgets.fail_fast_s:g}) must be below timeout call_timeout_s "
                              f"({self.timeouts.call_timeout_s:g}): a probe gives up on a call after call_timeout_s, so "
                              "a call that hangs could not be told from one that fails fast")
-        if self.provider == "existing" and not self.contexts:
-            raise UsageError("--provider existing needs at least one --context (a kubeconfig context running Istio)")
 
     def with_out(self, out: Path) -> RunConfig:
         return replace(self, out=out)
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-friendly copy, for reports and for handing the config to another process."""
-        data = dataclasses.asdict(self)
-        for key, value in data.items():
-            if isinstance(value, Path):
-                data[key] = str(value)
-            elif isinstance(value, tuple):
-                data[key] = list(value)
-        return data
+        """A JSON-friendly copy, for reports and for handing the config to another process (:meth:`from_dict`)."""
+        data = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "settings"}
+        for name in ("timeouts", "budgets", "load"):
+            data[name] = dataclasses.asdict(getattr(self, name))
+        return {**data, "settings": self.settings.as_dict()}
+
+    def as_profile(self) -> dict[str, Any]:
+        """This config as a ``--profile`` file reads it (every setting by its profile key; budgets, timeouts and
+        load as mappings): how ``meshconf upgrade`` hands its resolved config to the catalogue runs."""
+        return {"provider": self.provider, "topology": self.topology,
+                **{name: dataclasses.asdict(getattr(self, name)) for name in ("budgets", "timeouts", "load")},
+                **{k: v for k, v in self.settings.as_dict().items() if v is not None}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
-        """Inverse of :meth:`as_dict`."""
+    def from_dict(cls, data: Mapping[str, Any], providers: Mapping[str, type[Settings]]) -> RunConfig:
+        """Inverse of :meth:`as_dict`: the config another process built and validated, read back as it was
+        (not built again). ``providers``: the Settings class of at least the config's provider."""
         values = dict(data)
-        timeouts = values.pop("timeouts", {})
-        budgets = values.pop("budgets", {})
-        load = values.pop("load", {})
-        return cls.build(
-            budget_overrides=[f"{k}={v}" for k, v in budgets.items()],
-            timeout_overrides=[f"{k}={v}" for k, v in timeouts.items()],
-            load_overrides=[f"{k}={v}" for k, v in load.items()],
-            **values,
+        core = {d.name: d.kind for d in declarations(cls) if d.kind != "overrides"}
+        return cls(
+            timeouts=Timeouts(**values.get("timeouts", {})),
+            budgets=Budgets(**values.get("budgets", {})),
+            load=LoadSettings(**values.get("load", {})),
+            settings=providers[str(values["provider"])].from_values(values.get("settings", {})),
+            **{k: coerce(kind, values[k]) for k, kind in core.items() if k in values},
         )
 
 
@@ -373,16 +381,3 @@ def _numbers(kind: type[Any], given: Mapping[str, Any], what: str) -> Any:
         values[name] = value
     return kind(**values)
 
-
-def _coerce(name: str, value: Any) -> Any:
-    if name in ("out", "profile", "envoy_binary", "istioctl"):
-        return Path(str(value)).expanduser()
-    if name in ("defects", "contexts"):
-        if isinstance(value, str):
-            return (value,)
-        return tuple(str(v) for v in value)
-    if name in ("keep", "allow_mesh_wide", "reuse"):
-        return bool(value)
-    if name in ("provider", "topology", "istio_version", "kind_node_image", "revision", "image_hub"):
-        return str(value)
-    return value

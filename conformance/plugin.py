@@ -41,11 +41,19 @@ from conformance.errors import (
     EnvironmentBroken,
     EnvironmentLost,
     PreflightFailed,
+    UsageError,
 )
 from conformance.locks import file_lock
 from conformance.preflight import check_out, preflight
 from conformance.provider import Provider
-from conformance.providers import attach_provider, create_provider, validate_provider
+from conformance.providers import (
+    attach_provider,
+    build_config,
+    create_provider,
+    read_config,
+    settings_catalog,
+    validate_provider,
+)
 from conformance.redact import redact_tree
 from conformance.report.allure import label_check
 from conformance.report.model import Status
@@ -69,31 +77,15 @@ _ONE_LINE = (PreflightFailed, BringUpFailed, EnvironmentLost)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
+    """Every setting's pytest twin: its ``meshconf`` flag with a ``--mesh-`` prefix (``--istio-version`` ->
+    ``--mesh-istio-version``), generated from the same declarations as the CLI (``conformance.settings``)."""
     group = parser.getgroup("meshconf", "meshconf: the mesh under test")
-    group.addoption("--mesh-provider", default=None, help="local (default), kind or existing")
-    group.addoption("--mesh-topology", default=None,
-                    help="multi-primary (default), multi-network, primary-remote, or a file")
-    group.addoption("--mesh-out", default=None, help="where reports and diagnostics go (default: out)")
-    group.addoption("--mesh-profile", default=None, help="a YAML file of settings, budgets and timeouts")
-    group.addoption("--mesh-defect", action="append", default=[],
-                    help="local mesh: start with this deliberate bug (repeatable)")
-    group.addoption("--mesh-budget", action="append", default=[], help="override a budget: NAME=VALUE (repeatable)")
-    group.addoption("--mesh-timeout", action="append", default=[], help="override a timeout: NAME=VALUE (repeatable)")
-    group.addoption("--mesh-load", action="append", default=[],
-                    help="override a load setting: NAME=VALUE, e.g. rate_rps=500 (repeatable)")
-    group.addoption("--mesh-keep", action="store_true", default=None, help="leave the mesh running after the run")
+    for declared in settings_catalog():
+        group.addoption(declared.pytest_option, **declared.parser_arguments())
     group.addoption("--mesh-attach", default=None, help="use a mesh started by `meshconf up` (its run directory)")
-    group.addoption("--envoy-binary", default=None, help="local mesh: the Envoy binary to use")
-    group.addoption("--mesh-context", action="append", default=[],
-                    help="existing provider: a kubeconfig context per cluster, in topology order (repeatable)")
-    group.addoption("--istio-version", default=None, help="kind provider: the Istio version to install")
-    group.addoption("--allow-mesh-wide", action="store_true", default=None,
-                    help="existing provider: allow checks that change mesh-wide config")
-    group.addoption("--mesh-istioctl", default=None, help="kind provider: istioctl to use instead of a download")
-    group.addoption("--mesh-reuse", action="store_true", default=None, help="kind provider: reuse existing clusters")
-    group.addoption("--kind-node-image", default=None, help="kind provider: node image")
-    group.addoption("--mesh-revision", default=None, help="existing provider: the istiod revision to use")
-    group.addoption("--image-hub", default=None, help="kind provider: a Docker Hub mirror to pull images from")
+    group.addoption("--mesh-config-file", default=None, metavar="PATH",
+                    help="the config `meshconf run` built (its session's meshconf-config.json), instead of the "
+                         "options above")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -101,27 +93,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "check: a conformance check (set by @check)")
     config.addinivalue_line("markers", "serial: a check that never runs beside another one")
     try:
-        run_config = RunConfig.build(
-            profile=config.getoption("--mesh-profile"),
-            budget_overrides=config.getoption("--mesh-budget"),
-            timeout_overrides=config.getoption("--mesh-timeout"),
-            load_overrides=config.getoption("--mesh-load"),
-            provider=config.getoption("--mesh-provider"),
-            topology=config.getoption("--mesh-topology"),
-            out=config.getoption("--mesh-out"),
-            defects=config.getoption("--mesh-defect") or None,
-            keep=config.getoption("--mesh-keep"),
-            envoy_binary=config.getoption("--envoy-binary"),
-            contexts=config.getoption("--mesh-context") or None,
-            istio_version=config.getoption("--istio-version"),
-            allow_mesh_wide=config.getoption("--allow-mesh-wide"),
-            istioctl=config.getoption("--mesh-istioctl"),
-            reuse=config.getoption("--mesh-reuse"),
-            kind_node_image=config.getoption("--kind-node-image"),
-            revision=config.getoption("--mesh-revision"),
-            image_hub=config.getoption("--image-hub"),
-        )
-        validate_provider(run_config, load_topology(run_config.topology))
+        run_config = _run_config(config)
     except ConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[_CONFIG] = run_config
@@ -131,6 +103,23 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(RunCollector(config, run_config, owns_shared=not given),
                                       "meshconf-run-collector")
         _stop_on_sigterm()
+
+
+def _run_config(config: pytest.Config) -> RunConfig:
+    """The config ``meshconf run`` built and handed over as a file (read as it was, not built again), or, for a
+    plain ``pytest suites --mesh-...``, built here from the options. xdist workers get the same options, so
+    they read the same file (or build the same config)."""
+    given = {d: config.getoption(d.dest) for d in settings_catalog()}
+    file = config.getoption("--mesh-config-file")
+    if file:
+        extra = [d.pytest_option for d, value in given.items() if value is not None]
+        if extra:
+            raise UsageError(f"{extra[0]} cannot be combined with --mesh-config-file (the file holds every "
+                             "setting); drop one of them")
+        return read_config(Path(file))
+    run_config = build_config(**{d.keyword: value for d, value in given.items()})
+    validate_provider(run_config, load_topology(run_config.topology))
+    return run_config
 
 
 def _stop_on_sigterm() -> None:

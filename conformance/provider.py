@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self, runtime_checkab
 from conformance.certs import RootStep, TrustRoots
 from conformance.errors import EnvironmentBroken, UsageError
 from conformance.runstate import RunState, runs_root
+from conformance.settings import Settings as NoSettings
 from conformance.topology import Cluster
 
 if TYPE_CHECKING:
@@ -268,15 +269,18 @@ class Provider(abc.ABC):
     A provider is a subclass in its own package under ``conformance/providers/`` and one line in the registry
     (``conformance/providers/__init__.py``). It implements the abstract methods; the class-level lifecycle
     (``attach``, ``cleanup``, ``leftovers``) works on the run directory ``up()`` records its state in; the
-    optional capabilities (``defects``, ``plan``, and the upgrade hooks ``upgrade_plan``, ``prepare_upgrade``,
-    ``upgrade_mesh``, ``restart_probes``) raise UsageError naming the provider unless it overrides them
-    (``prepare_upgrade`` does nothing by default). Use as a context manager: ``down()`` always runs.
+    optional capabilities (``defects``, ``plan``, and the upgrade hooks ``upgrade_plan``, ``upgrade_mesh``,
+    ``restart_probes``) raise UsageError naming the provider unless it overrides them (``at_version`` and
+    ``prepare_upgrade`` change nothing by default). Use as a context manager: ``down()`` always runs.
     """
 
     name: ClassVar[str]
     """The provider's name: ``--provider NAME``, the prefix of its run directories."""
     OFFERS: ClassVar[frozenset[Feature]] = frozenset()
     """Every feature ``features()`` can return, in a topology and configuration that allows it."""
+    Settings: ClassVar[type[NoSettings]] = NoSettings
+    """The provider's own settings (``conformance.settings``): each field is a ``meshconf`` flag, its pytest twin
+    and a profile key. A provider reads them typed with ``config.settings_as(ItsSettings)``."""
     run_dir: Path | None = None
     """Where this run's state is recorded (``conformance.runstate``); None until ``up()`` or ``attach()``."""
 
@@ -339,10 +343,17 @@ class Provider(abc.ABC):
         raise UsageError(f"provider {cls.name} has no install plan to print: it installs nothing "
                          "(kind and k3s do)")
 
-    # The upgrade gate (``conformance.upgrade``) calls these in this order: ``upgrade_plan`` (before anything
-    # starts: its UsageError stops the gate), ``up()``, the catalogue, ``prepare_upgrade``, then, with held
-    # connections and traffic measured, ``upgrade_mesh`` and ``restart_probes`` of meshconf's own namespace,
-    # the catalogue again, ``down()``.
+    # The upgrade gate (``conformance.upgrade``) calls these in this order: ``at_version(--from)`` and
+    # ``upgrade_plan`` (before anything starts: a UsageError stops the gate), ``up()``, the catalogue,
+    # ``prepare_upgrade``, then, with held connections and traffic measured, ``upgrade_mesh`` and
+    # ``restart_probes`` of meshconf's own namespace, the catalogue again (``at_version(--to)``), ``down()``.
+
+    @classmethod
+    def at_version(cls, config: RunConfig, version: str | None) -> RunConfig:
+        """The config of this provider's mesh at Istio ``version``: ``meshconf upgrade``'s ``--from`` before the
+        upgrade and ``--to`` after it (kind: the Istio it installs, and reports). By default the config as it is:
+        a mesh meshconf does not install runs whatever version it runs. UsageError when ``version`` is needed."""
+        return config
 
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:

@@ -66,7 +66,8 @@ class RunPlan:
     config: RunConfig
     topology: Topology
     selection: list[str]
-    """pytest arguments that choose the checks: the suites, the mesh options, ``-k``, extra arguments."""
+    """pytest arguments that choose the checks: the suites, ``-k``, extra arguments (the mesh's settings go as
+    one file, ``--mesh-config-file``: the config is built once, here)."""
     session: list[str]
     """The rest of the session's pytest arguments: reports, workers."""
     attach: Path | None = None
@@ -126,17 +127,34 @@ class Signals:
             raise RunInterrupted(signum)
 
 
+CONFIG_FILE = "meshconf-config.json"
+"""The run's config as ``meshconf run`` built it, in the session directory: pytest (controller and xdist
+workers, through ``--mesh-config-file``) reads it instead of building the config again from options."""
+
+
 def execute(plan: RunPlan) -> int:
     """Run the plan; return the exit code. Raises UsageError (exit 2) for what is wrong before anything starts.
 
     Progress goes to stdout; meshconf's own notices and errors to stderr."""
+    from conformance.providers import write_config
+
+    shared = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
+    try:
+        write_config(plan.config, shared / CONFIG_FILE)
+        return _execute(plan, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def _execute(plan: RunPlan, shared: Path) -> int:
     started = time.time()
     config = plan.config
+    selection = [*plan.selection, f"--mesh-config-file={shared / CONFIG_FILE}"]
     signals = Signals(tell)
     with signals.installed():
         try:
             try:
-                checks = collect_checks(plan.selection)
+                checks = collect_checks(selection)
             finally:
                 if signals.first is not None:  # pytest caught it while collecting
                     raise RunInterrupted(signals.first)
@@ -144,7 +162,7 @@ def execute(plan: RunPlan) -> int:
                 from conformance.providers import attach_provider
 
                 attach_provider(config, plan.topology, plan.attach)  # is it there, before pytest starts?
-                return _session(plan, signals, None)
+                return _session(plan, signals, None, shared, selection)
             from conformance.preflight import preflight
 
             preflight(config, plan.topology)
@@ -167,7 +185,7 @@ def execute(plan: RunPlan) -> int:
 
             provider = create_provider(config, plan.topology)
             provider.up(owner_pid=None if config.keep else os.getpid(), progress=say)
-            return _session(plan, signals, provider)
+            return _session(plan, signals, provider, shared, selection)
         except RunInterrupted as stop:
             tell(f"meshconf: {stop}: the mesh was still coming up; tearing down what was started")
             _not_run(plan, [], f"interrupted by {stop} while the mesh was coming up", started)
@@ -186,25 +204,22 @@ def execute(plan: RunPlan) -> int:
                 provider.down()
 
 
-def _session(plan: RunPlan, signals: Signals, provider: Provider | None) -> int:
-    """pytest in a child process, attached to ``provider``'s mesh (or ``plan.attach``)."""
+def _session(plan: RunPlan, signals: Signals, provider: Provider | None, shared: Path, selection: list[str]) -> int:
+    """pytest in a child process, attached to ``provider``'s mesh (or ``plan.attach``); ``shared`` is the
+    session directory (the config file is in it), removed by the caller."""
     config = plan.config
-    shared = Path(tempfile.mkdtemp(prefix="meshconf-session-"))
-    args = [*plan.selection, *plan.session]
-    try:
-        if provider is not None:
-            pointer = {"run_dir": str(provider.run_dir or ""), "description": provider.describe().as_dict(),
-                       "owner": "meshconf run"}
-            (shared / "meshconf-mesh.json").write_text(json.dumps(pointer))
-        else:
-            args.append(f"--mesh-attach={plan.attach}")
-        env = {**os.environ, "MESHCONF_SESSION_DIR": str(shared)}
-        signals.pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env, start_new_session=True,
-                                          preexec_fn=die_with_parent(signal.SIGINT))
-        code = _wait(signals, config.timeouts.teardown_s)
-        signals.tearing_down = True  # from here on a signal changes nothing: the checks are over
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    args = [*selection, *plan.session]
+    if provider is not None:
+        pointer = {"run_dir": str(provider.run_dir or ""), "description": provider.describe().as_dict(),
+                   "owner": "meshconf run"}
+        (shared / "meshconf-mesh.json").write_text(json.dumps(pointer))
+    else:
+        args.append(f"--mesh-attach={plan.attach}")
+    env = {**os.environ, "MESHCONF_SESSION_DIR": str(shared)}
+    signals.pytest = subprocess.Popen([sys.executable, "-m", "pytest", *args], env=env, start_new_session=True,
+                                      preexec_fn=die_with_parent(signal.SIGINT))
+    code = _wait(signals, config.timeouts.teardown_s)
+    signals.tearing_down = True  # from here on a signal changes nothing: the checks are over
     if signals.first is None:
         if provider is not None and config.keep:
             run_dir = provider.run_dir

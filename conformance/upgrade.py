@@ -24,11 +24,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from conformance.config import Budgets, RunConfig, Timeouts
+import yaml
+
+from conformance.config import RunConfig
 from conformance.connections import ConnectionHold, HeldConnections, hold_request
 from conformance.errors import EnvironmentBroken
 from conformance.load.forward import result_of_forward
@@ -56,13 +57,16 @@ Catalogue = Callable[[RunConfig, Path, Path, Callable[[str], None]], Path]
 report's path (by default ``meshconf run --attach RUN_DIR --out OUT`` in a subprocess)."""
 
 
-def upgrade_plan(provider: type[Provider], config: RunConfig, topology: Topology, to_version: str) -> str:
+def upgrade_plan(provider: type[Provider], config: RunConfig, topology: Topology, to_version: str,
+                 from_version: str | None = None) -> str:
     """The provider's upgrade steps and what meshconf measures meanwhile; runs nothing. UsageError if the
     provider cannot make this upgrade."""
     steps = provider.upgrade_plan(config, topology, to_version)
     first, last = topology.cluster_names[0], topology.cluster_names[-1]
     return steps + "\n".join([
         "",
+        *([f"Once the mesh is up, the mesh must run {from_version} (--from), or the gate stops (exit 3)."]
+          if from_version else []),
         "Measured by meshconf through the provider's upgrade steps (conformance/upgrade.py):",
         f"  - {HELD_CONNECTIONS} keep-alive connections held from holder/{UPGRADE_NAMESPACE} on {first} to "
         f"held/{UPGRADE_NAMESPACE} on {last} (neither restarted); lost connections allowed: "
@@ -81,24 +85,29 @@ def upgrade_plan(provider: type[Provider], config: RunConfig, topology: Topology
 
 
 def run_upgrade(config: RunConfig, topology: Topology, to_version: str, out: Path, say: Callable[[str], None],
-                provider: Provider, *, catalogue: Catalogue | None = None) -> int:
-    """The gate (the module's docstring) on ``provider`` (not yet up; the CLI takes it from the registry);
-    returns its exit code: 0, or 1 on a regression or budget overrun. Raises UsageError (exit 2) before anything
-    starts, EnvironmentBroken (exit 3) when the environment fails. ``catalogue`` is a seam for tests: by default
+                provider: Provider, *, from_version: str | None = None, catalogue: Catalogue | None = None) -> int:
+    """The gate (the module's docstring) on ``provider`` (not yet up; the CLI takes it from the registry, with
+    ``config`` already ``at_version(from_version)``); returns its exit code: 0, or 1 on a regression or budget
+    overrun. Raises UsageError (exit 2) before anything starts, EnvironmentBroken (exit 3) when the environment
+    fails, or when the mesh does not run ``from_version``. ``catalogue`` is a seam for tests: by default
     ``meshconf run --attach`` in a subprocess."""
-    type(provider).upgrade_plan(config, topology, to_version)  # a UsageError stops it here, before up()
+    kind = type(provider)
+    kind.upgrade_plan(config, topology, to_version)  # a UsageError stops it here, before up()
+    after_config = kind.at_version(config, to_version)
     run_catalogue = catalogue or _catalogue
     out.mkdir(parents=True, exist_ok=True)
     provider.up(progress=say)
     try:
         assert provider.run_dir is not None
-        from_version = config.istio_version or provider.describe().mesh_version
+        running = provider.describe().mesh_version
+        if from_version and running != from_version:
+            raise EnvironmentBroken(f"--from {from_version}, but the mesh runs Istio {running}; fix --from, or leave "
+                                    "it out")
         before = _verdicts(run_catalogue(config, provider.run_dir, out / "before", say), "before")  # then upgrade
         provider.prepare_upgrade(to_version, say)
         during, connections = _measure_upgrade(provider, config, to_version, say)
-        (out / "upgrade.json").write_text(json.dumps({"from": from_version, "to": to_version, **during,
+        (out / "upgrade.json").write_text(json.dumps({"from": running, "to": to_version, **during,
                                                       "heldConnections": connections}, indent=2) + "\n")
-        after_config = replace(config, istio_version=to_version) if config.istio_version else config
         after = run_catalogue(after_config, provider.run_dir, out / "after", say)
         reports = before, _verdicts(after, "after")
         rows = compare_reports(*reports)
@@ -189,23 +198,12 @@ def _verdicts(path: Path, which: str) -> Report:
 
 
 def catalogue_argv(config: RunConfig, run_dir: Path, out: Path) -> list[str]:
-    """``meshconf run`` arguments for the catalogue against the mesh in ``run_dir``: the provider's settings,
-    and every budget and timeout that differs from its default."""
-    argv = ["run", "--provider", config.provider, "--topology", config.topology]
-    if config.istio_version:
-        argv += ["--istio-version", config.istio_version]
-    for context in config.contexts:
-        argv += ["--context", context]
-    for flag, value in (("--revision", config.revision), ("--image-hub", config.image_hub)):
-        if value:
-            argv += [flag, value]
-    if config.allow_mesh_wide:
-        argv.append("--allow-mesh-wide")
-    for flag, values, defaults in (("--budget", config.budgets, Budgets()), ("--timeout", config.timeouts, Timeouts())):
-        for f in fields(values):
-            if getattr(values, f.name) != getattr(defaults, f.name):
-                argv += [flag, f"{f.name}={getattr(values, f.name)}"]
-    return [*argv, "--attach", str(run_dir), "--out", str(out)]
+    """``meshconf run`` arguments for the catalogue against the mesh in ``run_dir``, with every setting of
+    ``config`` (the provider's, budgets, timeouts, load) in one profile, ``OUT.yaml`` beside ``OUT``: the config
+    is resolved once, here, never re-spelled as flags."""
+    profile = out.with_name(f"{out.name}.yaml")
+    profile.write_text(yaml.safe_dump(config.as_profile(), sort_keys=False))
+    return ["run", "--profile", str(profile), "--attach", str(run_dir), "--out", str(out)]
 
 
 def _catalogue(config: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:

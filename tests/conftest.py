@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 
@@ -28,7 +28,7 @@ def local_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvid
     """A two-cluster local mesh for one test module, torn down (every process) afterwards."""
     saved = os.environ.get("MESHCONF_STATE_DIR")
     os.environ["MESHCONF_STATE_DIR"] = str(tmp_path_factory.getbasetemp() / "runs")
-    provider = LocalProvider(RunConfig.build(), load_topology("multi-primary"))
+    provider = LocalProvider(build_config(), load_topology("multi-primary"))
     try:
         provider.up()
         yield provider

@@ -7,18 +7,24 @@ Providers are imported lazily, so a run of one provider never imports another's 
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from conformance.config import RunConfig
 from conformance.errors import ConformanceError, UsageError
 from conformance.provider import Feature, Provider
+from conformance.settings import Declared, Settings, catalog
 from conformance.topology import Topology
 
 __all__ = [
     "PROVIDERS",
     "attach_provider",
+    "build_config",
+    "config_from_dict",
     "create_provider",
     "leftover_runs",
     "plan_provider",
@@ -26,9 +32,13 @@ __all__ = [
     "provider_class",
     "provider_defects",
     "provider_offers",
+    "provider_settings",
+    "read_config",
     "release_provider",
+    "settings_catalog",
     "teardown_run",
     "validate_provider",
+    "write_config",
 ]
 
 PROVIDERS: dict[str, str] = {
@@ -51,18 +61,53 @@ def provider_class(name: str) -> type[Provider]:
     return cls
 
 
+def provider_settings() -> dict[str, type[Settings]]:
+    """Every provider's Settings class, by provider name (imports each provider's package: cheap, they import
+    their heavy dependencies lazily)."""
+    return {name: provider_class(name).Settings for name in PROVIDERS}
+
+
+@functools.cache
+def settings_catalog() -> tuple[Declared, ...]:
+    """Every setting, the core's and the providers' (each once): what the CLI and the pytest plugin offer."""
+    return tuple(catalog(RunConfig, provider_settings()))
+
+
+def build_config(**values: Any) -> RunConfig:
+    """The run's config from flags / keywords (None: not given), the profile and the defaults, validated:
+    ``RunConfig.build`` with every provider's settings."""
+    return RunConfig.build(provider_settings(), **values)
+
+
+def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
+    """A config another process built (``RunConfig.as_dict``), read back unchanged."""
+    return RunConfig.from_dict(data, {str(data["provider"]): provider_class(str(data["provider"])).Settings})
+
+
+def write_config(config: RunConfig, path: Path) -> Path:
+    """Hand a built config to other processes as one file (``--mesh-config-file``)."""
+    path.write_text(json.dumps(config.as_dict(), indent=1) + "\n")
+    return path
+
+
+def read_config(path: Path) -> RunConfig:
+    """The config :func:`write_config` wrote; UsageError if the file cannot be read."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--mesh-config-file {path} cannot be read: {exc}") from None
+    return config_from_dict(data)
+
+
 def create_provider(config: RunConfig, topology: Topology) -> Provider:
     """A provider for ``config.provider``, not yet up."""
     return provider_class(config.provider)(config, topology)
 
 
 def validate_provider(config: RunConfig, topology: Topology) -> None:
-    """Raise UsageError for a setting the provider cannot use (e.g. an unknown --mesh-defect), before anything
-    starts. Settings meant for another provider are refused here too."""
-    cls = provider_class(config.provider)
-    if config.defects:
-        cls.defects()  # UsageError for a provider without any; the names are checked by the provider
-    cls.validate(config, topology)
+    """Raise UsageError for a setting the provider cannot use with this topology (e.g. an unknown --defect),
+    before anything starts. Settings meant for another provider were refused when the config was built."""
+    provider_class(config.provider).validate(config, topology)
 
 
 def preflight_provider(config: RunConfig, topology: Topology) -> list[str]:

@@ -107,7 +107,7 @@ def run_metadata(config: RunConfig, description: Mapping[str, Any] | None, start
     run = {
         **(description or {"provider": config.provider, "topology": config.topology}),
         "meshconfVersion": __version__,
-        "defects": list(config.defects),
+        "defects": list(getattr(config.settings, "defects", ())),  # the local mesh's (a run's key fact)
         "started": begun.isoformat(timespec="seconds"),
         "durationSeconds": round(time.time() - started, 1),
         "runId": begun.strftime("%Y%m%dT%H%M%SZ"),

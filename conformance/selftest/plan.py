@@ -24,7 +24,7 @@ from conformance.selftest.catches import CATCHES, Catch
 __all__ = ["FORBIDDEN_FLAGS", "Run", "SelftestPlan", "selection"]
 
 FORBIDDEN_FLAGS = ("--budget", "--timeout", "--load", "--profile", "-k", "-n", "--workers", "--topology",
-                   "--mesh-defect", "--out", "--provider", "--attach", "--suites", "--keep")
+                   "--defect", "--mesh-defect", "--out", "--provider", "--attach", "--suites", "--keep")
 """Flags a row's ``args`` may not carry: self-validation runs at the shipped settings, and the plan owns the
 selection, parallelism, topology, defect and output of each run."""
 

@@ -141,7 +141,7 @@ def _start(run: Run, out: Path, plan: SelftestPlan, *, workers: int) -> _Started
     argv = [sys.executable, "-m", "conformance.cli", "run", "--out", str(directory), "--topology", run.topology,
             "-n", str(workers if workers > 1 else 0)]
     if run.defect:
-        argv += ["--mesh-defect", run.defect]
+        argv += ["--defect", run.defect]
     if run.checks:
         argv += ["-k", selection(run.checks, plan.catalogue)]
     argv += list(run.args)

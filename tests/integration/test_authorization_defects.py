@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.expect import Outcome, expect_all
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.providers.local.defects import Defect
 from conformance.topology import load_topology
@@ -54,7 +54,7 @@ def row_and_mesh(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
                  monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Row, LocalProvider]]:
     row: Row = request.param
     monkeypatch.setitem(os.environ, "MESHCONF_STATE_DIR", str(tmp_path_factory.getbasetemp() / "runs"))
-    provider = LocalProvider(RunConfig.build(defects=[row.defect.value]), load_topology("multi-primary"))
+    provider = LocalProvider(build_config(defects=[row.defect.value]), load_topology("multi-primary"))
     try:
         provider.up()
         yield row, provider

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import ProviderError, UsageError
 from conformance.probe import CallResult
 from conformance.provider import ProbeHandle, ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, doc, eventually
@@ -165,7 +165,7 @@ def test_a_proxy_cannot_start_while_its_control_plane_is_down(local_mesh: LocalP
 
 
 def test_remote_clusters_are_served_by_their_primary() -> None:
-    provider = LocalProvider(RunConfig.build(topology="primary-remote"), load_topology("primary-remote"))
+    provider = LocalProvider(build_config(topology="primary-remote"), load_topology("primary-remote"))
     provider.up()
     try:
         remote = provider.deploy_probe(ProbeSpec("client", "ns1", "cluster2"))

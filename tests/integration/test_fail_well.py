@@ -50,12 +50,13 @@ def _all_broken_with(out: Path, checks: set[str], reason: str) -> None:
 # -- usage errors only the provider can detect: exit 2, one line, before anything starts -----------------------
 
 
-def test_unknown_mesh_defect_is_one_line_and_exit_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flag", ["--defect", "--mesh-defect"])  # --mesh-defect: the spelling scripts still use
+def test_unknown_mesh_defect_is_one_line_and_exit_2(tmp_path: Path, flag: str) -> None:
     out = tmp_path / "out"
-    done = _meshconf(tmp_path, "run", "--mesh-defect", "nope", "--out", str(out))
+    done = _meshconf(tmp_path, "run", flag, "nope", "--out", str(out))
     assert done.returncode == 2
     assert _lines(done) == [done.stderr.strip()]
-    assert "unknown --mesh-defect 'nope'" in done.stderr and "ignore-peer-authentication" in done.stderr
+    assert "unknown --defect 'nope'" in done.stderr and "ignore-peer-authentication" in done.stderr
     assert not out.exists()
     _started_nothing(tmp_path)
 
@@ -65,7 +66,7 @@ def test_unknown_mesh_defect_under_plain_pytest_is_a_usage_error(tmp_path: Path)
                            f"--mesh-out={tmp_path / 'out'}"], cwd=REPO, capture_output=True, text=True, timeout=120,
                           env={**_env(tmp_path)})
     assert done.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "unknown --mesh-defect 'nope'" in done.stderr and "Traceback" not in done.stdout + done.stderr
+    assert "unknown --defect 'nope'" in done.stderr and "Traceback" not in done.stdout + done.stderr
     assert len(_lines(done)) <= 2
     _started_nothing(tmp_path)
 
@@ -187,7 +188,7 @@ def test_kind_without_a_docker_daemon_fails_preflight(tmp_path: Path) -> None:
 
 def test_plain_pytest_gets_one_line_per_check_not_a_traceback(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "--envoy-binary=/bin/false",
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "--mesh-envoy-binary=/bin/false",
                            f"--mesh-out={out}", "-p", "no:cacheprovider"], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env=_env(tmp_path))
     assert done.returncode == 3, done.stdout[-3000:]

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, doc, eventually, no_retries, share
@@ -42,7 +42,7 @@ def mesh3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
     import os
 
     os.environ["MESHCONF_STATE_DIR"] = str(tmp_path_factory.getbasetemp() / "runs")
-    provider = LocalProvider(RunConfig.build(topology=str(topology_file)), load_topology(str(topology_file)))
+    provider = LocalProvider(build_config(topology=str(topology_file)), load_topology(str(topology_file)))
     try:
         provider.up()
         yield provider

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.runstate import RunState
 from conformance.topology import load_topology
@@ -37,7 +37,7 @@ def _wait_until_gone(marker: str, timeout_s: float = 10.0) -> list[tuple[int, st
 
 
 def test_up_and_down_leave_no_process_and_no_directory() -> None:
-    provider = LocalProvider(RunConfig.build(), load_topology("multi-primary"))
+    provider = LocalProvider(build_config(), load_topology("multi-primary"))
     provider.up()
     run_dir = provider.run_dir
     assert run_dir is not None
@@ -58,12 +58,12 @@ def test_mesh_stops_when_its_owner_dies(tmp_path: Path) -> None:
     """A crashed test run (owner killed with SIGKILL) does not leak a mesh."""
     script = textwrap.dedent("""
         import sys, time
-        from conformance.config import RunConfig
+        from conformance.providers import build_config
         from conformance.provider import ProbeSpec
         from conformance.providers.local import LocalProvider
         from conformance.topology import load_topology
         import os
-        p = LocalProvider(RunConfig.build(), load_topology("multi-primary"))
+        p = LocalProvider(build_config(), load_topology("multi-primary"))
         p.up(owner_pid=os.getpid())
         p.deploy_probe(ProbeSpec("server", "ns1", "cluster1"))
         print(p.run_dir, flush=True)
@@ -89,7 +89,7 @@ def test_mesh_stops_when_its_owner_dies(tmp_path: Path) -> None:
 
 
 def test_killing_the_mesh_process_kills_its_children_and_down_cleans_up() -> None:
-    provider = LocalProvider(RunConfig.build(), load_topology("multi-primary"))
+    provider = LocalProvider(build_config(), load_topology("multi-primary"))
     provider.up()
     run_dir = provider.run_dir
     assert run_dir is not None

@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken
 from conformance.load import (
     ForwardTarget,
@@ -33,6 +32,7 @@ from conformance.load import (
 from conformance.load.distributed import result_from_configmap
 from conformance.probe import probe_source
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
+from conformance.providers import build_config
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ class ForwardOnly:
 
 def _profile(**overrides: Any) -> LoadProfile:
     values: dict[str, Any] = {"rate_rps": 100, "users": 4, "warmup_s": 0.5, "duration_s": 2, "spawn_rate_per_s": 100}
-    return LoadProfile.from_config(RunConfig.build(), **{**values, **overrides})
+    return LoadProfile.from_config(build_config(), **{**values, **overrides})
 
 
 class FakeKubernetesApi(http.server.ThreadingHTTPServer):

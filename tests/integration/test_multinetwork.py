@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import CLUSTERS, call, doc
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
     os.environ["MESHCONF_STATE_DIR"] = str(tmp_path_factory.getbasetemp() / "runs")
-    provider = LocalProvider(RunConfig.build(topology="multi-network"), load_topology("multi-network"))
+    provider = LocalProvider(build_config(topology="multi-network"), load_topology("multi-network"))
     try:
         provider.up()
         yield provider

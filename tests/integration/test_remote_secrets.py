@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from conformance.config import RunConfig
 from conformance.connections import EndpointWatch, endpoint_count, outbound_cluster
 from conformance.identity import SECRETS_PATH, served_identity
 from conformance.provider import DATA_PORT, ProbeHandle, ProbeSpec, RootStep
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, eventually
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.integration
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalProvider]:
     saved = os.environ.get("MESHCONF_STATE_DIR")
     os.environ["MESHCONF_STATE_DIR"] = str(tmp_path_factory.getbasetemp() / "runs")
-    provider = LocalProvider(RunConfig.build(topology="three-cluster"), load_topology("three-cluster"))
+    provider = LocalProvider(build_config(topology="three-cluster"), load_topology("three-cluster"))
     try:
         provider.up()
         yield provider

@@ -53,7 +53,7 @@ def run_secrets(run_dir: Path) -> dict[str, str]:
 def test_nothing_under_out_holds_a_secret(tmp_path: Path) -> None:
     out, runs = tmp_path / "out", tmp_path / "runs"
     env = {"MESHCONF_STATE_DIR": str(runs)}
-    done = run_meshconf("run", "--out", str(out), "--mesh-defect", "ignore-authz-allow", "-k",
+    done = run_meshconf("run", "--out", str(out), "--defect", "ignore-authz-allow", "-k",
                         "test_authz_allow_principal", "--timeout", "consistency_s=4", "--keep", env=env)
     run_dir = next(runs.glob("local-*"))
     try:

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.provider import ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.local import LocalProvider
 from conformance.providers.local.defects import Defect
 from conformance.topology import load_topology
@@ -129,7 +129,7 @@ def test_connect_timeout_comes_from_the_destination_rule(local_mesh: LocalProvid
 def mesh_without_connect_timeout(tmp_path_factory: pytest.TempPathFactory,
                                  monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalProvider]:
     monkeypatch.setitem(os.environ, "MESHCONF_STATE_DIR", str(tmp_path_factory.getbasetemp() / "runs"))
-    provider = LocalProvider(RunConfig.build(defects=[Defect.CONNECT_TIMEOUT_IGNORED.value]),
+    provider = LocalProvider(build_config(defects=[Defect.CONNECT_TIMEOUT_IGNORED.value]),
                              load_topology("multi-primary"))
     try:
         provider.up()

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import UsageError
 from conformance.provider import Feature
-from conformance.providers import provider_offers
+from conformance.providers import build_config, provider_offers
 from conformance.providers.k3s.addresses import cluster_addresses, free_subnet
 from conformance.providers.k3s.plan import API_STEPS, EAST_WEST_STATUS_PORT
 from conformance.providers.k3s.provider import K3sProvider
@@ -128,22 +127,27 @@ def test_k3s_offers_no_link_features_since_it_applies_no_netem() -> None:
     offers = provider_offers("k3s")
     assert Feature.LINK_RTT not in offers and Feature.LINK_FAULTS not in offers
     assert {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY, Feature.GATEWAY_FAULTS, Feature.INGRESS_GATEWAY} <= offers
-    config = RunConfig.build(provider="k3s", topology="multi-network", istio_version="1.28.0")
+    config = build_config(provider="k3s", topology="multi-network", istio_version="1.28.0")
     features = K3sProvider(config, load_topology("multi-network")).features()
     assert features <= offers and Feature.MULTI_NETWORK in features
     single = K3sProvider(config, load_topology("multi-primary")).features()
     assert Feature.EAST_WEST_GATEWAY not in single and Feature.GATEWAY_FAULTS not in single
 
 
+def test_k3s_needs_an_istio_version() -> None:
+    config = build_config(provider="k3s", topology="multi-network")
+    with pytest.raises(UsageError, match="needs --istio-version"):
+        K3sProvider.validate(config, load_topology("multi-network"))
+
+
 @pytest.mark.parametrize(("flags", "says"), [
-    ({"istio_version": None}, "needs --istio-version"),
-    ({"reuse": True}, "--reuse is for kind"),
-    ({"kind_node_image": "kindest/node:v1.35.8"}, "--kind-node-image is for kind"),
+    ({"reuse": True}, "--reuse is for --provider kind, not k3s"),
+    ({"kind_node_image": "kindest/node:v1.35.8"}, "--kind-node-image is for --provider kind, not k3s"),
 ])
 def test_settings_k3s_cannot_use_are_refused(flags: dict[str, Any], says: str) -> None:
-    config = RunConfig.build(provider="k3s", topology="multi-network", **{"istio_version": "1.28.0", **flags})
+    """kind's own settings are not k3s's: refused when the config is built, before any provider code runs."""
     with pytest.raises(UsageError, match=says):
-        K3sProvider.validate(config, load_topology("multi-network"))
+        build_config(provider="k3s", topology="multi-network", istio_version="1.28.0", **flags)
 
 
 def test_every_step_says_what_is_verified_here() -> None:

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from conformance.certs import MeshCA
-from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, ProviderError, UsageError
 from conformance.probe import probe_source
+from conformance.providers import build_config
 from conformance.providers.k3s.plan import NETWORK, PlanContext
 from conformance.providers.k3s.provider import K3sProvider
 from conformance.providers.kube.runner import Recorder
@@ -40,8 +40,8 @@ K3S = "rancher/k3s:v1.34.11-k3s1"
 
 def _provider(fake_istioctl: Path, topology: str = "multi-network") -> tuple[K3sProvider, Recorder]:
     mesh = parse_topology(yaml.safe_load(TWO_ZONES)) if topology == "two-zones" else load_topology(topology)
-    config = RunConfig.build(provider="k3s", topology="multi-network" if topology == "two-zones" else topology,
-                             istio_version="1.28.0", istioctl=str(fake_istioctl))
+    config = build_config(provider="k3s", topology="multi-network" if topology == "two-zones" else topology,
+                          istio_version="1.28.0", istioctl=str(fake_istioctl))
     recorder = Recorder(answers={"remote-clusters": SYNCED})
     return K3sProvider(config, mesh, host=recorder), recorder
 

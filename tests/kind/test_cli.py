@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from conformance.providers import build_config
+from conformance.providers.existing.settings import ExistingSettings
 from tests.conftest import REPO, run_meshconf
 
 
@@ -115,18 +117,18 @@ def test_plan_with_an_image_hub_pulls_from_the_mirror() -> None:
 def test_run_help_lists_the_new_flags() -> None:
     done = run_meshconf("run", "--help")
     assert done.returncode == 0
-    assert "--revision REVISION" in done.stdout and "--image-hub IMAGE_HUB" in done.stdout
+    assert "--revision REVISION" in done.stdout and "--image-hub HOST" in done.stdout
 
 
 def test_revision_is_for_existing_clusters() -> None:
-    from conformance.config import RunConfig
     from conformance.errors import UsageError
 
     with pytest.raises(UsageError, match="--revision is for --provider existing"):
-        RunConfig.build(provider="kind", revision="1-28-0")
+        build_config(provider="kind", revision="1-28-0")
     with pytest.raises(UsageError, match="is not a revision name"):
-        RunConfig.build(provider="existing", contexts=["a"], revision="1.28.0")
-    assert RunConfig.build(provider="existing", contexts=["a"], revision="1-28-0").revision == "1-28-0"
+        build_config(provider="existing", contexts=["a"], revision="1.28.0")
+    assert build_config(provider="existing", contexts=["a"], revision="1-28-0").settings_as(
+        ExistingSettings).revision == "1-28-0"
 
 
 def test_plan_needs_an_istio_version() -> None:
@@ -135,8 +137,10 @@ def test_plan_needs_an_istio_version() -> None:
 
 
 def test_plan_for_a_provider_without_a_plan_is_a_usage_error() -> None:
-    done = run_meshconf("plan", "--provider", "local", "--istio-version", "1.28.0")
+    done = run_meshconf("plan", "--provider", "local")
     assert done.returncode == 2 and "has no install plan" in done.stderr
+    done = run_meshconf("plan", "--provider", "local", "--istio-version", "1.28.0")
+    assert done.returncode == 2 and "--istio-version is for --provider kind or k3s, not local" in done.stderr
 
 
 def test_upgrade_plan() -> None:
@@ -307,7 +311,7 @@ def test_doctor_ready(tmp_path: Path) -> None:
 def test_pytest_options_reach_the_run_config() -> None:
     done = subprocess.run([sys.executable, "-m", "pytest", "suites/mtls", "--collect-only", "-q",
                            "--mesh-provider=existing", "--mesh-context=staging-a", "--mesh-context=staging-b",
-                           "--allow-mesh-wide", "--istio-version=1.28.0"],
+                           "--mesh-allow-mesh-wide"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -10,10 +10,9 @@ from typing import Any
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import CannotRun, EnvironmentBroken, ProviderError, UsageError
 from conformance.provider import Feature, ProbeSpec
-from conformance.providers import PROVIDERS
+from conformance.providers import PROVIDERS, build_config
 from conformance.providers.existing import ExistingProvider
 from conformance.providers.existing.preflight import istiod_version
 from conformance.providers.existing.provider import RUN_ANNOTATION
@@ -115,7 +114,7 @@ def _key(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def _provider(apis: dict[str, FakeAPI], topology: str = "multi-primary", **flags: Any) -> ExistingProvider:
-    config = RunConfig.build(provider="existing", topology=topology, contexts=list(apis), **flags)
+    config = build_config(provider="existing", topology=topology, contexts=list(apis), **flags)
     return ExistingProvider(config, load_topology(topology), api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
 
 

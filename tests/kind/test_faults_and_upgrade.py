@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from conformance.certs import MeshCA
-from conformance.config import RunConfig
 from conformance.probe import probe_source
+from conformance.providers import build_config
 from conformance.providers.kind.plan import PlanContext
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder
@@ -27,7 +27,7 @@ def _recorded_provider(answers: dict[str, str] | None = None) -> tuple[KindProvi
     recorder = Recorder(answers={r"^kind get nodes --name cluster1": "cluster1-control-plane\n",
                                  r"^kind get nodes --name cluster2": "cluster2-control-plane\ncluster2-worker\n",
                                  **(answers or {})})
-    config = RunConfig.build(provider="kind", topology="multi-network", istio_version="1.28.0")
+    config = build_config(provider="kind", topology="multi-network", istio_version="1.28.0")
     return KindProvider(config, load_topology("multi-network"), run_dir, runner=recorder), recorder
 
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conformance.certs import MeshCA, RootStep
-from conformance.config import RunConfig
 from conformance.errors import ProviderError, TimeoutExpired
 from conformance.provider import RemoteClusterStatus
+from conformance.providers import build_config
 from conformance.providers.kind.faults import BROKEN_KEY, TOKENS_KEY
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder
@@ -47,7 +47,7 @@ def _provider(answers: dict[str, Any] | None = None) -> tuple[KindProvider, Reco
                              istioctl="istioctl", kind_subnet="172.19.0.0/16", link_rtt_ms=25,
                              variables={f"CLUSTER{n}_CONTROL_PLANE_IP": f"172.19.0.{n + 1}" for n in (1, 2, 3)})
     recorder = Recorder(answers={r"remote-clusters": SYNCED, **(answers or {})})
-    config = RunConfig.build(provider="kind", topology="three-cluster", istio_version="1.28.0")
+    config = build_config(provider="kind", topology="three-cluster", istio_version="1.28.0")
     return KindProvider(config, load_topology("three-cluster"), run_dir, runner=recorder), recorder, run_dir
 
 
@@ -221,7 +221,7 @@ class FakeAPI:
 
 def _existing(api: FakeAPI, run_dir: Path | None, revision: str | None = None) -> Any:
     topology = load_topology("multi-primary")
-    return SimpleNamespace(topology=topology, run_dir=run_dir, config=RunConfig.build(),
+    return SimpleNamespace(topology=topology, run_dir=run_dir, config=build_config(),
                            api=lambda _cluster: api, revision_for=lambda _cluster: revision)
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from conformance.config import RunConfig
 from conformance.errors import ProviderError, TimeoutExpired, UsageError
+from conformance.providers import build_config
 from conformance.providers.existing import ExistingProvider
 from conformance.providers.kube.api import KubeAPI, Pod
 from conformance.providers.kube.meshconfig import STATE_KEY, patch_mesh_config, restore_mesh_configs
@@ -142,7 +142,7 @@ def test_someone_elses_later_change_is_never_overwritten(tmp_path: Path) -> None
 
 
 def _existing(tmp_path: Path, allow: bool, cluster: FakeCluster) -> ExistingProvider:
-    config = RunConfig.build(provider="existing", contexts=["east", "west"], allow_mesh_wide=allow)
+    config = build_config(provider="existing", contexts=["east", "west"], allow_mesh_wide=allow)
     provider = ExistingProvider(config, load_topology("multi-primary"), api_factory=lambda ctx: cluster)
     provider.run_dir = tmp_path
     RunState(tmp_path).update(ready=True, namespaces=[], objects=[])

@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from conformance.certs import MeshCA
-from conformance.config import RunConfig
 from conformance.probe import probe_source
+from conformance.providers import build_config
 from conformance.providers.kind.plan import PlanContext, build_plan
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.steps import Step, Until, render_plan
@@ -169,7 +169,7 @@ def test_printed_plan_has_no_key_material(topology: str, plan_for: Callable[[str
 
 
 def test_provider_plan_text_for_multi_network() -> None:
-    config = RunConfig.build(provider="kind", topology="multi-network", istio_version="1.28.0")
+    config = build_config(provider="kind", topology="multi-network", istio_version="1.28.0")
     text = KindProvider.plan(config, load_topology("multi-network"))
     assert text.startswith("meshconf plan: provider kind, topology multi-network, Istio 1.28.0")
     assert "$ kind create cluster --name cluster1 --config " in text

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, ProviderError
 from conformance.provider import Feature
+from conformance.providers import build_config
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder, Result, run_command
 from conformance.providers.kind.steps import Command, Until
@@ -42,8 +42,8 @@ def _recorder(**extra: str | Result | list[str | Result]) -> Recorder:
 
 def _provider(fake_istioctl: Path, recorder: Recorder, topology: str = "multi-network",
               **flags: object) -> KindProvider:
-    config = RunConfig.build(provider="kind", topology=topology, istio_version="1.28.0",
-                             istioctl=str(fake_istioctl), **flags)
+    config = build_config(provider="kind", topology=topology, istio_version="1.28.0",
+                          istioctl=str(fake_istioctl), **flags)
     return KindProvider(config, load_topology(topology), runner=recorder)
 
 

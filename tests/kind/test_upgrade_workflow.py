@@ -21,8 +21,10 @@ import pytest
 from conformance.config import RunConfig
 from conformance.connections import HeldConnections
 from conformance.provider import ProbeHandle, ProbeInstance, ProbeSpec
+from conformance.providers import build_config
 from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Recorder, Result
+from conformance.providers.kind.settings import KindSettings
 from conformance.topology import load_topology
 from conformance.upgrade import HELD_CONNECTIONS, held_connections_verdict, run_upgrade
 
@@ -112,15 +114,15 @@ def _upgrade(tmp_path: Path, fake_istioctl: Path, held: Mapping[str, Any],
              **overrides: str) -> tuple[int, list[str], dict[str, Any]]:
     timeline: list[str] = []
     restarted = threading.Event()
-    config = RunConfig.build(provider="kind", topology="multi-network", istio_version="1.27.3",
-                             istioctl=str(fake_istioctl), timeout_overrides=[f"{k}={v}" for k, v in overrides.items()])
+    config = build_config(provider="kind", topology="multi-network", istio_version="1.27.3",
+                          istioctl=str(fake_istioctl), timeout_overrides=[f"{k}={v}" for k, v in overrides.items()])
     provider = RecordedProbes(config, load_topology("multi-network"), runner=Timeline(timeline, restarted),
                               timeline=timeline, restarted=restarted)
     provider.held_answer = held
     provider.istioctl_to = fake_istioctl
 
     def catalogue(cfg: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
-        timeline.append(f"catalogue on {cfg.istio_version}")
+        timeline.append(f"catalogue on {cfg.settings_as(KindSettings).istio_version}")
         return _report(out)
 
     out = tmp_path / "out"

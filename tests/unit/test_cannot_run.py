@@ -9,6 +9,7 @@ import pytest
 
 from conformance import plugin
 from conformance.errors import CannotRun
+from conformance.providers import build_config
 
 
 def test_cannot_run_becomes_a_skip_with_the_reason() -> None:
@@ -20,11 +21,10 @@ def test_cannot_run_becomes_a_skip_with_the_reason() -> None:
 
 def test_a_check_whose_topology_lacks_what_it_needs_skips_saying_which(tmp_path: Any) -> None:
     from conformance.check import Area, CheckInfo
-    from conformance.config import RunConfig
     from conformance.scenario import Scenario
 
     info = CheckInfo("failover-x-y", Area.FAILOVER, "d", frozenset())
-    scenario = Scenario(SimpleNamespace(), info, RunConfig.build(topology="multi-primary"), tmp_path)  # type: ignore[arg-type]
+    scenario = Scenario(SimpleNamespace(), info, build_config(topology="multi-primary"), tmp_path)  # type: ignore[arg-type]
     scenario.require(True, "anything")
     with pytest.raises(CannotRun, match="check failover-x-y needs clusters in three regions; topology multi-primary "
                                         "has not"):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 
 from conformance.cli import list_checks, providers_for, runs_on
-from conformance.config import RunConfig
 from conformance.provider import Feature
-from conformance.providers import provider_offers
+from conformance.providers import build_config, provider_offers
 from conformance.providers.existing import ExistingProvider
 from conformance.providers.kind import KindProvider
 from conformance.providers.local import LocalProvider
@@ -39,10 +38,10 @@ def test_a_provider_offers_at_least_what_it_reports_in_every_topology() -> None:
     for name in ("multi-primary", "multi-network", "primary-remote", "three-cluster"):
         topology = load_topology(name)
         contexts = tuple(f"ctx{i}" for i in range(len(topology.clusters)))
-        assert LocalProvider(RunConfig.build(topology=name), topology).features() <= provider_offers("local")
-        assert KindProvider(RunConfig.build(provider="kind", topology=name), topology).features() <= \
+        assert LocalProvider(build_config(topology=name), topology).features() <= provider_offers("local")
+        assert KindProvider(build_config(provider="kind", topology=name), topology).features() <= \
             provider_offers("kind")
-        existing = RunConfig.build(provider="existing", topology=name, contexts=contexts, allow_mesh_wide=True)
+        existing = build_config(provider="existing", topology=name, contexts=contexts, allow_mesh_wide=True)
         assert ExistingProvider(existing, topology).features() <= provider_offers("existing")
     assert provider_offers("local") == frozenset(Feature)
     assert LocalProvider.OFFERS and KindProvider.OFFERS and ExistingProvider.OFFERS

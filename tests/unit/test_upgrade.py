@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import pytest
 from conformance.config import RunConfig
 from conformance.errors import EnvironmentBroken, UsageError
 from conformance.provider import Faults, Feature, MeshDescription, ProbeHandle, ProbeInstance, ProbeSpec, Provider
+from conformance.providers import build_config
+from conformance.providers.kind.settings import KindSettings
 from conformance.topology import Topology, load_topology
 from conformance.upgrade import HELD_CONNECTIONS, catalogue_argv, run_upgrade, upgrade_plan
 
@@ -37,6 +40,11 @@ class Recording(Provider):
         self.fail_upgrade: BaseException | None = None
         self.upgrade_takes_s = 0.0
         self.scratch: Path | None = None
+
+    @classmethod
+    def at_version(cls, config: RunConfig, version: str | None) -> RunConfig:
+        # as kind does: the version is a setting of the provider's config
+        return replace(config, settings=replace(config.settings_as(KindSettings), istio_version=version))
 
     @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
@@ -151,14 +159,15 @@ def _report(out: Path, status: str) -> Path:
 
 def _gate(tmp_path: Path, provider: Recording | None = None, after_status: str = "passed",
           **timeouts: str) -> tuple[int, Recording, dict[str, Any]]:
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3",
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3",
                              timeout_overrides=[f"{k}={v}" for k, v in timeouts.items()])
     topology = load_topology("multi-primary")
     provider = provider or Recording(config, topology)
     provider.scratch = tmp_path / "run"
 
     def catalogue(cfg: RunConfig, run_dir: Path, out: Path, say: Callable[[str], None]) -> Path:
-        provider.timeline.append(f"catalogue {out.name} on {cfg.istio_version} in {run_dir.name}")
+        provider.timeline.append(f"catalogue {out.name} on {cfg.settings_as(KindSettings).istio_version} in "
+                                 f"{run_dir.name}")
         return _report(out, "passed" if out.name == "before" else after_status)
 
     out = tmp_path / "out"
@@ -190,7 +199,7 @@ def test_the_gate_runs_its_steps_in_order_and_passes_a_clean_upgrade(tmp_path: P
 
 
 def test_a_lost_held_connection_fails_the_gate(tmp_path: Path) -> None:
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     provider = Recording(config, load_topology("multi-primary"))
     # a call failed on connection 3; the probe opened connection 9 in its place
     provider.held_answer = _held([1 + n % HELD_CONNECTIONS for n in range(16)] + [9], {10: "connection reset"})
@@ -206,7 +215,7 @@ def test_a_lost_held_connection_fails_the_gate(tmp_path: Path) -> None:
 ])
 def test_traffic_over_its_budget_fails_the_gate(tmp_path: Path, statuses: list[int], latency_us: int,
                                                 what: str) -> None:
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     provider = Recording(config, load_topology("multi-primary"))
     provider.traffic_answer = _traffic(statuses, latency_us)
     code, _, report = _gate(tmp_path, provider)
@@ -222,7 +231,7 @@ def test_a_catalogue_regression_fails_the_gate(tmp_path: Path) -> None:
 
 
 def test_held_connections_that_end_before_the_upgrade_does_fail_the_gate(tmp_path: Path) -> None:
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     provider = Recording(config, load_topology("multi-primary"))
     provider.upgrade_takes_s = 0.5  # the forwards last 1 ms
     code, _, report = _gate(tmp_path, provider, upgrade_hold_s="0.001")
@@ -231,7 +240,7 @@ def test_held_connections_that_end_before_the_upgrade_does_fail_the_gate(tmp_pat
 
 
 def test_a_failed_upgrade_step_still_tears_down(tmp_path: Path) -> None:
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     provider = Recording(config, load_topology("multi-primary"))
     provider.fail_upgrade = EnvironmentBroken("the upgrade command exited 1")
     with pytest.raises(EnvironmentBroken, match="exited 1"):
@@ -246,7 +255,7 @@ def test_a_provider_that_cannot_upgrade_is_refused_before_anything_runs(tmp_path
         name = "local"
         upgrade_plan = vars(Provider)["upgrade_plan"]  # the base class default
 
-    config = RunConfig.build(topology="multi-primary")
+    config = build_config(topology="multi-primary")
     provider = CannotUpgrade(config, load_topology("multi-primary"))
     with pytest.raises(UsageError, match="provider local cannot upgrade a mesh"):
         _gate(tmp_path, provider)
@@ -254,7 +263,7 @@ def test_a_provider_that_cannot_upgrade_is_refused_before_anything_runs(tmp_path
 
 
 def test_the_plan_names_what_meshconf_measures() -> None:
-    config = RunConfig.build(topology="multi-primary", budget_overrides=["upgrade_connection_resets=1"])
+    config = build_config(topology="multi-primary", budget_overrides=["upgrade_connection_resets=1"])
     text = upgrade_plan(Recording, config, load_topology("multi-primary"), "1.28.0")
     assert text.startswith("recording: upgrade to 1.28.0\n")
     assert f"{HELD_CONNECTIONS} keep-alive connections held from holder/meshconf-upgrade on cluster1" in text
@@ -263,19 +272,20 @@ def test_the_plan_names_what_meshconf_measures() -> None:
 
 
 def test_the_catalogue_runs_with_the_providers_settings(tmp_path: Path) -> None:
-    config = RunConfig.build(provider="existing", topology="multi-primary", contexts=("east", "west"),
-                             revision="1-27-3", budget_overrides=["error_rate_pct=0.5"],
-                             timeout_overrides=["upgrade_hold_s=300"], upgrade_command="helm upgrade")
+    config = build_config(provider="existing", topology="multi-primary", contexts=("east", "west"),
+                          revision="1-27-3", budget_overrides=["error_rate_pct=0.5"],
+                          timeout_overrides=["upgrade_hold_s=300"], upgrade_command="helm upgrade")
     argv = catalogue_argv(config, tmp_path / "run", tmp_path / "before")
-    assert argv == ["run", "--provider", "existing", "--topology", "multi-primary", "--context", "east",
-                    "--context", "west", "--revision", "1-27-3", "--budget", "error_rate_pct=0.5",
-                    "--timeout", "upgrade_hold_s=300.0", "--attach", str(tmp_path / "run"),
-                    "--out", str(tmp_path / "before")]
+    profile = tmp_path / "before.yaml"
+    assert argv == ["run", "--profile", str(profile), "--attach", str(tmp_path / "run"), "--out",
+                    str(tmp_path / "before")]
+    # the resolved config, handed over whole: the catalogue's run reads back exactly this config
+    assert replace(build_config(profile=profile), profile=None) == config
 
 
 def test_a_catalogue_that_judged_nothing_is_an_environment_error_not_a_pass(tmp_path: Path) -> None:
     # `meshconf run` against a mesh it cannot reach writes a report of broken checks: no regression to see
-    config = RunConfig.build(topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     provider = Recording(config, load_topology("multi-primary"))
     provider.scratch = tmp_path / "run"
 
@@ -296,12 +306,22 @@ def test_a_catalogue_that_judged_nothing_is_an_environment_error_not_a_pass(tmp_
 def test_a_catalogue_run_that_wrote_no_report_is_an_environment_error(tmp_path: Path) -> None:
     from conformance.upgrade import _catalogue
 
-    config = RunConfig.build(provider="kind", topology="multi-primary", istio_version="1.27.3")
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
     said: list[str] = []
-    # the real `meshconf run`, with an --out it cannot create (a file is in the way): it writes no report
-    blocked = tmp_path / "file"
+    # the real `meshconf run`, with an --out it cannot use (a file is in the way): it writes no report
+    blocked = tmp_path / "before"
     blocked.write_text("")
     with pytest.raises(EnvironmentBroken, match="without a report"):
-        _catalogue(config, tmp_path / "run", blocked / "before", said.append)
-    assert said == [f"$ meshconf run --provider kind --topology multi-primary --istio-version 1.27.3 --attach "
-                    f"{tmp_path / 'run'} --out {blocked / 'before'}"]
+        _catalogue(config, tmp_path / "run", blocked, said.append)
+    assert said == [f"$ meshconf run --profile {tmp_path / 'before.yaml'} --attach {tmp_path / 'run'} --out {blocked}"]
+
+
+def test_a_mesh_that_does_not_run_from_stops_the_gate_before_the_catalogue(tmp_path: Path) -> None:
+    """--from is checked against what the mesh reports it runs (existing: the clusters' istiod), on every provider."""
+    config = build_config(provider="kind", topology="multi-primary", istio_version="1.27.3")
+    provider = Recording(config, load_topology("multi-primary"))  # it runs 1.27.3 (describe)
+    provider.scratch = tmp_path / "run"
+    with pytest.raises(EnvironmentBroken, match=r"--from 1.26.1, but the mesh runs Istio 1.27.3; fix --from"):
+        run_upgrade(config, load_topology("multi-primary"), "1.28.0", tmp_path / "out", lambda _line: None,
+                    provider, from_version="1.26.1", catalogue=lambda *_: pytest.fail("no catalogue"))
+    assert provider.timeline == ["up", "down"]

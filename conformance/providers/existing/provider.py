@@ -25,6 +25,7 @@ from conformance.errors import CannotRun, EnvironmentBroken, UsageError
 from conformance.istio import doc_ref
 from conformance.provider import Feature, MeshDescription, ProbeHandle, ProbeSpec
 from conformance.providers.existing.preflight import DEFAULT_REVISION, ClusterReport, preflight
+from conformance.providers.existing.settings import ExistingSettings
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.lifecycle import restore_control_planes
 from conformance.providers.kube.mesh import KubeMesh
@@ -46,6 +47,7 @@ class ExistingProvider(KubeMesh):
     """Clusters you already have, reached through kubeconfig contexts."""
 
     name = "existing"
+    Settings = ExistingSettings
     OFFERS = frozenset({Feature.MULTI_CLUSTER, Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY,  # what features()
                         Feature.OUT_OF_MESH_WORKLOADS, Feature.WORKLOAD_FAULTS, Feature.MESH_WIDE_CONFIG,  # can return
                         Feature.CONTROL_PLANE_FAULTS})
@@ -53,11 +55,12 @@ class ExistingProvider(KubeMesh):
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  api_factory: Callable[[str], KubeAPI] | None = None) -> None:
         super().__init__(config, topology, run_dir)
-        if len(config.contexts) != len(topology.clusters):
-            raise UsageError(f"--provider existing got {len(config.contexts)} --context for topology "
+        self.settings = config.settings_as(ExistingSettings)
+        if len(self.settings.contexts) != len(topology.clusters):
+            raise UsageError(f"--provider existing got {len(self.settings.contexts)} --context for topology "
                              f"{topology.name} with {len(topology.clusters)} clusters; give one per cluster, in the "
                              f"topology's order ({', '.join(topology.cluster_names)})")
-        self.contexts = dict(zip(topology.cluster_names, config.contexts, strict=True))
+        self.contexts = dict(zip(topology.cluster_names, self.settings.contexts, strict=True))
         self._api_factory = api_factory or (lambda context: KubeAPI(context))
         self._apis: dict[str, KubeAPI] = {}
         self.reports: list[ClusterReport] = []
@@ -94,23 +97,16 @@ class ExistingProvider(KubeMesh):
         from conformance.providers.existing.upgrade import check_upgrade_command, upgrade_plan_text
 
         provider = cls(config, topology)  # one --context per cluster
-        check_upgrade_command(config.upgrade_command, sys.stdin.isatty())
-        return upgrade_plan_text(provider.contexts, topology.name, to_version, config.istio_version,
-                                 config.upgrade_command, config.revision)
-
-    def prepare_upgrade(self, to_version: str, say: Callable[[str], None]) -> None:
-        """With ``--from``: the clusters must run it (what preflight read at ``up``)."""
-        found = sorted({r.istio_version for r in self.reports if r.istio_version})
-        if self.config.istio_version and found != [self.config.istio_version]:
-            raise EnvironmentBroken(f"--from {self.config.istio_version}, but the clusters run Istio "
-                                    f"{', '.join(found) or 'of an unknown version'}; fix --from, or leave it out")
+        check_upgrade_command(provider.settings.upgrade_command, sys.stdin.isatty())
+        return upgrade_plan_text(provider.contexts, topology.name, to_version, provider.settings.upgrade_command,
+                                 provider.settings.revision)
 
     def upgrade_mesh(self, to_version: str, say: Callable[[str], None]) -> None:
         """The user's ``--upgrade-command`` (or, in a terminal, the user by hand): meshconf upgrades nothing."""
         from conformance.providers.existing.upgrade import run_upgrade_command, wait_for_manual_upgrade
 
-        if self.config.upgrade_command is not None:
-            run_upgrade_command(self.config.upgrade_command, to_version, say)
+        if self.settings.upgrade_command is not None:
+            run_upgrade_command(self.settings.upgrade_command, to_version, say)
         else:
             wait_for_manual_upgrade(to_version, list(self.contexts.values()))
 
@@ -127,7 +123,7 @@ class ExistingProvider(KubeMesh):
             return problems
         try:
             preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names},
-                      self.config.revision)
+                      self.settings.revision)
         except EnvironmentBroken as exc:
             return [str(exc)]
         return []
@@ -137,7 +133,7 @@ class ExistingProvider(KubeMesh):
     def up(self, owner_pid: int | None = None, progress: Callable[[str], None] | None = None) -> None:
         say = progress or (lambda _line: None)
         self.reports = preflight(self.topology, {c: self.api(c) for c in self.topology.cluster_names},
-                                 self.config.revision)
+                                 self.settings.revision)
         for report in self.reports:
             say(report.line())
         self.run_dir = new_run_dir("existing")
@@ -218,7 +214,7 @@ class ExistingProvider(KubeMesh):
             features.add(Feature.MULTI_CLUSTER)
         if self.topology.multi_network:
             features |= {Feature.MULTI_NETWORK, Feature.EAST_WEST_GATEWAY}
-        if self.config.allow_mesh_wide:  # restarting or stopping istiod is mesh-wide too
+        if self.settings.allow_mesh_wide:  # restarting or stopping istiod is mesh-wide too
             features |= {Feature.MESH_WIDE_CONFIG, Feature.CONTROL_PLANE_FAULTS}
         return frozenset(features)
 
@@ -279,7 +275,7 @@ class ExistingProvider(KubeMesh):
         from conformance.providers.kube.faults import ControlPlaneFaults, WorkloadFaults
         from conformance.providers.kube.lifecycle import KubeControlPlanes
 
-        if self.config.allow_mesh_wide:
+        if self.settings.allow_mesh_wide:
             return ControlPlaneFaults(self, KubeControlPlanes(self))
         return WorkloadFaults(self)
 
@@ -300,7 +296,7 @@ class ExistingProvider(KubeMesh):
         return str(meta.get("namespace") or "").startswith(OWN_PREFIX)
 
     def _allowed(self, doc: Mapping[str, Any]) -> None:
-        if self.config.allow_mesh_wide:
+        if self.settings.allow_mesh_wide:
             return
         namespace = str((doc.get("metadata") or {}).get("namespace") or "")
         where = f"namespace {namespace}" if namespace else "cluster scope"

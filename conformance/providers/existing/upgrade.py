@@ -32,8 +32,8 @@ def check_upgrade_command(command: str | None, interactive: bool) -> None:
                          "upgrades your clusters, e.g. your helm upgrade) when it does not run in a terminal")
 
 
-def upgrade_plan_text(contexts: Mapping[str, str], topology: str, to_version: str, from_version: str | None,
-                      command: str | None, revision: str | None) -> str:
+def upgrade_plan_text(contexts: Mapping[str, str], topology: str, to_version: str, command: str | None,
+                      revision: str | None) -> str:
     """The steps of an upgrade on the user's clusters, as printable lines; runs nothing."""
     clusters = ", ".join(f"{context} ({cluster})" for cluster, context in contexts.items())
     upgrade = (f"   $ {command}\n   (run by `sh -c` with {TO_VERSION_ENV}={to_version}; its output is streamed; "
@@ -43,12 +43,12 @@ def upgrade_plan_text(contexts: Mapping[str, str], topology: str, to_version: st
     injection = (f"labelled istio.io/rev={revision}" if revision else "labelled istio-injection=enabled")
     lines = [
         f"meshconf upgrade plan: provider existing, topology {topology}, contexts {clusters}; "
-        f"{from_version or 'the Istio the clusters run'} -> {to_version}, upgraded by your command",
+        f"the Istio the clusters run -> {to_version}, upgraded by your command",
         "Nothing below has been run. meshconf creates only meshconf-* namespaces and deletes them at the end; "
         "nothing you own is changed except by your own command.",
         "",
-        "Step 1. Attach: read each cluster's Istio version, revision and cluster ID (read-only)"
-        + (f"; the clusters must run {from_version} (--from)" if from_version else ""),
+        "Step 1. Attach: read each cluster's Istio version, revision and cluster ID (read-only); with --from, "
+        "the clusters must run it",
         "Step 2. The catalogue runs on the installed version (out/before)",
         f"Step 3. meshconf deploys its upgrade probes in {UPGRADE_NAMESPACE} and {RESTART_NAMESPACE} (namespaces "
         f"{injection}), then holds {HELD_CONNECTIONS} connections and sends traffic between clusters",

@@ -44,6 +44,7 @@ from conformance.providers.k3s.plan import (
     plan_images,
     teardown,
 )
+from conformance.providers.k3s.settings import K3sSettings
 from conformance.providers.k3s.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube import images as i
 from conformance.providers.kube.api import KubeAPI
@@ -65,11 +66,12 @@ def _shown(path: Path) -> Path:
 
 def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: str = "istioctl",
                  subnet: str | None = None, for_print: bool = False) -> PlanContext:
-    if not config.istio_version:
+    settings = config.settings_as(K3sSettings)
+    if not settings.istio_version:
         raise UsageError("the k3s provider needs --istio-version (e.g. --istio-version 1.28.0)")
     kwargs: dict[str, Any] = {"subnet": subnet, "subnet_known": True} if subnet else {}
-    return PlanContext(topology, config.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
-                       image_hub=config.image_hub,
+    return PlanContext(topology, settings.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
+                       image_hub=settings.image_hub,
                        locust_dockerfile=_shown(i.LOCUST_DOCKERFILE) if for_print else i.LOCUST_DOCKERFILE, **kwargs)
 
 
@@ -86,11 +88,13 @@ class K3sProvider(KubeMesh):
                                    Feature.ROOT_CA_MIGRATION}
     """No link RTT or link faults: the rancher/k3s image has no tc that can run netem. No lifecycle faults
     (control planes, remote secrets, root CA) yet: its faults are the kube layer's GatewayFaults, which have none."""
+    Settings = K3sSettings
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  host: Runner | None = None) -> None:
         """``host`` runs kubectl and istioctl (default: as processes); tests record them."""
         super().__init__(config, topology, run_dir)
+        self.settings = config.settings_as(K3sSettings)
         self._docker: K3sDocker | None = None
         self.runner = K3sRunner(self.docker, host)
         self._apis: dict[str, KubeAPI] = {}
@@ -130,13 +134,9 @@ class K3sProvider(KubeMesh):
 
     @classmethod
     def validate(cls, config: RunConfig, topology: Topology) -> None:
-        if not config.istio_version:
+        # --reuse and --kind-node-image are kind's settings: refused when the config is built
+        if not config.settings_as(K3sSettings).istio_version:
             raise UsageError("the k3s provider needs --istio-version (e.g. --istio-version 1.28.0)")
-        if config.reuse:
-            raise UsageError("--reuse is for kind: k3s clusters live only as long as their run "
-                             "(keep one with `meshconf up`, then `meshconf run --attach`)")
-        if config.kind_node_image:
-            raise UsageError(f"--kind-node-image is for kind; the k3s provider runs {K3S_IMAGE}")
 
     @classmethod
     def preflight(cls, config: RunConfig, topology: Topology) -> list[str]:
@@ -146,7 +146,8 @@ class K3sProvider(KubeMesh):
 
         problems = [f"{f.name} {f.version}: {f.hint}; see `meshconf doctor --provider k3s`" for f in examine()
                     if "k3s" in f.needed_by and not f.found]
-        istioctl = given_istioctl_problem(config.istioctl, config.istio_version)
+        settings = config.settings_as(K3sSettings)
+        istioctl = given_istioctl_problem(settings.istioctl, settings.istio_version)
         return [*problems, istioctl] if istioctl else problems
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -164,11 +165,11 @@ class K3sProvider(KubeMesh):
 
         say = progress or (lambda _line: None)
         self.validate(self.config, self.topology)
-        assert self.config.istio_version is not None
+        assert self.settings.istio_version is not None
         self._docker = K3sDocker(reap=owner_pid is not None)
         docker = self._docker
         self._check_host(docker)
-        istioctl = resolve_istioctl(self.config.istio_version, self.config.istioctl)
+        istioctl = resolve_istioctl(self.settings.istio_version, self.settings.istioctl)
         names = [n.name for nodes in node_specs(self.topology, cluster_addresses(self.topology)).values()
                  for n in nodes]
         left = docker.existing(names)
@@ -179,7 +180,7 @@ class K3sProvider(KubeMesh):
         run_dir = self.run_dir
         state = RunState(run_dir)
         ca = MeshCA.create(run_dir / "ca")
-        state.update(provider="k3s", topology=self.config.topology, istio_version=self.config.istio_version,
+        state.update(provider="k3s", topology=self.config.topology, istio_version=self.settings.istio_version,
                      istioctl=str(istioctl), reaped=docker.reap, containers=[], network=None)
         try:
             ctx = plan_context(self.config, self.topology, ca, istioctl=str(istioctl))
@@ -264,7 +265,7 @@ class K3sProvider(KubeMesh):
     # -- contract ------------------------------------------------------------------------------------------
 
     def describe(self) -> MeshDescription:
-        version = self.config.istio_version or "?"
+        version = self.settings.istio_version or "?"
         return MeshDescription(provider=self.name, topology=self.topology.name, implementation="istio",
                                mesh_version=version, proxy_version=f"istio-proxy {version}",
                                kubernetes_version=K3S_KUBERNETES, details={"k3s": K3S_IMAGE})

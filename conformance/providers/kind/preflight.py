@@ -20,6 +20,7 @@ from pathlib import Path
 from conformance.config import RunConfig
 from conformance.doctor import Finding, examine
 from conformance.providers.kind import manifests as m
+from conformance.providers.kind.settings import KindSettings
 from conformance.providers.kube.istioctl import given_istioctl_problem
 from conformance.topology import Topology
 
@@ -58,13 +59,14 @@ def version_problems(findings: Sequence[Finding], config: RunConfig) -> list[str
                             "https://kind.sigs.k8s.io/docs/user/quick-start/#installation")
     if "kubectl" in found:
         kubectl = _semver(found["kubectl"].version)
-        image = config.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
+        image = config.settings_as(KindSettings).kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
         server = _semver(image.partition(":")[2])
         if kubectl is not None and server is not None and abs(kubectl[1] - server[1]) > 1:
             problems.append(f"kubectl {found['kubectl'].version} is more than one minor version away from the "
                             f"clusters' Kubernetes {server[0]}.{server[1]} (kubectl's version skew policy allows one); "
                             f"install kubectl {server[0]}.{server[1]}")
-    istioctl = given_istioctl_problem(config.istioctl, config.istio_version)
+    settings = config.settings_as(KindSettings)
+    istioctl = given_istioctl_problem(settings.istioctl, settings.istio_version)
     return [*problems, istioctl] if istioctl else problems
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from conformance.certs import MeshCA
@@ -40,6 +41,7 @@ from conformance.providers.kind.plan import (
     node_variable,
     teardown,
 )
+from conformance.providers.kind.settings import KindSettings
 from conformance.providers.kind.verification import NOT_RUN, VERIFICATION
 from conformance.providers.kube.api import KubeAPI
 from conformance.providers.kube.meshconfig import STATE_KEY, restore_mesh_configs
@@ -69,14 +71,15 @@ def shipped_configs(topology: Topology, for_print: bool = False) -> Path | None:
 
 def plan_context(config: RunConfig, topology: Topology, ca: MeshCA, istioctl: str = "istioctl",
                  kind_subnet: str | None = None, for_print: bool = False) -> PlanContext:
-    if not config.istio_version:
+    settings = config.settings_as(KindSettings)
+    if not settings.istio_version:
         raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
-    node_image = config.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
-    shipped = None if config.kind_node_image else shipped_configs(topology, for_print)
-    return PlanContext(topology, config.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
+    node_image = settings.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
+    shipped = None if settings.kind_node_image else shipped_configs(topology, for_print)
+    return PlanContext(topology, settings.istio_version, ca, probe_source().read_text(), istioctl=istioctl,
                        node_image=node_image, shipped_configs=shipped,
                        kind_subnet=kind_subnet or DEFAULT_KIND_SUBNET, kind_subnet_known=kind_subnet is not None,
-                       image_hub=config.image_hub,
+                       image_hub=settings.image_hub,
                        locust_dockerfile=_shown(i.LOCUST_DOCKERFILE) if for_print else i.LOCUST_DOCKERFILE)
 
 
@@ -104,10 +107,12 @@ class KindProvider(KindMesh):
 
     name = "kind"
     OFFERS = frozenset(Feature) - {Feature.SIDECAR_ENTRY}  # what features() can return (LINK_RTT once netem is on)
+    Settings = KindSettings
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None,
                  runner: Runner | None = None) -> None:
         super().__init__(config, topology, run_dir)
+        self.settings = config.settings_as(KindSettings)
         self.runner = runner or SubprocessRunner()
         self._apis: dict[str, KubeAPI] = {}
         self._nodes: dict[str, list[str]] = {}
@@ -139,28 +144,32 @@ class KindProvider(KindMesh):
                     + render_plan(section, faults, verification=VERIFICATION))
 
     @classmethod
+    def at_version(cls, config: RunConfig, version: str | None) -> RunConfig:
+        """kind installs ``version`` (``--from``), and after the canary runs ``--to``."""
+        if not version:
+            raise UsageError("meshconf upgrade --provider kind needs --from, the Istio to install first "
+                             "(e.g. --from 1.27.3)")
+        return replace(config, settings=replace(config.settings_as(KindSettings), istio_version=version))
+
+    @classmethod
     def upgrade_plan(cls, config: RunConfig, topology: Topology, to_version: str) -> str:
-        """The V1 install plan followed by the canary steps to ``to_version``; runs nothing."""
+        """The V1 install plan (``--from``, see :meth:`at_version`) followed by the canary steps to ``to_version``;
+        runs nothing."""
         from conformance.providers.kind.upgrade import upgrade_steps
         from conformance.upgrade import HELD_CONNECTIONS
 
-        if not config.istio_version:
-            raise UsageError("meshconf upgrade --provider kind needs --from, the Istio to install first "
-                             "(e.g. --from 1.27.3)")
-        if config.upgrade_command:
-            raise UsageError("--upgrade-command is for --provider existing; the kind provider makes the canary "
-                             "upgrade itself (see --plan)")
         with tempfile.TemporaryDirectory(prefix="meshconf-plan-") as scratch:
             ca = MeshCA.create(Path(scratch))
-            ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{config.istio_version}", for_print=True)
+            version = config.settings_as(KindSettings).istio_version
+            ctx = plan_context(config, topology, ca, istioctl=f"istioctl-{version}", for_print=True)
             steps = build_plan(ctx)
             steps += upgrade_steps(ctx, to_version, f"istioctl-{to_version}", len(steps) + 1)
             steps.append(_numbered(teardown(ctx), len(steps) + 1))
             canary = next(s.number for s in steps if s.key == "preload")
             restart = next(s.number for s in steps if s.key == "restart")
-            header = [f"meshconf upgrade plan: provider kind, topology {topology.name}, Istio {config.istio_version} "
+            header = [f"meshconf upgrade plan: provider kind, topology {topology.name}, Istio {version} "
                       f"-> {to_version} (canary by revision)",
-                      f"before step {canary}: the catalogue runs on {config.istio_version} (out/before); from step "
+                      f"before step {canary}: the catalogue runs on {version} (out/before); from step "
                       f"{canary + 1} to step {restart} {HELD_CONNECTIONS} keep-alive connections between workloads "
                       f"that are not restarted are held across clusters (lost connections allowed: "
                       f"{config.budgets.upgrade_connection_resets}, --budget upgrade_connection_resets)",
@@ -203,7 +212,7 @@ class KindProvider(KindMesh):
 
     @classmethod
     def validate(cls, config: RunConfig, topology: Topology) -> None:
-        if not config.istio_version:
+        if not config.settings_as(KindSettings).istio_version:
             raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
 
     @classmethod
@@ -219,20 +228,20 @@ class KindProvider(KindMesh):
         say = progress or (lambda _line: None)
         from conformance.providers.kube.istioctl import resolve_istioctl
 
-        if not self.config.istio_version:
+        if not self.settings.istio_version:
             raise UsageError("the kind provider needs --istio-version (e.g. --istio-version 1.28.0)")
         self._check_host()
-        istioctl = resolve_istioctl(self.config.istio_version, self.config.istioctl)
+        istioctl = resolve_istioctl(self.settings.istio_version, self.settings.istioctl)
         existing = self._existing_clusters()
         wanted = set(self.topology.cluster_names)
-        reuse = bool(self.config.reuse and wanted <= existing)
+        reuse = bool(self.settings.reuse and wanted <= existing)
         if wanted & existing and not reuse:
             raise UsageError(f"kind clusters {', '.join(sorted(wanted & existing))} already exist; pass --reuse to "
                              "use them, or delete them with `kind delete cluster --name ...`")
         self.run_dir = new_run_dir("kind")
         state = RunState(self.run_dir)
         ca = MeshCA.create(self.run_dir / "ca")
-        state.update(provider="kind", topology=self.config.topology, istio_version=self.config.istio_version,
+        state.update(provider="kind", topology=self.config.topology, istio_version=self.settings.istio_version,
                      istioctl=str(istioctl), created=[] if reuse else sorted(wanted), reused=reuse, variables={})
         variables: dict[str, str] = {}
         steps = build_plan(plan_context(self.config, self.topology, ca, istioctl=str(istioctl)))
@@ -307,8 +316,8 @@ class KindProvider(KindMesh):
     # -- contract ------------------------------------------------------------------------------------------
 
     def describe(self) -> MeshDescription:
-        version = self.config.istio_version or "?"
-        image = self.config.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
+        version = self.settings.istio_version or "?"
+        image = self.settings.kind_node_image or m.NODE_IMAGES[m.DEFAULT_KUBERNETES]
         kubernetes = image.split(":")[1].split("@")[0] if ":" in image else None
         return MeshDescription(provider=self.name, topology=self.topology.name, implementation="istio",
                                mesh_version=version, proxy_version=f"istio-proxy {version}",

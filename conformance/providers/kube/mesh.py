@@ -30,6 +30,7 @@ from conformance.providers.kube.probes import (
     probe_image,
     probe_workload_name,
 )
+from conformance.providers.kube.settings import KubeSettings
 from conformance.runstate import RunState
 from conformance.topology import Topology
 
@@ -89,7 +90,8 @@ class KubeMesh(Provider):
     def deploy_probe(self, spec: ProbeSpec) -> ProbeHandle:
         cluster = self.topology.cluster(spec.cluster)
         api = self.api(cluster.name)
-        api.apply(probe_docs(spec, cluster, probe_source().read_text(), image=probe_image(self.config.image_hub),
+        hub = self.config.settings_as(KubeSettings).image_hub
+        api.apply(probe_docs(spec, cluster, probe_source().read_text(), image=probe_image(hub),
                              revision=self.revision_for(cluster.name)))
         return self.handle(spec, api.wait_rollout(spec.namespace, probe_workload_name(spec), self.probe_wait_s))
 

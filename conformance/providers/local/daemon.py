@@ -31,6 +31,7 @@ from conformance.providers.local.envoy import envoy_version
 from conformance.providers.local.lifecycle import Lifecycle
 from conformance.providers.local.model import Workload
 from conformance.providers.local.runtime import MeshRuntime
+from conformance.providers.local.settings import LocalSettings
 from conformance.runstate import RunState
 from conformance.topology import load_topology
 
@@ -287,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args[0])
     state = RunState(run_dir)
     request = json.loads((run_dir / "request.json").read_text())
-    config = RunConfig.from_dict(request["config"])
+    config = RunConfig.from_dict(request["config"], {"local": LocalSettings})  # as built: not re-validated
     topology = load_topology(request["topology"])
-    runtime = MeshRuntime(run_dir, topology, config, parse_defects(config.defects),
+    runtime = MeshRuntime(run_dir, topology, config, parse_defects(config.settings_as(LocalSettings).defects),
                           on_processes=state.record_processes)
     server: MeshServer | None = None
     try:

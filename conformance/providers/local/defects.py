@@ -137,5 +137,5 @@ def parse_defects(names: Iterable[str]) -> frozenset[Defect]:
             found.add(Defect(name))
         except ValueError:
             known = ", ".join(d.value for d in Defect)
-            raise UsageError(f"unknown --mesh-defect {name!r}; known defects: {known}") from None
+            raise UsageError(f"unknown --defect {name!r}; known defects: {known}") from None
     return frozenset(found)

@@ -17,6 +17,7 @@ from conformance.config import RunConfig
 from conformance.errors import UsageError
 from conformance.providers.local.addresses import free_slots
 from conformance.providers.local.envoy import envoy_binary
+from conformance.providers.local.settings import LocalSettings
 from conformance.topology import Topology
 
 __all__ = ["preflight"]
@@ -30,7 +31,7 @@ PROBE_ADDRESS = "127.11.0.2"
 def preflight(config: RunConfig, topology: Topology) -> list[str]:
     """One line per problem, each saying how to fix it; empty when the local mesh can start here."""
     problems = []
-    envoy = _envoy(config.envoy_binary)
+    envoy = _envoy(config.settings_as(LocalSettings).envoy_binary)
     if envoy:
         problems.append(envoy)
     if free_slots() == 0:

@@ -41,6 +41,7 @@ from conformance.providers.local.defects import Defect, parse_defects
 from conformance.providers.local.dns import needs_lookup
 from conformance.providers.local.envoy import envoy_binary, envoy_version
 from conformance.providers.local.processes import process_alive, stop_pid
+from conformance.providers.local.settings import LocalSettings
 from conformance.providers.local.translate.gateways import listen_port
 from conformance.runstate import RunState, new_run_dir
 from conformance.topology import Cluster, Topology
@@ -56,9 +57,11 @@ class LocalProvider(Provider):
 
     name = "local"
     OFFERS = frozenset(Feature)  # every feature, given a topology that has what it needs (two clusters, two networks)
+    Settings = LocalSettings
 
     def __init__(self, config: RunConfig, topology: Topology, run_dir: Path | None = None) -> None:
-        parse_defects(config.defects)  # bad names fail before anything starts
+        self.settings = config.settings_as(LocalSettings)
+        parse_defects(self.settings.defects)  # bad names fail before anything starts
         super().__init__(config, topology, run_dir)
         self._url: str | None = None
         self._token: str | None = None
@@ -69,7 +72,6 @@ class LocalProvider(Provider):
     @classmethod
     def validate(cls, config: RunConfig, topology: Topology) -> None:
         """Refuse what the local mesh cannot do before anything starts (UsageError)."""
-        parse_defects(config.defects)
         if len(topology.clusters) > MAX_CLUSTERS:
             raise errors.UsageError(f"topology {topology.name} has {len(topology.clusters)} clusters; the local mesh "
                                     f"runs at most {MAX_CLUSTERS}")
@@ -91,7 +93,7 @@ class LocalProvider(Provider):
     def up(self, owner_pid: int | None = None, progress: Any = None) -> None:
         """Start the mesh process and wait until it serves. ``owner_pid``: stop the mesh if it exits."""
         say = progress or (lambda _msg: None)
-        binary = envoy_binary(self.config.envoy_binary)
+        binary = envoy_binary(self.settings.envoy_binary)
         self._envoy_version = envoy_version(binary)
         self.run_dir = new_run_dir("local")
         try:
@@ -201,8 +203,8 @@ class LocalProvider(Provider):
     # -- contract ------------------------------------------------------------------------------------------
 
     def describe(self) -> MeshDescription:
-        version = self._envoy_version or envoy_version(envoy_binary(self.config.envoy_binary))
-        details = {"defects": ",".join(self.config.defects)} if self.config.defects else {}
+        version = self._envoy_version or envoy_version(envoy_binary(self.settings.envoy_binary))
+        details = {"defects": ",".join(self.settings.defects)} if self.settings.defects else {}
         return MeshDescription(
             provider=self.name, topology=self.topology.name, implementation=IMPLEMENTATION,
             mesh_version=MESH_VERSION, proxy_version=f"envoy {version}", details=details,

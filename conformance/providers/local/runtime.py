@@ -36,6 +36,7 @@ from conformance.providers.local.model import ROOT_NAMESPACE, ConfigStore, Regis
 from conformance.providers.local.pods import PodLauncher
 from conformance.providers.local.processes import Supervisor
 from conformance.providers.local.remotes import ApiServer, RemoteClusters
+from conformance.providers.local.settings import LocalSettings
 from conformance.providers.local.support import check_supported
 from conformance.providers.local.translate import MeshView, build_sidecar
 from conformance.providers.local.translate.gateways import build_east_west, build_ingress, gateway_labels
@@ -79,7 +80,7 @@ class MeshRuntime:
         self.mesh_configs = MeshConfigs(topology)
         self.jwks = JwksResolver(lambda cluster, host, port: self.resolve(cluster, host, port))
         self.supervisor = Supervisor(run_dir, on_processes)
-        self.binary = envoy_binary(config.envoy_binary)
+        self.binary = envoy_binary(config.settings_as(LocalSettings).envoy_binary)
         self.proxies: dict[str, Proxy] = {}
         self.gateways: dict[tuple[str, str], Proxy] = {}  # (cluster, kind) -> gateway
         self.ca: MeshCA | None = None

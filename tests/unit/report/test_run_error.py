@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.config import RunConfig
+from conformance.providers import build_config
 from conformance.report.conformance import (
     CheckResult,
     not_run,
@@ -24,7 +24,7 @@ CHECKS = [{"id": "mtls-strict-rejects-plaintext", "area": "mtls", "description":
 
 
 def test_checks_that_could_not_run_are_broken_with_the_reason(tmp_path: Path) -> None:
-    run = run_metadata(RunConfig.build(), None, time.time(), "the mesh did not come up: boom")
+    run = run_metadata(build_config(), None, time.time(), "the mesh did not come up: boom")
     write_reports(tmp_path, run, not_run(CHECKS, "the mesh did not come up: boom"))
     report = json.loads((tmp_path / "conformance-report.json").read_text())
     assert report["run"]["error"] == "the mesh did not come up: boom"
