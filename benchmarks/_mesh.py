@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from conformance.load import HttpTarget, LoadProfile, LoadResult, LoadShortfall, direct_entry, run_locust, sidecar_entry
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 
 NAMESPACE = "bench"

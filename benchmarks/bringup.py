@@ -23,7 +23,7 @@ from pathlib import Path
 
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 
 

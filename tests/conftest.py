@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 
 REPO = Path(__file__).resolve().parent.parent

@@ -11,6 +11,7 @@ import functools
 import importlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from conformance.topology import Topology
 
 __all__ = [
     "PROVIDERS",
+    "Registered",
     "attach_provider",
     "build_config",
     "config_from_dict",
@@ -36,35 +38,66 @@ __all__ = [
     "read_config",
     "release_provider",
     "settings_catalog",
+    "settings_class",
     "teardown_run",
     "validate_provider",
     "write_config",
 ]
 
-PROVIDERS: dict[str, str] = {
-    "local": "conformance.providers.local:LocalProvider",
-    "kind": "conformance.providers.kind:KindProvider",
-    "existing": "conformance.providers.existing:ExistingProvider",
-    "k3s": "conformance.providers.k3s:K3sProvider",
+@dataclass(frozen=True)
+class Registered:
+    """A provider: its class, and its Settings class (its ``Settings`` attribute), each as ``module:name``. The
+    Settings module is read on its own, so listing every provider's options imports no provider."""
+
+    provider: str
+    settings: str
+
+
+PROVIDERS: dict[str, Registered] = {
+    "local": Registered("conformance.providers.local.provider:LocalProvider",
+                        "conformance.providers.local.settings:LocalSettings"),
+    "kind": Registered("conformance.providers.kind.provider:KindProvider",
+                       "conformance.providers.kind.settings:KindSettings"),
+    "existing": Registered("conformance.providers.existing.provider:ExistingProvider",
+                           "conformance.providers.existing.settings:ExistingSettings"),
+    "k3s": Registered("conformance.providers.k3s.provider:K3sProvider",
+                      "conformance.providers.k3s.settings:K3sSettings"),
 }
+
+
+def _registered(name: str) -> Registered:
+    found = PROVIDERS.get(name)
+    if found is None:
+        raise UsageError(f"provider {name!r} is not available; available: {', '.join(sorted(PROVIDERS))}")
+    return found
+
+
+def _load(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    return vars(importlib.import_module(module_name))[attribute]
 
 
 def provider_class(name: str) -> type[Provider]:
     """The class registered as ``name``; UsageError naming the choices for an unknown one."""
-    target = PROVIDERS.get(name)
-    if target is None:
-        raise UsageError(f"provider {name!r} is not available; available: {', '.join(sorted(PROVIDERS))}")
-    module_name, _, class_name = target.partition(":")
-    cls = vars(importlib.import_module(module_name))[class_name]
+    target = _registered(name).provider
+    cls = _load(target)
     if not (isinstance(cls, type) and issubclass(cls, Provider)):
         raise TypeError(f"{target} is registered as provider {name!r} but is not a Provider subclass")
     return cls
 
 
+def settings_class(name: str) -> type[Settings]:
+    """The Settings class of provider ``name`` (the provider's ``Settings``), without importing the provider."""
+    target = _registered(name).settings
+    cls = _load(target)
+    if not (isinstance(cls, type) and issubclass(cls, Settings)):
+        raise TypeError(f"{target} is registered as the settings of provider {name!r} but is not a Settings class")
+    return cls
+
+
 def provider_settings() -> dict[str, type[Settings]]:
-    """Every provider's Settings class, by provider name (imports each provider's package: cheap, they import
-    their heavy dependencies lazily)."""
-    return {name: provider_class(name).Settings for name in PROVIDERS}
+    """Every provider's Settings class, by provider name (imports only their settings modules)."""
+    return {name: settings_class(name) for name in PROVIDERS}
 
 
 @functools.cache
@@ -81,7 +114,7 @@ def build_config(**values: Any) -> RunConfig:
 
 def config_from_dict(data: Mapping[str, Any]) -> RunConfig:
     """A config another process built (``RunConfig.as_dict``), read back unchanged."""
-    return RunConfig.from_dict(data, {str(data["provider"]): provider_class(str(data["provider"])).Settings})
+    return RunConfig.from_dict(data, {str(data["provider"]): settings_class(str(data["provider"]))})
 
 
 def write_config(config: RunConfig, path: Path) -> Path:

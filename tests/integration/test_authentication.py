@@ -24,8 +24,8 @@ import pytest
 
 from conformance.probe import CallResult
 from conformance.provider import ProbeHandle, ProbeSpec
-from conformance.providers.local import LocalProvider
 from conformance.providers.local.envoy import DRAIN_TIME_S
+from conformance.providers.local.provider import LocalProvider
 from conformance.tokens import TokenIssuer
 from tests.integration.mesh import CLUSTERS, call, doc, eventually
 

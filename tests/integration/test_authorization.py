@@ -24,8 +24,8 @@ import pytest
 from conformance.expect import Outcome, expect_all, expect_all_ok
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import ProbeHandle, ProbeSpec
-from conformance.providers.local import LocalProvider
 from conformance.providers.local.envoy import DRAIN_TIME_S
+from conformance.providers.local.provider import LocalProvider
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from conformance.expect import Outcome, expect_all
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
 from conformance.providers.local.defects import Defect
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 
 pytestmark = pytest.mark.integration

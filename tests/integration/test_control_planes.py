@@ -16,7 +16,7 @@ from conformance.errors import ProviderError, UsageError
 from conformance.probe import CallResult
 from conformance.provider import ProbeHandle, ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, doc, eventually
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from conformance.provider import ProbeSpec
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from tests.integration.mesh import CLUSTERS, call, doc, eventually
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ import yaml
 
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, doc, eventually, no_retries, share
 

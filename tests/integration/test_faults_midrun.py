@@ -16,7 +16,7 @@ import pytest
 
 from conformance.probe import ProbeClient
 from conformance.provider import ProbeSpec
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.runstate import RunState
 from tests.conftest import processes_mentioning, run_meshconf
 from tests.integration.mesh import eventually

@@ -15,7 +15,7 @@ import pytest
 
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.runstate import RunState
 from conformance.topology import load_topology
 from tests.conftest import processes_mentioning, run_meshconf
@@ -60,7 +60,7 @@ def test_mesh_stops_when_its_owner_dies(tmp_path: Path) -> None:
         import sys, time
         from conformance.providers import build_config
         from conformance.provider import ProbeSpec
-        from conformance.providers.local import LocalProvider
+        from conformance.providers.local.provider import LocalProvider
         from conformance.topology import load_topology
         import os
         p = LocalProvider(build_config(), load_topology("multi-primary"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from conformance.provider import ProbeSpec
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from tests.conftest import run_meshconf
 from tests.integration.mesh import CLUSTERS, call, doc
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from conformance.provider import ProbeHandle, ProbeSpec
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from tests.integration.mesh import CLUSTERS, call, doc
 
 pytestmark = pytest.mark.integration

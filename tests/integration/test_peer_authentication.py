@@ -23,8 +23,8 @@ from conformance.errors import ManifestError, UnsupportedError
 from conformance.expect import Outcome
 from conformance.probe import CallResult, ProbeClient
 from conformance.provider import ProbeHandle, ProbeSpec
-from conformance.providers.local import LocalProvider
 from conformance.providers.local.envoy import DRAIN_TIME_S
+from conformance.providers.local.provider import LocalProvider
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,7 @@ from conformance.connections import EndpointWatch, endpoint_count, outbound_clus
 from conformance.identity import SECRETS_PATH, served_identity
 from conformance.provider import DATA_PORT, ProbeHandle, ProbeSpec, RootStep
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import call, eventually
 

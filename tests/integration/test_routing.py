@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pytest
 
 from conformance.provider import ProbeHandle, ProbeSpec
-from conformance.providers.local import LocalProvider
+from conformance.providers.local.provider import LocalProvider
 from tests.integration.mesh import CLUSTERS, call, doc, eventually, versions
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ import pytest
 
 from conformance.provider import ProbeSpec
 from conformance.providers import build_config
-from conformance.providers.local import LocalProvider
 from conformance.providers.local.defects import Defect
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 from tests.integration.mesh import CLUSTERS, call, doc, no_retries
 

@@ -13,9 +13,8 @@ import pytest
 from conformance.errors import CannotRun, EnvironmentBroken, ProviderError, UsageError
 from conformance.provider import Feature, ProbeSpec
 from conformance.providers import PROVIDERS, build_config
-from conformance.providers.existing import ExistingProvider
 from conformance.providers.existing.preflight import istiod_version
-from conformance.providers.existing.provider import RUN_ANNOTATION
+from conformance.providers.existing.provider import RUN_ANNOTATION, ExistingProvider
 from conformance.providers.kube.api import Pod
 from conformance.runstate import RunState
 from conformance.scenario import load_manifests
@@ -127,7 +126,7 @@ def _healthy(**b: Any) -> dict[str, FakeAPI]:
 
 
 def test_registered() -> None:
-    assert PROVIDERS["existing"] == "conformance.providers.existing:ExistingProvider"
+    assert PROVIDERS["existing"].provider == "conformance.providers.existing.provider:ExistingProvider"
 
 
 def test_preflight_reports_ids_revisions_regions_and_cleans_up_its_namespaces() -> None:

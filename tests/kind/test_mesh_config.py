@@ -18,7 +18,7 @@ import yaml
 
 from conformance.errors import ProviderError, TimeoutExpired, UsageError
 from conformance.providers import build_config
-from conformance.providers.existing import ExistingProvider
+from conformance.providers.existing.provider import ExistingProvider
 from conformance.providers.kube.api import KubeAPI, Pod
 from conformance.providers.kube.meshconfig import STATE_KEY, patch_mesh_config, restore_mesh_configs
 from conformance.runstate import RunState
@@ -240,7 +240,7 @@ def test_kind_down_restores_the_mesh_config_of_reused_clusters(
         config_map_server: tuple[KubeAPI, list[dict[str, Any]]], tmp_path: Path) -> None:
     """--reuse: the clusters outlive the run, so ``meshconf down`` puts back the MeshConfig a crashed run left
     (through the run's own kubeconfig, context kind-<cluster>); clusters the run created are simply deleted."""
-    from conformance.providers.kind import KindProvider
+    from conformance.providers.kind.provider import KindProvider
 
     _, seen = config_map_server
     state = RunState(tmp_path)

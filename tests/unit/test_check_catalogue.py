@@ -7,9 +7,9 @@ import re
 from conformance.cli import list_checks, providers_for, runs_on
 from conformance.provider import Feature
 from conformance.providers import build_config, provider_offers
-from conformance.providers.existing import ExistingProvider
-from conformance.providers.kind import KindProvider
-from conformance.providers.local import LocalProvider
+from conformance.providers.existing.provider import ExistingProvider
+from conformance.providers.kind.provider import KindProvider
+from conformance.providers.local.provider import LocalProvider
 from conformance.topology import load_topology
 from tests.conftest import REPO
 

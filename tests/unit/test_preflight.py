@@ -14,7 +14,7 @@ from conformance.doctor import Finding
 from conformance.errors import EnvironmentBroken, PreflightFailed, ProviderError, UsageError
 from conformance.preflight import MIN_OUT_FREE_MB, check_out, preflight
 from conformance.providers import build_config, preflight_provider, validate_provider
-from conformance.providers.existing import ExistingProvider
+from conformance.providers.existing.provider import ExistingProvider
 from conformance.providers.existing.settings import ExistingSettings
 from conformance.providers.kind.preflight import version_problems
 from conformance.providers.local.addresses import claim_slot, free_slots
@@ -191,13 +191,32 @@ def test_existing_preflight_then_checks_istio() -> None:
 def test_every_registered_provider_is_a_provider_with_its_optional_capabilities_declared() -> None:
     """The registry is one table of Provider subclasses; what a provider cannot do it refuses by name."""
     from conformance.provider import Provider
-    from conformance.providers import PROVIDERS, plan_provider, provider_class
+    from conformance.providers import PROVIDERS, plan_provider, provider_class, settings_class
 
     for name in PROVIDERS:
         cls = provider_class(name)
         assert issubclass(cls, Provider) and cls.name == name
+        assert cls.Settings is settings_class(name), f"{name}: the registry's Settings is not the provider's"
         assert not getattr(cls, "__abstractmethods__", None), f"{name} leaves {cls.__abstractmethods__} abstract"
     with pytest.raises(UsageError, match="provider local has no install plan"):
         plan_provider(RunConfig(), TOPOLOGY)
     with pytest.raises(UsageError, match="provider 'nope' is not available; available: existing, k3s, kind, local"):
         provider_class("nope")
+
+
+def test_every_providers_options_are_read_without_importing_a_provider() -> None:
+    """The CLI and every pytest process (controller and each xdist worker) list every provider's settings: that
+    must not import the providers (the local mesh's translation, kind's and k3s's plans: ~0.3 s a process)."""
+    import subprocess
+    import sys
+
+    from conformance.providers import PROVIDERS
+
+    script = ("import sys; from conformance.providers import settings_catalog; settings_catalog(); "
+              "print(sorted(m for m in sys.modules if m.startswith('conformance.providers.')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    imported = done.stdout.strip()
+    assert all(f"conformance.providers.{name}.settings" in imported for name in PROVIDERS), imported
+    heavy = [f"conformance.providers.{name}.provider" for name in PROVIDERS] + [
+        "conformance.providers.local.translate", "conformance.providers.kind.plan", "conformance.providers.k3s.plan"]
+    assert not [m for m in heavy if f"'{m}'" in imported], imported

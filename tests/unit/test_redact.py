@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conformance.plugin import collect_diagnostics
 from conformance.providers import build_config
-from conformance.providers.existing import ExistingProvider
-from conformance.providers.kind import KindProvider
+from conformance.providers.existing.provider import ExistingProvider
+from conformance.providers.kind.provider import KindProvider
 from conformance.providers.kind.runner import Result, Runner
 from conformance.providers.kube.api import Pod
 from conformance.redact import REDACTED, redact_text, redact_tree

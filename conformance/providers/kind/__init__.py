@@ -1,5 +1,4 @@
 """kind clusters running Istio, installed per Istio's multi-cluster guides (``meshconf plan`` prints how)."""
 
-from conformance.providers.kind.provider import KindProvider
-
-__all__ = ["KindProvider"]
+# Nothing is imported here: the registry names the provider class and its Settings by module, so reading every
+# provider's settings (the CLI's and pytest's options) does not import any provider.
