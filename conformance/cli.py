@@ -139,9 +139,9 @@ def _run(args: argparse.Namespace) -> int:
     if str(args.workers) not in ("0", ""):
         session += ["-n", str(args.workers)]
     _clear_previous(out)
-    defects = getattr(config.settings, "defects", ())  # the local mesh's
+    given = {k: v for k, v in config.settings.as_dict().items() if v not in (None, False, [])}  # the provider's own
     print(f"meshconf: provider {config.provider}, topology {config.topology}, out {out}/"
-          + (f", defects {', '.join(defects)}" if defects else ""), flush=True)
+          + "".join(f", {k} {', '.join(v) if isinstance(v, list) else v}" for k, v in given.items()), flush=True)
     plan = RunPlan(config, topology, selection, session, Path(args.attach) if args.attach else None)
     return execute(plan)
 

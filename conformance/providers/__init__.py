@@ -72,26 +72,24 @@ def _registered(name: str) -> Registered:
     return found
 
 
-def _load(target: str) -> Any:
+def _load(target: str, base: type, what: str) -> Any:
+    """The class ``target`` (``module:name``) names; TypeError unless it subclasses ``base``."""
     module_name, _, attribute = target.partition(":")
-    return vars(importlib.import_module(module_name))[attribute]
+    cls = vars(importlib.import_module(module_name))[attribute]
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise TypeError(f"{target} is registered as {what} but is not a {base.__name__} subclass")
+    return cls
 
 
 def provider_class(name: str) -> type[Provider]:
     """The class registered as ``name``; UsageError naming the choices for an unknown one."""
-    target = _registered(name).provider
-    cls = _load(target)
-    if not (isinstance(cls, type) and issubclass(cls, Provider)):
-        raise TypeError(f"{target} is registered as provider {name!r} but is not a Provider subclass")
+    cls: type[Provider] = _load(_registered(name).provider, Provider, f"provider {name!r}")
     return cls
 
 
 def settings_class(name: str) -> type[Settings]:
     """The Settings class of provider ``name`` (the provider's ``Settings``), without importing the provider."""
-    target = _registered(name).settings
-    cls = _load(target)
-    if not (isinstance(cls, type) and issubclass(cls, Settings)):
-        raise TypeError(f"{target} is registered as the settings of provider {name!r} but is not a Settings class")
+    cls: type[Settings] = _load(_registered(name).settings, Settings, f"the settings of provider {name!r}")
     return cls
 
 
